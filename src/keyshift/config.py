@@ -1,0 +1,95 @@
+"""Settings: one pydantic-settings class, read from KEYSHIFT_* environment variables.
+
+The state home holds `home.json` (written by `keyshift init`), the SQLite state database by
+default, the local vault master key file, the embedded document store and the file storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keyshift.errors import ConflictError, UsageError
+
+HOME_FILE = "home.json"
+HOME_FORMAT = 1
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Unset URLs fall back to embedded defaults in the home."""
+
+    model_config = SettingsConfigDict(env_prefix="KEYSHIFT_", extra="ignore")
+
+    home: Path = Path("~/.keyshift")
+    database_url: str | None = None
+    document_store_url: str | None = None
+    file_store_url: str | None = None
+    platform_name: str = "Keyshift"
+    default_region: str = "eu"
+    # Unwrapped-DEK cache bounds.
+    dek_cache_max_age_seconds: float = 300.0
+    dek_cache_max_uses: int = 1_000_000
+    dek_cache_max_bytes: int = 1 << 34
+    # Revocation: environments of a policy whose key became unusable are disabled within this bound.
+    revocation_bound_seconds: float = 60.0
+    # A vault that cannot be reached for longer than this counts as revoked.
+    vault_grace_seconds: float = 30.0
+    health_interval_seconds: float = 30.0
+    # Retention windows (days).
+    byok_retention_days: int = 28
+    unlink_block_days: int = 7
+    backup_retention_days: int = 30
+
+    def home_path(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_path() / 'state.db'}"
+
+
+@dataclass(frozen=True)
+class HomeInfo:
+    """What `keyshift init` recorded about a home."""
+
+    path: Path
+    allow_fake_clock: bool
+    created_at: str
+
+    @classmethod
+    def load(cls, path: Path) -> HomeInfo:
+        f = path / HOME_FILE
+        if not f.exists():
+            raise ConflictError(
+                f"{path} is not an initialised Keyshift home; run `keyshift init` first",
+                code="not_initialised",
+            )
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            raise UsageError(f"{f} is unreadable or not JSON") from None
+        if data.get("format") != HOME_FORMAT:
+            raise UsageError(f"{f} has unsupported format {data.get('format')!r}")
+        return cls(
+            path=path,
+            allow_fake_clock=bool(data.get("allow_fake_clock")),
+            created_at=str(data.get("created_at", "")),
+        )
+
+    @staticmethod
+    def write(path: Path, *, allow_fake_clock: bool, created_at: str) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        f = path / HOME_FILE
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {"format": HOME_FORMAT, "allow_fake_clock": allow_fake_clock, "created_at": created_at},
+                indent=2,
+            )
+        )
+        os.replace(tmp, f)

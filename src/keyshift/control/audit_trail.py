@@ -1,0 +1,79 @@
+"""The admin audit trail: append-only, one row per control-plane change or key operation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyshift.db.models import AdminAuditEvent
+from keyshift.runtime import Runtime
+
+
+def record(
+    rt: Runtime,
+    session: Session,
+    action: str,
+    *,
+    target_type: str,
+    target_id: str | None = None,
+    tenant_id: str | None = None,
+    outcome: str = "ok",
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AdminAuditEvent:
+    """Add an audit row inside the caller's transaction (so it commits with the change)."""
+    event = AdminAuditEvent(
+        at=rt.clock.now(),
+        principal=rt.principal,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        tenant_id=tenant_id,
+        outcome=outcome,
+        reason=reason,
+        details=details or {},
+    )
+    session.add(event)
+    return event
+
+
+def record_failure(rt: Runtime, action: str, error: Exception, **kwargs: Any) -> None:
+    """Record a refused or failed action in its own transaction (the change itself rolled back)."""
+    code = getattr(error, "code", type(error).__name__)
+    with rt.transaction() as session:
+        record(rt, session, action, outcome="error", reason=f"{code}: {error}", **kwargs)
+
+
+def query(
+    rt: Runtime,
+    *,
+    tenant_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    with rt.transaction() as session:
+        stmt = select(AdminAuditEvent).order_by(AdminAuditEvent.id)
+        if tenant_id is not None:
+            stmt = stmt.where(AdminAuditEvent.tenant_id == tenant_id)
+        if since is not None:
+            stmt = stmt.where(AdminAuditEvent.at >= since)
+        rows = session.scalars(stmt.limit(limit)).all()
+        return [to_view(r) for r in rows]
+
+
+def to_view(e: AdminAuditEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "principal": e.principal,
+        "action": e.action,
+        "target_type": e.target_type,
+        "target_id": e.target_id,
+        "tenant_id": e.tenant_id,
+        "outcome": e.outcome,
+        "reason": e.reason,
+        "details": e.details,
+    }

@@ -1,0 +1,126 @@
+"""The wiring every interface shares: settings, clock, database, vaults, DEK cache, principal.
+
+The CLI, the REST API, the worker and the SDK each open one Runtime and call the service layer
+(`control/`, `stores/`, `jobs/`, `migrate/`) with it. Nothing else holds global state.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from keyshift.clock import Clock, FakeableClock
+from keyshift.config import HomeInfo, Settings
+from keyshift.db import schema
+from keyshift.db.engine import make_engine, make_sessionmaker, transaction
+
+if TYPE_CHECKING:
+    from keyshift.vaults.base import KeyVault
+
+
+class Runtime:
+    """One open Keyshift: use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        home: HomeInfo,
+        engine: Engine,
+        clock: Clock,
+        principal: str,
+    ) -> None:
+        self.settings = settings
+        self.home = home
+        self.engine = engine
+        self.clock = clock
+        self.principal = principal
+        self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
+        self._vaults: dict[str, KeyVault] = {}
+        self._extensions: dict[str, Any] = {}
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        home: str | Path | None = None,
+        database_url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        principal: str | None = None,
+        settings: Settings | None = None,
+        check_schema: bool = True,
+    ) -> Runtime:
+        overrides: dict[str, Any] = {}
+        if home is not None:
+            overrides["home"] = Path(home)
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        if settings is None:
+            settings = Settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        info = HomeInfo.load(settings.home_path())
+        engine = make_engine(settings.resolved_database_url())
+        if check_schema:
+            schema.require_current(engine)
+        return cls(
+            settings=settings,
+            home=info,
+            engine=engine,
+            clock=clock or FakeableClock(info.allow_fake_clock),
+            principal=principal or f"operator:cli:{_user()}",
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- units of work -----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with transaction(self.sessions) as session:
+            yield session
+
+    # -- vaults ------------------------------------------------------------------------------
+    def vault(self, name_or_id: str) -> KeyVault:
+        """The KeyVault adapter for a registered vault (cached per runtime)."""
+        cached = self._vaults.get(name_or_id)
+        if cached is not None:
+            return cached
+        from keyshift.vaults.registry import open_vault
+
+        vault = open_vault(self, name_or_id)
+        self._vaults[name_or_id] = vault
+        return vault
+
+    def forget_vault(self, name_or_id: str | None = None) -> None:
+        if name_or_id is None:
+            self._vaults.clear()
+        else:
+            self._vaults.pop(name_or_id, None)
+
+    # -- per-runtime singletons owned by other packages (DEK cache, stores, ...) --------------
+    def extension(self, key: str, factory: Any) -> Any:
+        value = self._extensions.get(key)
+        if value is None:
+            value = factory(self)
+            self._extensions[key] = value
+        return value
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # pragma: no cover - no passwd entry in some containers
+        return "unknown"

@@ -1,0 +1,57 @@
+"""From a registered vault (db row) to a KeyVault adapter. One factory per kind.
+
+Providers register lazily so that optional dependencies (python-pkcs11, PyKMIP) are imported only
+when a vault of that kind is opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import or_, select
+
+from keyshift.db.models import VaultRecord
+from keyshift.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from keyshift.runtime import Runtime
+    from keyshift.vaults.base import KeyVault
+
+VaultFactory = Callable[["Runtime", VaultRecord], "KeyVault"]
+
+# kind -> "module:function" building the adapter from (runtime, vault record)
+PROVIDERS: dict[str, str] = {
+    "local": "keyshift.vaults.local:open_local_vault",
+    "pkcs11": "keyshift.vaults.pkcs11:open_pkcs11_vault",
+    "kmip": "keyshift.vaults.kmip:open_kmip_vault",
+    "aws-kms": "keyshift.vaults.aws_kms:open_aws_kms_vault",
+}
+
+
+def factory_for(kind: str) -> VaultFactory:
+    target = PROVIDERS.get(kind)
+    if target is None:
+        raise UsageError(f"unknown vault kind {kind!r}; expected one of {', '.join(sorted(PROVIDERS))}")
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+
+def find_vault_record(rt: Runtime, name_or_id: str) -> VaultRecord:
+    with rt.transaction() as session:
+        row = session.scalars(
+            select(VaultRecord).where(
+                or_(VaultRecord.name == name_or_id, VaultRecord.id == name_or_id),
+                VaultRecord.state != "deleted",
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(f"vault {name_or_id!r} not found", code="vault_not_found")
+        session.expunge(row)
+        return row
+
+
+def open_vault(rt: Runtime, name_or_id: str) -> KeyVault:
+    row = find_vault_record(rt, name_or_id)
+    return factory_for(row.kind)(rt, row)
