@@ -39,10 +39,17 @@ class Settings(BaseSettings):
     # A vault that cannot be reached for longer than this counts as revoked.
     vault_grace_seconds: float = 30.0
     health_interval_seconds: float = 30.0
+    # How stale a process's view of an environment's state (enabled/disabled/locked) may get.
+    state_refresh_seconds: float = 1.0
     # Retention windows (days).
     byok_retention_days: int = 28
     unlink_block_days: int = 7
     backup_retention_days: int = 30
+
+    # Well-known names created by `keyshift init`.
+    platform_vault: str = "platform"
+    platform_key: str = "platform-kek"
+    platform_identity: str = "keyshift-platform"
 
     def home_path(self) -> Path:
         return self.home.expanduser().resolve()
