@@ -1,6 +1,7 @@
 """All tables. Importing this package registers every model on `Base.metadata`."""
 
 from keyshift.db.base import Base
+from keyshift.db.models.auth import ApiToken
 from keyshift.db.models.control import (
     AdminAuditEvent,
     ByokKey,
@@ -11,14 +12,27 @@ from keyshift.db.models.control import (
     Tenant,
     VaultRecord,
 )
+from keyshift.db.models.data import DataAuditRow, DataFile, DataFileChunk, DataRecord
+from keyshift.db.models.jobs import Job, JobBatch
+from keyshift.db.models.vault import LocalKey, LocalKeyGrant, LocalKeyVersion
 
 __all__ = [
     "AdminAuditEvent",
+    "ApiToken",
     "Base",
     "ByokKey",
+    "DataAuditRow",
+    "DataFile",
+    "DataFileChunk",
+    "DataRecord",
     "Dek",
     "DekWrap",
     "Environment",
+    "Job",
+    "JobBatch",
+    "LocalKey",
+    "LocalKeyGrant",
+    "LocalKeyVersion",
     "Policy",
     "Tenant",
     "VaultRecord",
