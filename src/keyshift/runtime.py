@@ -6,6 +6,7 @@ The CLI, the REST API, the worker and the SDK each open one Runtime and call the
 
 from __future__ import annotations
 
+import copy
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +86,17 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def with_principal(self, principal: str) -> Runtime:
+        """A view of this runtime acting for another principal (one API request, say).
+
+        Shares settings, engine, sessions, clock and the per-runtime extensions (DEK cache, ...);
+        vault adapters are opened per view so that audited key operations name the right principal.
+        """
+        view = copy.copy(self)
+        view.principal = principal
+        view._vaults = {}
+        return view
 
     # -- units of work -----------------------------------------------------------------------
     @contextmanager
