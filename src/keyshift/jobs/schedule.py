@@ -1,0 +1,41 @@
+"""Due maintenance the worker runs after its jobs (and `keyshift maintenance run` runs alone).
+
+Tasks are named functions `(rt) -> dict` imported lazily; a task whose module is not there yet is
+reported as skipped, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from keyshift.errors import KeyshiftError
+from keyshift.runtime import Runtime
+
+log = logging.getLogger("keyshift.maintenance")
+
+TASKS: tuple[tuple[str, str], ...] = (
+    ("purge_retained", "keyshift.migrate.maintenance:purge_expired_retention"),
+    ("delete_byok_vaults", "keyshift.migrate.finalize:delete_due_vaults"),
+    ("rotation", "keyshift.migrate.maintenance:detect_rotations"),
+)
+
+
+def run_due(rt: Runtime, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, target in TASKS:
+        if only is not None and name not in only:
+            continue
+        module, attr = target.split(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ModuleNotFoundError, AttributeError) as exc:
+            out[name] = {"skipped": f"not available: {exc}"}
+            continue
+        try:
+            out[name] = fn(rt)
+        except KeyshiftError as err:
+            log.warning("maintenance task %s failed: %s", name, err.code)
+            out[name] = {"error": err.to_dict()["error"]}
+    return out
