@@ -1,0 +1,115 @@
+"""The unwrapped-DEK cache, bounded by age, uses and bytes, flushable per scope.
+
+Scope is the environment id: revoking an environment's key flushes that scope and nothing else.
+An entry past any bound is evicted the moment it is looked at (and by `sweep()`), and its
+`DataKey` reference is dropped. (Python cannot promise to zero the bytes object itself; dropping
+every reference the cache holds is what it can do.) Age is read from the injected clock, so tests
+and drills move time explicitly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+from keyshift.clock import Clock
+from keyshift.crypto.dek import DataKey
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: DataKey
+    added: datetime
+    uses: int = 0
+    nbytes: int = 0
+
+
+class DekCache:
+    """Thread-safe cache of unwrapped DEKs keyed by (scope, dek id)."""
+
+    def __init__(
+        self,
+        max_age_seconds: float,
+        max_uses: int,
+        max_bytes: int,
+        clock: Clock,
+        max_entries: int = 10_000,
+    ) -> None:
+        if max_age_seconds <= 0 or max_uses <= 0 or max_bytes <= 0 or max_entries <= 0:
+            raise ValueError("cache bounds must be positive")
+        self.max_age_seconds = float(max_age_seconds)
+        self.max_uses = max_uses
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _expired(self, entry: _Entry, now: datetime) -> bool:
+        return (
+            (now - entry.added).total_seconds() >= self.max_age_seconds
+            or entry.uses >= self.max_uses
+            or entry.nbytes >= self.max_bytes
+        )
+
+    def get(self, scope: str, dek_id: bytes) -> DataKey | None:
+        """The cached key, or None if absent or past any bound (then it is evicted)."""
+        slot = (scope, dek_id)
+        with self._lock:
+            entry = self._entries.get(slot)
+            if entry is None:
+                return None
+            if self._expired(entry, self._clock.now()):
+                del self._entries[slot]
+                return None
+            self._entries.move_to_end(slot)
+            return entry.key
+
+    def put(self, scope: str, key: DataKey) -> None:
+        """Cache a freshly unwrapped key; its age, uses and bytes start from zero."""
+        if not isinstance(key, DataKey):
+            raise TypeError("key must be a DataKey")
+        slot = (scope, key.id)
+        with self._lock:
+            self._entries.pop(slot, None)
+            self._entries[slot] = _Entry(key, self._clock.now())
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def note_use(self, scope: str, dek_id: bytes, nbytes: int) -> None:
+        """Count one use of the key over nbytes of data (no-op if the key is not cached)."""
+        with self._lock:
+            entry = self._entries.get((scope, dek_id))
+            if entry is not None:
+                entry.uses += 1
+                entry.nbytes += max(0, int(nbytes))
+
+    def flush(self, scope: str | None = None) -> int:
+        """Drop every entry of one scope (or all scopes); returns how many were dropped."""
+        with self._lock:
+            if scope is None:
+                count = len(self._entries)
+                self._entries.clear()
+                return count
+            doomed = [slot for slot in self._entries if slot[0] == scope]
+            for slot in doomed:
+                del self._entries[slot]
+            return len(doomed)
+
+    def sweep(self) -> int:
+        """Evict every entry past a bound; returns how many were evicted."""
+        with self._lock:
+            now = self._clock.now()
+            doomed = [slot for slot, entry in self._entries.items() if self._expired(entry, now)]
+            for slot in doomed:
+                del self._entries[slot]
+            return len(doomed)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"DekCache(entries={len(self)}, max_age_seconds={self.max_age_seconds})"

@@ -1,0 +1,167 @@
+"""AES-256-GCM record cipher with associated data that names where the record lives.
+
+blob = header (32 bytes: "KS", version, alg, dek id, nonce) || GCM ciphertext || tag (16 bytes)
+associated data = header || AssociatedData.encode()
+
+Because the AD binds tenant, environment, store, collection and record id (length-prefixed, so
+no two different tuples encode alike) and the header itself, a ciphertext moved to another
+record, table, environment, store or tenant fails authentication, and so does any header edit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyshift.crypto.dek import Budget, DataKey, DataKeyExhaustedError, Keyring, UsageBudget
+from keyshift.crypto.format import (
+    AUTH_FAILED,
+    MALFORMED,
+    MAX_RECORD_BLOB,
+    MAX_RECORD_PLAINTEXT,
+    NONCE_LEN,
+    RECORD_HEADER_LEN,
+    RECORD_LEAD,
+    RECORD_OVERHEAD,
+    check_record_blob,
+    parse_record_header,
+    record_prefix,
+)
+from keyshift.errors import IntegrityError, UsageError
+
+MAX_AD_FIELD_BYTES = 4096
+AD_FIELDS = ("tenant", "environment", "store", "collection", "record_id")
+_U32 = struct.Struct(">I")
+_MAX_CACHED_AEADS = 256
+_COPY_LIMIT = 64 << 10  # below this, slicing the body is cheaper than a memoryview
+_LEAD = RECORD_LEAD
+
+
+def _field(name: str, value: object) -> bytes:
+    if not isinstance(value, str):
+        raise UsageError(f"associated data field {name} must be a string")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"associated data field {name} is not valid text") from None
+    if len(raw) > MAX_AD_FIELD_BYTES:
+        raise UsageError(f"associated data field {name} is longer than {MAX_AD_FIELD_BYTES} bytes")
+    return _U32.pack(len(raw)) + raw
+
+
+@dataclass(frozen=True)
+class AssociatedData:
+    """Where a record lives. encode() = for each field in order: u32 BE length || UTF-8 bytes."""
+
+    tenant: str
+    environment: str
+    store: str
+    collection: str
+    record_id: str
+    _encoded: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        encoded = b"".join(_field(name, getattr(self, name)) for name in AD_FIELDS)
+        object.__setattr__(self, "_encoded", encoded)
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    def with_record(self, record_id: str) -> AssociatedData:
+        """The same location with another record id."""
+        return AssociatedData(self.tenant, self.environment, self.store, self.collection, record_id)
+
+
+def dek_id_of(blob: bytes) -> bytes:
+    """Which DEK encrypted this blob (header only; no key needed). IntegrityError if malformed."""
+    return parse_record_header(blob).dek_id
+
+
+class RecordCipher:
+    """Encrypts under the keyring's primary DEK, decrypts under whichever DEK the header names.
+
+    `budget` counts encryptions under the primary (default: an in-memory 2^31 budget). The
+    cipher takes units from it in chunks of `budget_chunk` (falling back to single units near
+    the limit), so a few units per cipher instance may go unused; the limit is never passed.
+    When the budget refuses, encrypt raises DataKeyExhaustedError and the caller rolls to a new DEK.
+    """
+
+    def __init__(self, keyring: Keyring, budget: Budget | None = None, *, budget_chunk: int = 4096) -> None:
+        if budget_chunk <= 0:
+            raise ValueError("budget_chunk must be > 0")
+        self._keyring = keyring
+        primary = keyring.primary
+        self._budget: Budget = budget if budget is not None else UsageBudget()
+        self._chunk = budget_chunk
+        self._tickets = itertools.count()
+        self._granted = 0
+        self._grant_lock = threading.Lock()
+        aead = AESGCM(primary.key)
+        self._primary_id = primary.id
+        self._prefix = record_prefix(primary.id)
+        self._enc_aead = aead
+        self._aeads: dict[bytes, tuple[DataKey, AESGCM]] = {primary.id: (primary, aead)}
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
+    def encrypt(self, plaintext: bytes, ad: AssociatedData) -> bytes:
+        if len(plaintext) > MAX_RECORD_PLAINTEXT:
+            raise UsageError(f"a record holds at most {MAX_RECORD_PLAINTEXT} bytes")
+        ticket = next(self._tickets)  # atomic under the GIL; one ticket per encryption
+        if ticket >= self._granted:
+            self._take_budget(ticket)
+        nonce = os.urandom(NONCE_LEN)
+        header = self._prefix + nonce
+        return header + self._enc_aead.encrypt(nonce, plaintext, header + ad._encoded)
+
+    def decrypt(self, blob: bytes, ad: AssociatedData) -> bytes:
+        if type(blob) is not bytes:
+            blob = bytes(check_record_blob(blob))
+        size = len(blob)
+        if size < RECORD_OVERHEAD or size > MAX_RECORD_BLOB:
+            raise IntegrityError(MALFORMED)
+        header = blob[:RECORD_HEADER_LEN]
+        if header[:20] == self._prefix:  # fast path: the primary DEK (also proves the lead bytes)
+            aead = self._enc_aead
+        elif header[:4] == _LEAD:
+            aead = self._aead_for(header[4:20])
+        else:
+            raise IntegrityError(MALFORMED)
+        body = blob[RECORD_HEADER_LEN:] if size <= _COPY_LIMIT else memoryview(blob)[RECORD_HEADER_LEN:]
+        try:
+            return aead.decrypt(header[20:], body, header + ad._encoded)
+        except InvalidTag:
+            raise IntegrityError(AUTH_FAILED) from None
+
+    def _take_budget(self, ticket: int) -> None:
+        # This encryption's ticket is past what was granted so far: take more from the budget.
+        with self._grant_lock:
+            while self._granted <= ticket:
+                if self._budget.reserve(self._chunk):
+                    self._granted += self._chunk
+                elif self._budget.reserve(1):
+                    self._granted += 1
+                else:
+                    raise DataKeyExhaustedError(
+                        "the data key reached its encryption limit; roll to a new key"
+                    )
+
+    def _aead_for(self, dek_id: bytes) -> AESGCM:
+        key = self._keyring.get(dek_id)
+        entry = self._aeads.get(dek_id)
+        if entry is not None and entry[0] is key:
+            return entry[1]
+        aead = AESGCM(key.key)
+        if len(self._aeads) >= _MAX_CACHED_AEADS:
+            primary = self._keyring.primary
+            self._aeads = {primary.id: (primary, self._enc_aead)}
+        self._aeads[dek_id] = (key, aead)
+        return aead
