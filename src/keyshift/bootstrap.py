@@ -1,18 +1,28 @@
 """`keyshift init`: create (or upgrade) a state home.
 
-Creates the home directory and home.json, brings the state database schema to head, and — owned
-by the local-vault part — the master key file (0600) and the platform vault with its platform KEK.
-Idempotent: running it again on an initialised home only upgrades the schema.
+Creates the home directory and home.json, brings the state database schema to head, creates the
+master key (HOME/master.key, 0600 — or a passphrase-derived key when KEYSHIFT_MASTER_PASSPHRASE is
+set) and the platform vault (local, owner platform, 90-day soft delete, purge protection) holding
+the platform KEK (AES-256) with a get/wrapKey/unwrapKey grant for the platform identity.
+Idempotent: running it again on an initialised home only upgrades the schema and fills in
+whatever of the above is missing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from keyshift.clock import SystemClock
 from keyshift.config import HOME_FILE, HomeInfo, Settings
 from keyshift.db import schema
 from keyshift.db.engine import make_engine
+from keyshift.errors import AlreadyExistsError, ConflictError, NotFoundError
+
+INIT_PRINCIPAL = "system:init"
 
 
 def init_home(
@@ -26,9 +36,77 @@ def init_home(
     created = not (path / HOME_FILE).exists()
     if created:
         HomeInfo.write(path, allow_fake_clock=allow_fake_clock, created_at=SystemClock().now().isoformat())
-    engine = make_engine(settings.resolved_database_url())
+    url = settings.resolved_database_url()
+    engine = make_engine(url)
     try:
         schema.upgrade(engine)
+        master = _ensure_master_key(path, engine)
     finally:
         engine.dispose()
-    return {"home": str(path), "created": created, "schema": schema.head_revision()}
+    platform = _ensure_platform_vault(settings)
+    return {
+        "home": str(path),
+        "created": created,
+        "database": make_url(url).render_as_string(hide_password=True),
+        "schema": schema.head_revision(),
+        "allow_fake_clock": HomeInfo.load(path).allow_fake_clock,
+        "master_key": master,
+        **platform,
+    }
+
+
+def _ensure_master_key(path: Path, engine: Any) -> dict[str, Any]:
+    from keyshift.db.models import LocalKey
+    from keyshift.vaults import master_key
+
+    if not master_key.exists(path):
+        with engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(LocalKey)).scalar_one()
+        if stored:
+            raise ConflictError(
+                f"{path} has no master key but the database holds {stored} local vault key(s) sealed "
+                "under one; restore the home's master.key/master.json instead of creating a new key",
+                code="master_key_missing",
+            )
+    return master_key.create_master_key(path)
+
+
+def _ensure_platform_vault(settings: Settings) -> dict[str, Any]:
+    """Create the platform vault, its KEK and the platform identity's grant when missing."""
+    from keyshift.control.vaults import create_local_vault
+    from keyshift.runtime import Runtime
+    from keyshift.vaults.base import ALL_PERMISSIONS, KeyNotFoundError, KeyType
+    from keyshift.vaults.local import LocalVault
+    from keyshift.vaults.registry import find_vault_record
+
+    out: dict[str, Any] = {}
+    with Runtime.open(settings=settings, clock=SystemClock(), principal=INIT_PRINCIPAL) as rt:
+        name = settings.platform_vault
+        try:
+            find_vault_record(rt, name)
+            out["platform_vault"] = {"name": name, "created": False}
+        except NotFoundError:
+            try:
+                create_local_vault(rt, name, soft_delete_days=90, purge_protection=True, owner="platform")
+                out["platform_vault"] = {"name": name, "created": True}
+            except AlreadyExistsError:  # a concurrent init created it first
+                out["platform_vault"] = {"name": name, "created": False}
+        vault = rt.vault(name)
+        assert isinstance(vault, LocalVault)
+        key = settings.platform_key
+        try:
+            vault.describe(vault._ref(key))
+            out["platform_key"] = {"name": key, "created": False}
+        except KeyNotFoundError:
+            try:
+                vault.create_key(key, KeyType.AES, 256)
+                out["platform_key"] = {"name": key, "type": "AES", "size": 256, "created": True}
+            except AlreadyExistsError:
+                out["platform_key"] = {"name": key, "created": False}
+        identity = settings.platform_identity
+        if vault.check_access(vault._ref(key), identity) != ALL_PERMISSIONS:
+            vault.grant(key, identity, ALL_PERMISSIONS)
+            out["platform_grant"] = {"identity": identity, "created": True}
+        else:
+            out["platform_grant"] = {"identity": identity, "created": False}
+    return out

@@ -1,0 +1,301 @@
+"""Vault and key administration use cases (what `keyshift vault ...` / `key ...` and the API call).
+
+Local vaults are created here; key commands work on any registered vault whose adapter implements
+`KeyManager`. Adapters that write their own admin audit records inside their transactions set
+`audits_key_admin = True` (the local vault does); for the others this module records the outcome.
+Views never contain key material.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+from keyshift.control import audit_trail
+from keyshift.db.models import VaultRecord
+from keyshift.db.types import new_id
+from keyshift.errors import AlreadyExistsError, ConflictError, KeyshiftError, UsageError
+from keyshift.runtime import Runtime
+from keyshift.vaults.base import (
+    KeyInfo,
+    KeyManager,
+    KeyRef,
+    KeyVault,
+    Permission,
+    parse_permissions,
+)
+from keyshift.vaults.local_crypto import validate_type_size
+from keyshift.vaults.registry import find_vault_record
+
+T = TypeVar("T")
+SOFT_DELETE_MIN, SOFT_DELETE_MAX = 7, 90
+VAULT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+# -- vaults --------------------------------------------------------------------------------------
+def validate_soft_delete_days(days: int) -> int:
+    if isinstance(days, bool) or not isinstance(days, int) or not SOFT_DELETE_MIN <= days <= SOFT_DELETE_MAX:
+        raise UsageError(
+            f"soft delete retention must be {SOFT_DELETE_MIN}-{SOFT_DELETE_MAX} days, got {days!r}",
+            code="invalid_retention",
+        )
+    return days
+
+
+def create_local_vault(
+    rt: Runtime,
+    name: str,
+    *,
+    soft_delete_days: int = 90,
+    purge_protection: bool = False,
+    owner: str = "customer",
+    tenant_id: str | None = None,
+) -> dict[str, Any]:
+    """Register a new local vault. Names are unique across all vaults."""
+    try:
+        if not isinstance(name, str) or not VAULT_NAME_RE.match(name):
+            raise UsageError(
+                f"invalid vault name {name!r}: 1-100 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit",
+                code="invalid_name",
+            )
+        validate_soft_delete_days(soft_delete_days)
+        if owner not in ("customer", "platform"):
+            raise UsageError(f"invalid vault owner {owner!r}")
+        with rt.transaction() as session:
+            if session.scalars(select(VaultRecord.id).where(VaultRecord.name == name)).first():
+                raise AlreadyExistsError(f"vault {name!r} already exists")
+            rec = VaultRecord(
+                id=new_id("vlt"),
+                name=name,
+                kind="local",
+                owner=owner,
+                tenant_id=tenant_id,
+                config={},
+                soft_delete_days=soft_delete_days,
+                purge_protection=purge_protection,
+                state="active",
+                created_at=rt.clock.now(),
+            )
+            session.add(rec)
+            session.flush()
+            audit_trail.record(
+                rt,
+                session,
+                "vault.create",
+                target_type="vault",
+                target_id=name,
+                tenant_id=tenant_id,
+                details={
+                    "kind": "local",
+                    "soft_delete_days": soft_delete_days,
+                    "purge_protection": purge_protection,
+                    "owner": owner,
+                },
+            )
+            view = vault_view(rec)
+        return view
+    except DbIntegrityError:
+        err: KeyshiftError = AlreadyExistsError(f"vault {name!r} already exists")
+    except KeyshiftError as exc:
+        err = exc
+    audit_trail.record_failure(rt, "vault.create", err, target_type="vault", target_id=str(name)[:200])
+    raise err
+
+
+def vault_view(rec: VaultRecord) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "name": rec.name,
+        "kind": rec.kind,
+        "owner": rec.owner,
+        "tenant": rec.tenant_id,
+        "soft_delete_days": rec.soft_delete_days,
+        "purge_protection": rec.purge_protection,
+        "state": rec.state,
+        "delete_after": rec.delete_after,
+        "created_at": rec.created_at,
+    }
+
+
+def list_vaults(rt: Runtime) -> list[dict[str, Any]]:
+    with rt.transaction() as session:
+        rows = session.scalars(
+            select(VaultRecord).where(VaultRecord.state != "deleted").order_by(VaultRecord.name)
+        ).all()
+        return [vault_view(r) for r in rows]
+
+
+def show_vault(rt: Runtime, vault: str) -> dict[str, Any]:
+    """The vault, its reachability (via info()) and its keys when the adapter can list them."""
+    rec = find_vault_record(rt, vault)
+    view = vault_view(rec)
+    adapter: KeyVault | None = None
+    try:
+        adapter = rt.vault(rec.name)
+        info = adapter.info()
+        view["reachable"] = info.reachable
+        view["detail"] = info.detail
+        view["symmetric_only"] = info.symmetric_only
+    except KeyshiftError as exc:
+        view["reachable"] = False
+        view["detail"] = f"{exc.code}: {exc.message}"
+    view["key_management"] = adapter is not None and isinstance(adapter, KeyManager)
+    keys: list[dict[str, Any]] = []
+    if adapter is not None and isinstance(adapter, KeyManager) and view["reachable"]:
+        try:
+            keys = [key_view(k) for k in adapter.list_keys()]
+        except KeyshiftError as exc:
+            view["detail"] = f"{exc.code}: {exc.message}"
+    view["keys"] = keys
+    return view
+
+
+# -- keys ----------------------------------------------------------------------------------------
+def key_view(info: KeyInfo, grants: dict[str, frozenset[Permission]] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "vault": info.ref.vault,
+        "name": info.ref.name,
+        "type": info.key_type.value,
+        "size": info.size,
+        "enabled": info.enabled,
+        "state": "deleted" if info.deleted else ("enabled" if info.enabled else "disabled"),
+        "current_version": info.current_version,
+        "deleted": info.deleted,
+        "purge_after": info.purge_after,
+        "versions": [
+            {
+                "version": v.version,
+                "enabled": v.enabled,
+                "not_before": v.not_before,
+                "expires": v.expires,
+                "created_at": v.created_at,
+            }
+            for v in info.versions
+        ],
+    }
+    if grants is not None:
+        view["grants"] = [
+            {"identity": ident, "permissions": sorted(p.value for p in perms)}
+            for ident, perms in sorted(grants.items())
+        ]
+    return view
+
+
+def key_manager(rt: Runtime, vault: str) -> tuple[str, KeyManager]:
+    """The vault's adapter as a KeyManager, or ConflictError if its kind cannot manage keys."""
+    rec = find_vault_record(rt, vault)
+    adapter = rt.vault(rec.name)
+    if not isinstance(adapter, KeyManager):
+        raise ConflictError(
+            f"vault kind {rec.kind} does not support key management", code="unsupported_operation"
+        )
+    return rec.name, adapter
+
+
+def _admin(rt: Runtime, vault: str, name: str, action: str, fn: Callable[[KeyManager], T]) -> T:
+    """Run a key admin action; audit it here unless the adapter audits itself."""
+    target = f"{vault}/{name}"
+    try:
+        vname, km = key_manager(rt, vault)
+    except KeyshiftError as exc:
+        audit_trail.record_failure(rt, action, exc, target_type="key", target_id=target)
+        raise
+    target = f"{vname}/{name}"
+    if getattr(km, "audits_key_admin", False):
+        return fn(km)
+    try:
+        result = fn(km)
+    except KeyshiftError as exc:
+        audit_trail.record_failure(rt, action, exc, target_type="key", target_id=target)
+        raise
+    with rt.transaction() as session:
+        audit_trail.record(
+            rt, session, action, target_type="key", target_id=target, details={"vault": vname, "key": name}
+        )
+    return result
+
+
+def create_key(
+    rt: Runtime,
+    vault: str,
+    name: str,
+    key_type: str,
+    size: int,
+    *,
+    not_before: datetime | None = None,
+    expires: datetime | None = None,
+) -> dict[str, Any]:
+    def run(km: KeyManager) -> KeyInfo:
+        kt = validate_type_size(key_type, size) if not getattr(km, "audits_key_admin", False) else key_type
+        return km.create_key(name, kt, size, not_before=not_before, expires=expires)  # type: ignore[arg-type]
+
+    return key_view(_admin(rt, vault, name, "key.create", run))
+
+
+def rotate_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
+    return key_view(_admin(rt, vault, name, "key.rotate", lambda km: km.rotate_key(name)))
+
+
+def set_key_enabled(
+    rt: Runtime, vault: str, name: str, enabled: bool, *, version: str | None = None
+) -> dict[str, Any]:
+    action = "key.enable" if enabled else "key.disable"
+    return key_view(
+        _admin(rt, vault, name, action, lambda km: km.set_enabled(name, enabled, version=version))
+    )
+
+
+def delete_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
+    return key_view(_admin(rt, vault, name, "key.delete", lambda km: km.delete_key(name)))
+
+
+def recover_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
+    return key_view(_admin(rt, vault, name, "key.recover", lambda km: km.recover_key(name)))
+
+
+def purge_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
+    _admin(rt, vault, name, "key.purge", lambda km: km.purge_key(name))
+    return {"vault": vault, "name": name, "purged": True}
+
+
+def grant_key(
+    rt: Runtime, vault: str, name: str, identity: str, permissions: str | frozenset[Permission]
+) -> dict[str, Any]:
+    def run(km: KeyManager) -> frozenset[Permission]:
+        perms = parse_permissions(permissions) if isinstance(permissions, str) else frozenset(permissions)
+        km.grant(name, identity, perms)
+        return perms
+
+    try:
+        perms = _admin(rt, vault, name, "key.grant", run)
+    except UsageError as exc:
+        # Bad permission names never reach the adapter; audit the refusal here.
+        if exc.message.startswith(("unknown permission", "no permissions")):
+            audit_trail.record_failure(rt, "key.grant", exc, target_type="key", target_id=f"{vault}/{name}")
+        raise
+    return {"vault": vault, "name": name, "identity": identity, "permissions": sorted(p.value for p in perms)}
+
+
+def revoke_key_grant(rt: Runtime, vault: str, name: str, identity: str) -> dict[str, Any]:
+    _admin(rt, vault, name, "key.revoke_grant", lambda km: km.revoke_grant(name, identity))
+    return {"vault": vault, "name": name, "identity": identity, "revoked": True}
+
+
+def list_keys(rt: Runtime, vault: str) -> list[dict[str, Any]]:
+    _, km = key_manager(rt, vault)
+    return [key_view(k) for k in km.list_keys()]
+
+
+def show_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
+    vname, km = key_manager(rt, vault)
+    adapter = rt.vault(vname)
+    info = adapter.describe(KeyRef(vname, name))
+    lister = getattr(km, "list_grants", None)
+    grants = lister(name) if callable(lister) else None
+    return key_view(info, grants)
