@@ -1,0 +1,47 @@
+"""The FastAPI application: REST API under /api/v1, the admin center under /, one error mapping.
+
+`create_app(rt)` takes an open Runtime (the server's own, principal "api:server"); each request acts
+through `rt.with_principal("token:<id>:<role>")` so every service-level audit record names the caller,
+and the RequestAudit middleware adds one audit row per request.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from keyshift.api import errors
+from keyshift.api.middleware import BodyLimit, RequestAudit
+from keyshift.api.routes import ROUTERS
+from keyshift.runtime import Runtime
+
+API_PREFIX = "/api/v1"
+JSON_LIMIT = 1 << 20  # 1 MiB for JSON bodies
+FILE_LIMIT = 1 << 32  # 4 GiB for streamed file uploads
+
+
+def create_app(
+    rt: Runtime,
+    *,
+    json_limit: int = JSON_LIMIT,
+    file_limit: int = FILE_LIMIT,
+    with_web: bool = True,
+) -> FastAPI:
+    app = FastAPI(
+        title="Keyshift",
+        version="1",
+        summary="Customer-managed encryption keys and online key-mode migration.",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = rt
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    if with_web:
+        from keyshift.web import pages
+
+        pages.install(app)
+    app.add_middleware(BodyLimit, json_limit=json_limit, file_limit=file_limit)
+    app.add_middleware(RequestAudit, runtime=rt, skip_prefixes=("/static/",))
+    return app

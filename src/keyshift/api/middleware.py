@@ -1,0 +1,133 @@
+"""Pure ASGI middleware: request body size limits and the per-request admin audit record."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from keyshift.api.errors import PayloadTooLargeError
+from keyshift.control import audit_trail
+from keyshift.runtime import Runtime
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("keyshift.api")
+
+
+class BodyLimit:
+    """Refuse bodies over the limit: at once from Content-Length, else while streaming.
+
+    Uploads to file routes (PUT .../files/...) get `file_limit`; everything else `json_limit`.
+    """
+
+    def __init__(self, app: ASGIApp, *, json_limit: int, file_limit: int) -> None:
+        self.app = app
+        self.json_limit = json_limit
+        self.file_limit = file_limit
+
+    def _limit(self, scope: Scope) -> int:
+        path: str = scope.get("path", "")
+        if scope.get("method") == "PUT" and "/files/" in path:
+            return self.file_limit
+        return self.json_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > limit:
+                    await _too_large(send, limit)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLargeError(f"request body larger than {limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    err = PayloadTooLargeError(f"request body larger than {limit} bytes")
+    body = json.dumps(err.to_dict()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestAudit:
+    """One admin audit row per request: principal, method and path, status, outcome."""
+
+    def __init__(self, app: ASGIApp, *, runtime: Runtime, skip_prefixes: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.skip_prefixes = skip_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(self.skip_prefixes):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def watching(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching)
+        finally:
+            state = scope.get("state") or {}
+            await run_in_threadpool(
+                self._record,
+                str(state.get("principal", "anonymous")),
+                state.get("tenant_id"),
+                str(scope.get("method", "")),
+                path,
+                status,
+            )
+
+    def _record(self, principal: str, tenant_id: str | None, method: str, path: str, status: int) -> None:
+        rt = self.runtime.with_principal(principal)
+        try:
+            with rt.transaction() as session:
+                audit_trail.record(
+                    rt,
+                    session,
+                    "api.request",
+                    target_type="http",
+                    target_id=f"{method} {path}"[:200],
+                    tenant_id=tenant_id,
+                    outcome="ok" if status < 400 else "error",
+                    reason=None if status < 400 else f"http {status}",
+                    details={"status": status},
+                )
+        except Exception as exc:  # the response is already out; never turn it into a failure
+            log.error("could not record request audit: %s", type(exc).__name__)
