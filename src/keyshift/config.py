@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     file_store_url: str | None = None
     platform_name: str = "Keyshift"
     default_region: str = "eu"
+    # Regions environments and policies may be placed in (JSON list in KEYSHIFT_REGIONS).
+    regions: list[str] = ["eu", "us", "uk", "ca", "apac", "au", "jp", "in"]
     # Unwrapped-DEK cache bounds.
     dek_cache_max_age_seconds: float = 300.0
     dek_cache_max_uses: int = 1_000_000

@@ -1,0 +1,270 @@
+"""Environments: create with region and type, list, show (the environment encryption page), the
+managed flag and features (with the SQL-restriction refusals).
+
+A new environment is bound to the platform key: mode `platform`, managed_by `platform`, KEK = the
+platform vault's platform key, used as the platform identity. A tenant under `sql_restriction` gets
+the SQL-only layout (audit and files inside SQL); others get the document store and file storage.
+
+`env_sql_restricted`: an environment is SQL-restricted while its tenant has `sql_restriction` and it
+is not (yet) on a customer-managed key — a migrated environment's audit and files have left SQL, and
+features enabled later get their storage under the CMK (SPEC §2).
+
+Features: enabling one records it on the environment and then calls every hook in
+`FEATURE_ENABLED_HOOKS` with `(rt, session, env, feature)` inside the same transaction (the data
+plane appends a hook that creates the feature's storage under the environment's current key; a hook
+error rolls the enable back). Hooks get the open session: they must not open another transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyshift.control.common import (
+    get_environment,
+    get_tenant,
+    iso,
+    operation,
+    platform_vault,
+    validate_name,
+    validate_region,
+)
+from keyshift.db.models import ByokKey, Environment, Policy, Tenant, VaultRecord
+from keyshift.db.types import new_id
+from keyshift.errors import AlreadyExistsError, ConflictError, UsageError
+from keyshift.runtime import Runtime
+
+ENV_TYPES = ("production", "sandbox", "trial", "teams", "developer")
+DEFAULT_ENV_TYPE = "sandbox"
+
+# Features that need storage outside SQL: refused while the environment is SQL-restricted.
+NON_SQL_FEATURES = (
+    "search",
+    "elastic-tables",
+    "data-lake",
+    "audit-retention",
+    "large-files",
+    "long-term-retention",
+)
+FEATURES = (*NON_SQL_FEATURES, "audit", "files")
+
+SQL_LAYOUT = {"records": "sql", "audit": "sql", "files": "sql"}
+DEFAULT_LAYOUT = {"records": "sql", "audit": "document", "files": "file_storage"}
+
+FeatureHook = Callable[[Runtime, Session, Environment, str], None]
+FEATURE_ENABLED_HOOKS: list[FeatureHook] = []
+
+
+def env_sql_restricted(tenant: Tenant, env: Environment) -> bool:
+    return bool(tenant.sql_restriction) and env.enc_mode != "cmk"
+
+
+def validate_type(env_type: str | None) -> str:
+    value = DEFAULT_ENV_TYPE if env_type is None else env_type
+    if value not in ENV_TYPES:
+        raise UsageError(
+            f"unknown environment type {value!r}; expected one of {', '.join(ENV_TYPES)}",
+            code="invalid_type",
+        )
+    return value
+
+
+def create_environment(
+    rt: Runtime,
+    tenant_ref: str,
+    name: str,
+    *,
+    region: str | None = None,
+    env_type: str | None = None,
+) -> dict[str, Any]:
+    """Create an environment on the platform key. (`--byok` is `byok.create_byok_environment`.)"""
+    with operation(rt, "environment.create", target_type="environment", details={"name": name}) as op:
+        validate_name("environment", name)
+        region = validate_region(rt, region)
+        env_type = validate_type(env_type)
+        s = op.session
+        tenant = get_tenant(s, tenant_ref)
+        op.tenant_id = tenant.id
+        op.details.update(region=region, type=env_type)
+        if tenant.locked_at is not None:
+            raise ConflictError(f"tenant {tenant.name!r} is locked", code="tenant_locked")
+        if s.scalars(select(Environment.id).where(Environment.name == name)).first() is not None:
+            raise AlreadyExistsError(f"environment {name!r} already exists", code="environment_exists")
+        vault = platform_vault(rt, s)
+        env = Environment(
+            id=new_id("env"),
+            tenant_id=tenant.id,
+            name=name,
+            region=region,
+            type=env_type,
+            managed=False,
+            state="enabled",
+            state_changed_at=rt.clock.now(),
+            features=[],
+            stores=dict(SQL_LAYOUT if tenant.sql_restriction else DEFAULT_LAYOUT),
+            enc_mode="platform",
+            enc_managed_by="platform",
+            enc_status="encrypted",
+            kek_vault_id=vault.id,
+            kek_key_name=rt.settings.platform_key,
+            kek_key_version=None,
+            kek_identity=rt.settings.platform_identity,
+            created_at=rt.clock.now(),
+        )
+        s.add(env)
+        s.flush()
+        op.target_id = env.id
+        return environment_view(rt, s, env)
+
+
+def list_environments(
+    rt: Runtime, *, tenant: str | None = None, with_policies: bool = False
+) -> list[dict[str, Any]]:
+    """All environments (optionally of one tenant); `with_policies` keeps those linked to a policy."""
+    with rt.transaction() as s:
+        stmt = select(Environment).where(Environment.state != "deleted").order_by(Environment.name)
+        if tenant is not None:
+            stmt = stmt.where(Environment.tenant_id == get_tenant(s, tenant).id)
+        if with_policies:
+            stmt = stmt.where(Environment.policy_id.is_not(None))
+        out = []
+        for env in s.scalars(stmt):
+            t = s.get(Tenant, env.tenant_id)
+            pol = s.get(Policy, env.policy_id) if env.policy_id else None
+            out.append(
+                {
+                    "id": env.id,
+                    "name": env.name,
+                    "tenant": t.name if t else env.tenant_id,
+                    "region": env.region,
+                    "type": env.type,
+                    "managed": env.managed,
+                    "state": env.state,
+                    "mode": env.enc_mode,
+                    "managed_by": env.enc_managed_by,
+                    "status": env.enc_status,
+                    "policy": pol.name if pol else None,
+                    "policy_id": env.policy_id,
+                    "policy_health": pol.health if pol else None,
+                }
+            )
+        return out
+
+
+def show_environment(rt: Runtime, ref: str) -> dict[str, Any]:
+    with rt.transaction() as s:
+        return environment_view(rt, s, get_environment(s, ref))
+
+
+def set_managed(rt: Runtime, ref: str, managed: bool) -> dict[str, Any]:
+    action = "environment.managed." + ("enable" if managed else "disable")
+    with operation(rt, action, target_type="environment", details={"managed": managed}) as op:
+        s = op.session
+        env = get_environment(s, ref)
+        op.target_id, op.tenant_id = env.id, env.tenant_id
+        require_not_deleted(env)
+        if not managed and env.policy_id is not None:
+            raise ConflictError(
+                f"environment {env.name!r} is linked to a policy; remove it from the policy first",
+                code="policy_linked",
+            )
+        op.details["changed"] = env.managed != managed
+        env.managed = managed
+        s.flush()
+        return environment_view(rt, s, env)
+
+
+def enable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
+    with operation(
+        rt, "environment.feature.enable", target_type="environment", details={"feature": feature}
+    ) as op:
+        if feature not in FEATURES:
+            raise UsageError(
+                f"unknown feature {feature!r}; expected one of {', '.join(FEATURES)}",
+                code="invalid_feature",
+            )
+        s = op.session
+        env = get_environment(s, ref)
+        op.target_id, op.tenant_id = env.id, env.tenant_id
+        require_not_deleted(env)
+        if env.state != "enabled":
+            raise ConflictError(
+                f"environment {env.name!r} is {env.state}; features cannot be enabled",
+                code="environment_not_enabled",
+            )
+        tenant = s.get(Tenant, env.tenant_id)
+        assert tenant is not None
+        if feature in NON_SQL_FEATURES and env_sql_restricted(tenant, env):
+            raise ConflictError(
+                f"feature {feature!r} needs storage outside SQL, which the SQL restriction of tenant "
+                f"{tenant.name!r} (legacy BYOK) does not allow; migrate the environment to a "
+                "customer-managed key first",
+                code="sql_restriction",
+            )
+        op.details["changed"] = feature not in env.features
+        if feature not in env.features:
+            env.features = [*env.features, feature]
+            s.flush()
+            for hook in list(FEATURE_ENABLED_HOOKS):
+                hook(rt, s, env, feature)
+        s.flush()
+        return environment_view(rt, s, env)
+
+
+def require_not_deleted(env: Environment) -> None:
+    if env.state == "deleted":
+        raise ConflictError(f"environment {env.name!r} is deleted", code="environment_deleted")
+
+
+def render_managed_by(rt: Runtime, managed_by: str) -> str:
+    """Human rendering (SPEC §1): customer_via_platform -> CustomerVia<PlatformName>."""
+    if managed_by == "customer_via_platform":
+        return f"CustomerVia{rt.settings.platform_name}"
+    return {"platform": "Platform", "customer": "Customer"}.get(managed_by, managed_by)
+
+
+def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
+    """The environment encryption page (SPEC §6 fields, plus a few more)."""
+    tenant = s.get(Tenant, env.tenant_id)
+    assert tenant is not None
+    policy = s.get(Policy, env.policy_id) if env.policy_id else None
+    vault = s.get(VaultRecord, env.kek_vault_id) if env.kek_vault_id else None
+    byok_key = s.get(ByokKey, env.byok_key_id) if env.byok_key_id else None
+    return {
+        "id": env.id,
+        "name": env.name,
+        "tenant": tenant.name,
+        "tenant_id": tenant.id,
+        "region": env.region,
+        "type": env.type,
+        "managed": env.managed,
+        "state": env.state,
+        "state_reason": env.state_reason,
+        "sql_restriction": env_sql_restricted(tenant, env),
+        "features": list(env.features or []),
+        "stores": dict(env.stores or {}),
+        "encryption": {
+            "mode": env.enc_mode,
+            "managed_by": env.enc_managed_by,
+            "managed_by_display": render_managed_by(rt, env.enc_managed_by),
+            "status": env.enc_status,
+            "policy": policy.name if policy else None,
+            "policy_id": env.policy_id,
+            "policy_health": policy.health if policy else None,
+            "key": {
+                "vault": vault.name if vault else env.kek_vault_id,
+                "name": env.kek_key_name,
+                "version": env.kek_key_version,
+                "identity": env.kek_identity,
+                "byok_key": byok_key.name if byok_key else None,
+            },
+        },
+        "linked_at": iso(env.linked_at),
+        "migrated_from_byok_at": iso(env.migrated_from_byok_at),
+        "restore_until": iso(env.restore_until),
+        "delete_after": iso(env.delete_after),
+        "created_at": iso(env.created_at),
+    }

@@ -1,0 +1,132 @@
+"""CLI: `tenant ...` and `env ...` — JSON output, error JSON on stderr, exit codes, state unchanged."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "control"))
+
+from control_support import ensure_platform_vault, snapshot
+
+from keyshift.cli.main import app
+from keyshift.runtime import Runtime
+
+
+class Cli:
+    def __init__(self, rt: Runtime, home: Path, db_url: str | None) -> None:
+        self.rt, self.home, self.db_url = rt, home, db_url
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int = 0) -> Any:
+        base = ["--home", str(self.home), "--json"]
+        if self.db_url:
+            base += ["--database-url", self.db_url]
+        res = self.runner.invoke(app, [*base, *args], env={"KEYSHIFT_NOW": ""})
+        assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
+        if code == 0:
+            return json.loads(res.stdout)
+        assert res.stdout == ""
+        return json.loads(res.stderr)["error"]
+
+
+@pytest.fixture
+def cli(rt: Runtime, home: Path, db_url: str | None) -> Cli:
+    ensure_platform_vault(rt)
+    return Cli(rt, home, db_url)
+
+
+def test_tenant_create_list_show_and_flag_removal(cli: Cli) -> None:
+    t = cli("tenant", "create", "fab", "--byok")
+    assert t["byok_feature"] is True and t["byok_vault"]["name"] == "byok-fab"
+    assert [r["name"] for r in cli("tenant", "list")] == ["fab"]
+    shown = cli("tenant", "show", "fab")
+    for field in ("byok_feature", "sql_restriction", "byok_vault", "final_byok_migration_at"):
+        assert field in shown
+    assert {"state", "delete_after"} <= set(shown["byok_vault"])
+    after = cli("tenant", "byok-flag", "remove", t["id"], "--ticket", "OPS-7")
+    assert after["byok_feature"] is False and after["sql_restriction"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "exit_code"),
+    [
+        (("tenant", "create", "t"), "tenant_exists", 4),
+        (("tenant", "create", "bad/name"), "invalid_name", 2),
+        (("tenant", "show", "ghost"), "tenant_not_found", 3),
+        (("tenant", "byok-flag", "remove", "t", "--ticket", "X-1"), "byok_feature_off", 4),
+    ],
+)
+def test_tenant_errors(cli: Cli, args: tuple[str, ...], code: str, exit_code: int) -> None:
+    cli("tenant", "create", "t")
+    before = snapshot(cli.rt)
+    err = cli(*args, code=exit_code)
+    assert err["code"] == code and err["message"]
+    assert snapshot(cli.rt) == before
+
+
+def test_env_create_show_list_managed_feature(cli: Cli) -> None:
+    cli("tenant", "create", "contoso")
+    e = cli("env", "create", "contoso", "contoso-prod", "--region", "us", "--type", "production")
+    assert e["encryption"]["mode"] == "platform" and e["type"] == "production"
+    shown = cli("env", "show", "contoso-prod")
+    assert {
+        "id",
+        "name",
+        "tenant",
+        "region",
+        "type",
+        "managed",
+        "state",
+        "sql_restriction",
+        "features",
+        "stores",
+        "encryption",
+    } <= set(shown)
+    assert cli("env", "managed", "enable", "contoso-prod")["managed"] is True
+    assert cli("env", "feature", "enable", e["id"], "search")["features"] == ["search"]
+    assert [r["name"] for r in cli("env", "list", "--tenant", "contoso")] == ["contoso-prod"]
+    assert cli("env", "list", "--with-policies") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "exit_code"),
+    [
+        (("env", "create", "t", "e1"), "environment_exists", 4),
+        (("env", "create", "ghost", "e2"), "tenant_not_found", 3),
+        (("env", "create", "t", "e2", "--region", "moon"), "invalid_region", 2),
+        (("env", "create", "t", "e2", "--type", "staging"), "invalid_type", 2),
+        (("env", "show", "ghost"), "environment_not_found", 3),
+        (("env", "managed", "enable", "ghost"), "environment_not_found", 3),
+        (("env", "feature", "enable", "e1", "nope"), "invalid_feature", 2),
+        (("env", "feature", "enable", "b1", "data-lake"), "sql_restriction", 4),
+    ],
+)
+def test_env_errors(cli: Cli, args: tuple[str, ...], code: str, exit_code: int) -> None:
+    cli("tenant", "create", "t")
+    cli("tenant", "create", "b", "--byok")
+    cli("env", "create", "t", "e1")
+    cli("env", "create", "b", "b1")
+    before = snapshot(cli.rt)
+    err = cli(*args, code=exit_code)
+    assert err["code"] == code
+    assert snapshot(cli.rt) == before
+
+
+def test_human_env_show_renders_customer_via_platform(cli: Cli) -> None:
+    cli("tenant", "create", "t")
+    cli("env", "create", "t", "e1")
+    from keyshift.db.models import Environment
+
+    with cli.rt.transaction() as s:
+        env = s.query(Environment).filter_by(name="e1").one()
+        env.enc_mode, env.enc_managed_by = "cmk", "customer_via_platform"
+    base = ["--home", str(cli.home)] + (["--database-url", cli.db_url] if cli.db_url else [])
+    res = cli.runner.invoke(app, [*base, "env", "show", "e1"])
+    assert res.exit_code == 0, res.output
+    assert f"CustomerVia{cli.rt.settings.platform_name}" in res.stdout
