@@ -1,0 +1,694 @@
+"""`pkcs11`: KEKs in a PKCS#11 token (an HSM; SoftHSM2 in tests), via python-pkcs11.
+
+Config: ``{"module": PATH, "token_label": L, "pin": {"env": VAR} | {"file": PATH}}``. The user PIN is
+read from the referenced variable or file when a session is opened (and on reconnect), passed to
+C_Login and not kept anywhere.
+
+Keys are named by CKA_LABEL. Versions: a label may carry several key objects, told apart by CKA_ID;
+the version string is the CKA_ID as text (Keyshift creates versions with IDs "1", "2", ...; a foreign
+ID that is not printable text shows as ``hex:<hex>``). The current version is the highest ID
+(decimal IDs compare as numbers).
+
+Wrapping:
+- AES keys: the token's key wrap, RFC 5649 (CKM_AES_KEY_WRAP_PAD) when the token has it, else
+  RFC 3394 (CKM_AES_KEY_WRAP). The DEK is imported as an extractable session object, wrapped with
+  C_WrapKey and destroyed; unwrap is C_UnwrapKey into an extractable session object whose value is
+  read back and the object destroyed.
+- RSA keys: OAEP. SHA-256 with MGF1-SHA-256 when the token supports it, else SHA-1/MGF1-SHA-1
+  (SoftHSM2 2.6 supports only SHA-1 for OAEP); probed once per adapter; the choice is recorded in
+  WrappedKey.algorithm (``RSA-OAEP-256`` / ``RSA-OAEP``) so unwrap uses the same.
+PKCS#11 key wrap has no associated data, so the caller's context is not bound cryptographically
+here; records stay bound to tenant/environment by the record cipher's associated data.
+
+State: disabled = the key's CKA_WRAP/CKA_UNWRAP (AES) or CKA_ENCRYPT/CKA_DECRYPT/CKA_WRAP/CKA_UNWRAP
+(RSA) set false; not-before/expires = CKA_START_DATE/CKA_END_DATE, enforced by Keyshift with its clock.
+Deleting a key destroys its objects (no soft delete on a token) -> KeyNotFoundError afterwards.
+Access: PKCS#11 has no per-identity grants; access is the token's login. `check_access` reports the
+permissions the configured login has on the key from its usage attributes; `grant` is unsupported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from keyshift.errors import AlreadyExistsError, KeyshiftError, UsageError, VaultUnavailableError
+from keyshift.vaults.base import (
+    AccessDeniedError,
+    KeyDisabledError,
+    KeyExpiredError,
+    KeyInfo,
+    KeyNotFoundError,
+    KeyNotYetValidError,
+    KeyRef,
+    KeyType,
+    KeyVersionInfo,
+    Permission,
+    UnwrapError,
+    VaultInfo,
+    WrappedKey,
+)
+from keyshift.vaults.external import check_dek, declared_info, unsupported
+from keyshift.vaults.secrets import SecretRef
+
+if TYPE_CHECKING:
+    from keyshift.clock import Clock
+    from keyshift.db.models import VaultRecord
+    from keyshift.runtime import Runtime
+
+KIND = "pkcs11"
+ALG_KWP, ALG_KW = "AES-KWP", "AES-KW"
+ALG_OAEP256, ALG_OAEP1 = "RSA-OAEP-256", "RSA-OAEP"
+MAX_WRAPPED = 1024
+T = TypeVar("T")
+
+
+def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    extra = set(raw) - {"module", "token_label", "pin"}
+    if extra:
+        raise UsageError(f"pkcs11 vault: unknown settings {sorted(extra)}")
+    module, label = raw.get("module"), raw.get("token_label")
+    if not isinstance(module, str) or not os.path.isabs(module):
+        raise UsageError("pkcs11 vault: --module must be the absolute path of the PKCS#11 library")
+    if not isinstance(label, str) or not 1 <= len(label) <= 32:
+        raise UsageError("pkcs11 vault: --token-label must be 1..32 characters")
+    pin = SecretRef.from_config(raw.get("pin"), what="PIN")
+    return {"module": module, "token_label": label, "pin": pin.to_config()}
+
+
+def version_of(obj_id: bytes) -> str:
+    try:
+        text = obj_id.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    if text and text.isprintable() and not text.startswith("hex:") and " " not in text:
+        return text
+    return "hex:" + obj_id.hex()
+
+
+def id_of(version: str) -> bytes:
+    if version.startswith("hex:"):
+        try:
+            return bytes.fromhex(version[4:])
+        except ValueError:
+            raise UsageError(f"invalid pkcs11 key version {version!r}") from None
+    return version.encode("ascii")
+
+
+def _order(version: str) -> tuple[int, int, str]:
+    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+
+
+class Pkcs11Vault:
+    """KeyVault + KeyManager over one PKCS#11 token session (serialised by a lock)."""
+
+    kind = KIND
+
+    def __init__(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        *,
+        clock: Clock | None = None,
+        soft_delete_days: int | None = None,
+        purge_protection: bool = False,
+    ) -> None:
+        self.name = name
+        self.config = validate_config(config)
+        self.soft_delete_days = soft_delete_days
+        self.purge_protection = purge_protection
+        self._clock = clock
+        self._pin = SecretRef.from_config(self.config["pin"], what="PIN")
+        self._session: Any = None
+        self._lock = threading.RLock()
+        self._oaep: str | None = None
+        self._aes: str | None = None
+
+    # -- session ----------------------------------------------------------------------------------
+    def _now(self) -> datetime:
+        return self._clock.now() if self._clock is not None else datetime.now(UTC)
+
+    def _open(self) -> Any:
+        try:
+            import pkcs11
+        except ImportError:
+            raise VaultUnavailableError("python-pkcs11 is not installed (extra 'hsm')") from None
+        try:
+            lib = pkcs11.lib(self.config["module"])
+        except Exception:
+            raise VaultUnavailableError(f"pkcs11 vault {self.name}: cannot load the PKCS#11 module") from None
+        try:
+            token = lib.get_token(token_label=self.config["token_label"])
+        except pkcs11.NoSuchToken:
+            raise VaultUnavailableError(
+                f"pkcs11 vault {self.name}: no token labelled {self.config['token_label']!r}"
+            ) from None
+        except pkcs11.PKCS11Error as exc:
+            raise VaultUnavailableError(
+                f"pkcs11 vault {self.name}: token unavailable ({type(exc).__name__})"
+            ) from None
+        pin = self._pin.read()
+        try:
+            return token.open(rw=True, user_pin=pin)
+        except pkcs11.UserAlreadyLoggedIn:
+            # PKCS#11 login state is per process and token: another adapter of this process is
+            # logged in already, and a new session shares that login.
+            return token.open(rw=True)
+        except (
+            pkcs11.PinIncorrect,
+            pkcs11.PinInvalid,
+            pkcs11.PinLenRange,
+            pkcs11.PinLocked,
+            pkcs11.PinExpired,
+        ):
+            raise AccessDeniedError(f"pkcs11 vault {self.name}: login to the token failed") from None
+        except pkcs11.PKCS11Error as exc:
+            raise VaultUnavailableError(
+                f"pkcs11 vault {self.name}: cannot open a session ({type(exc).__name__})"
+            ) from None
+
+    @contextmanager
+    def _use(self) -> Iterator[Any]:
+        with self._lock:
+            if self._session is None:
+                self._session = self._open()
+            yield self._session
+
+    def _run(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run fn(session); on a lost session reopen once; map token errors to typed vault errors."""
+        import pkcs11
+
+        lost = (
+            pkcs11.SessionHandleInvalid,
+            pkcs11.SessionClosed,
+            pkcs11.DeviceRemoved,
+            pkcs11.TokenNotPresent,
+            pkcs11.UserNotLoggedIn,
+        )
+        for attempt in (0, 1):
+            try:
+                with self._use() as session:
+                    return fn(session)
+            except lost:
+                self.close()
+                if attempt:
+                    raise VaultUnavailableError(f"pkcs11 vault {self.name}: session lost") from None
+            except KeyshiftError:
+                raise
+            except pkcs11.PKCS11Error as exc:
+                raise _map_error(exc, what) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                with contextlib.suppress(Exception):  # already gone
+                    self._session.close()
+                self._session = None
+
+    # -- objects ----------------------------------------------------------------------------------
+    def _objects(self, session: Any, name: str) -> dict[str, dict[str, Any]]:
+        """version -> {"type": KeyType, "secret"|"public"|"private": object} for label `name`."""
+        from pkcs11 import Attribute, ObjectClass
+
+        if not name or len(name) > 200:
+            raise UsageError("pkcs11 key name must be 1..200 characters")
+        out: dict[str, dict[str, Any]] = {}
+        for obj in session.get_objects({Attribute.LABEL: name}):
+            cls = obj[Attribute.CLASS]
+            slot = {
+                ObjectClass.SECRET_KEY: "secret",
+                ObjectClass.PUBLIC_KEY: "public",
+                ObjectClass.PRIVATE_KEY: "private",
+            }.get(cls)
+            if slot is None:
+                continue
+            version = version_of(bytes(obj[Attribute.ID] or b""))
+            entry = out.setdefault(version, {})
+            entry[slot] = obj
+            entry["type"] = KeyType.AES if slot == "secret" else KeyType.RSA
+        if not out:
+            raise KeyNotFoundError(f"key {self.name}/{name} not found")
+        return out
+
+    def _pick(self, session: Any, ref: KeyRef) -> tuple[str, dict[str, Any]]:
+        objs = self._objects(session, ref.name)
+        version = ref.version or max(objs, key=_order)
+        entry = objs.get(version)
+        if entry is None:
+            raise KeyNotFoundError(f"key {self.name}/{ref.name} has no version {version!r}")
+        return version, entry
+
+    @staticmethod
+    def _flags(entry: Mapping[str, Any]) -> tuple[bool, bool]:
+        """(can wrap, can unwrap) from the usage attributes."""
+        from pkcs11 import Attribute
+
+        def attr(obj: Any, a: Any) -> bool:
+            try:
+                return bool(obj[a])
+            except Exception:
+                return False
+
+        if entry["type"] == KeyType.AES:
+            s = entry["secret"]
+            return attr(s, Attribute.WRAP), attr(s, Attribute.UNWRAP)
+        pub, priv = entry.get("public"), entry.get("private")
+        can_wrap = pub is not None and (attr(pub, Attribute.ENCRYPT) or attr(pub, Attribute.WRAP))
+        can_unwrap = priv is not None and (attr(priv, Attribute.DECRYPT) or attr(priv, Attribute.UNWRAP))
+        return can_wrap, can_unwrap
+
+    @staticmethod
+    def _dates(entry: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+        from pkcs11 import Attribute
+
+        obj = entry.get("secret") or entry.get("private") or entry.get("public")
+
+        def read(a: Any) -> datetime | None:
+            try:
+                value = obj[a]
+            except Exception:
+                return None
+            if isinstance(value, date):
+                return datetime(value.year, value.month, value.day, tzinfo=UTC)
+            return None
+
+        return read(Attribute.START_DATE), read(Attribute.END_DATE)
+
+    def _version_info(self, version: str, entry: Mapping[str, Any]) -> KeyVersionInfo:
+        w, u = self._flags(entry)
+        nb, exp = self._dates(entry)
+        return KeyVersionInfo(version=version, enabled=w and u, not_before=nb, expires=exp)
+
+    def _check_window(self, ref: KeyRef, entry: Mapping[str, Any]) -> None:
+        nb, exp = self._dates(entry)
+        now = self._now()
+        if nb is not None and now < nb:
+            raise KeyNotYetValidError(f"key {ref} is not valid before {nb.date().isoformat()}")
+        if exp is not None and now >= exp:
+            raise KeyExpiredError(f"key {ref} expired on {exp.date().isoformat()}")
+
+    def _size(self, entry: Mapping[str, Any]) -> int:
+        obj = entry.get("secret") or entry.get("public") or entry.get("private")
+        return int(obj.key_length)
+
+    # -- KeyVault ---------------------------------------------------------------------------------
+    def info(self) -> VaultInfo:
+        def probe() -> str:
+            return self._run("vault", lambda s: f"token {s.token.label!r} reachable")
+
+        return declared_info(
+            self.name,
+            KIND,
+            self.config,
+            self.soft_delete_days,
+            self.purge_protection,
+            symmetric_only=False,
+            probe=probe,
+        )
+
+    def describe(self, key: KeyRef) -> KeyInfo:
+        def go(session: Any) -> KeyInfo:
+            objs = self._objects(session, key.name)
+            current = max(objs, key=_order)
+            entry = objs[current]
+            versions = tuple(self._version_info(v, objs[v]) for v in sorted(objs, key=_order))
+            cur = next(v for v in versions if v.version == current)
+            return KeyInfo(
+                ref=KeyRef(self.name, key.name, current),
+                key_type=entry["type"],
+                size=self._size(entry),
+                enabled=cur.enabled,
+                current_version=current,
+                versions=versions,
+            )
+
+        return self._run(f"key {key}", go)
+
+    def wrap(
+        self, key: KeyRef, dek: bytes, *, identity: str, context: Mapping[str, str] | None = None
+    ) -> WrappedKey:
+        dek = check_dek(dek)
+
+        def go(session: Any) -> WrappedKey:
+            version, entry = self._pick(session, key)
+            ref = KeyRef(self.name, key.name, version)
+            if not self._flags(entry)[0]:
+                raise KeyDisabledError(f"key {ref} is disabled")
+            self._check_window(ref, entry)
+            if entry["type"] == KeyType.AES:
+                alg, blob = self._aes_wrap(session, entry["secret"], dek)
+            else:
+                alg, blob = self._rsa_wrap(session, entry["public"], dek)
+            return WrappedKey(key=ref, algorithm=alg, ciphertext=blob, meta={"mechanism": alg})
+
+        return self._run(f"key {key}", go)
+
+    def unwrap(
+        self, wrapped: WrappedKey, *, identity: str, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        if wrapped.key.version is None or wrapped.algorithm not in (ALG_KWP, ALG_KW, ALG_OAEP256, ALG_OAEP1):
+            raise UnwrapError("wrapped key was not made by a pkcs11 vault")
+        if not 8 <= len(wrapped.ciphertext) <= MAX_WRAPPED:
+            raise UnwrapError("wrapped key has an invalid length")
+
+        def go(session: Any) -> bytes:
+            _, entry = self._pick(session, wrapped.key)
+            if not self._flags(entry)[1]:
+                raise KeyDisabledError(f"key {wrapped.key} is disabled")
+            self._check_window(wrapped.key, entry)
+            is_aes = wrapped.algorithm in (ALG_KWP, ALG_KW)
+            if is_aes != (entry["type"] == KeyType.AES):
+                raise UnwrapError("wrapped key failed to unwrap")
+            if is_aes:
+                return self._aes_unwrap(session, entry["secret"], wrapped)
+            return self._rsa_unwrap(entry["private"], wrapped)
+
+        return self._run(f"key {wrapped.key}", go)
+
+    def check_access(self, key: KeyRef, identity: str) -> frozenset[Permission]:
+        def go(session: Any) -> frozenset[Permission]:
+            _, entry = self._pick(session, key)
+            w, u = self._flags(entry)
+            perms = {Permission.GET}
+            if w:
+                perms.add(Permission.WRAP)
+            if u:
+                perms.add(Permission.UNWRAP)
+            return frozenset(perms)
+
+        return self._run(f"key {key}", go)
+
+    # -- mechanisms -------------------------------------------------------------------------------
+    def _aes_mechanism(self, session: Any) -> tuple[str, Any]:
+        from pkcs11 import Mechanism
+
+        if self._aes is None:
+            mechs = session.token.slot.get_mechanisms()
+            if Mechanism.AES_KEY_WRAP_PAD in mechs:
+                self._aes = ALG_KWP
+            elif Mechanism.AES_KEY_WRAP in mechs:
+                self._aes = ALG_KW
+            else:
+                raise unsupported(
+                    KIND, "AES key wrap", "the token has neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP"
+                )
+        return self._aes, (Mechanism.AES_KEY_WRAP_PAD if self._aes == ALG_KWP else Mechanism.AES_KEY_WRAP)
+
+    def _aes_wrap(self, session: Any, kek: Any, dek: bytes) -> tuple[str, bytes]:
+        from pkcs11 import Attribute, ObjectClass
+        from pkcs11 import KeyType as P11KeyType
+
+        alg, mech = self._aes_mechanism(session)
+        if alg == ALG_KW and len(dek) % 8:
+            raise UsageError("RFC 3394 key wrap needs a DEK whose length is a multiple of 8")
+        tmp = session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: P11KeyType.GENERIC_SECRET,
+                Attribute.VALUE: dek,
+                Attribute.TOKEN: False,
+                Attribute.EXTRACTABLE: True,
+                Attribute.SENSITIVE: False,
+            }
+        )
+        try:
+            return alg, bytes(kek.wrap_key(tmp, mechanism=mech))
+        finally:
+            tmp.destroy()
+
+    def _aes_unwrap(self, session: Any, kek: Any, wrapped: WrappedKey) -> bytes:
+        import pkcs11
+        from pkcs11 import Attribute, Mechanism, ObjectClass
+        from pkcs11 import KeyType as P11KeyType
+
+        mech = Mechanism.AES_KEY_WRAP_PAD if wrapped.algorithm == ALG_KWP else Mechanism.AES_KEY_WRAP
+        try:
+            obj = kek.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                P11KeyType.GENERIC_SECRET,
+                bytes(wrapped.ciphertext),
+                mechanism=mech,
+                store=False,
+                template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False, Attribute.TOKEN: False},
+            )
+        except (
+            pkcs11.WrappedKeyInvalid,
+            pkcs11.WrappedKeyLenRange,
+            pkcs11.EncryptedDataInvalid,
+            pkcs11.EncryptedDataLenRange,
+            pkcs11.DataInvalid,
+            pkcs11.DataLenRange,
+            pkcs11.TemplateInconsistent,
+            pkcs11.GeneralError,
+        ):
+            # SoftHSM2 answers CKR_GENERAL_ERROR when the integrity check of RFC 3394/5649 fails.
+            raise UnwrapError("wrapped key failed to unwrap") from None
+        try:
+            return bytes(obj[Attribute.VALUE])
+        finally:
+            obj.destroy()
+
+    def _oaep_params(self, alg: str) -> tuple[Any, Any, None]:
+        from pkcs11 import MGF, Mechanism
+
+        if alg == ALG_OAEP256:
+            return (Mechanism.SHA256, MGF.SHA256, None)
+        return (Mechanism.SHA_1, MGF.SHA1, None)
+
+    def _probe_oaep(self, pub: Any) -> str:
+        """SHA-256 OAEP if the token accepts it, else SHA-1 (decided once per adapter)."""
+        import pkcs11
+        from pkcs11 import Mechanism
+
+        if self._oaep is None:
+            try:
+                pub.encrypt(
+                    os.urandom(32),
+                    mechanism=Mechanism.RSA_PKCS_OAEP,
+                    mechanism_param=self._oaep_params(ALG_OAEP256),
+                )
+                self._oaep = ALG_OAEP256
+            except (
+                pkcs11.ArgumentsBad,
+                pkcs11.MechanismParamInvalid,
+                pkcs11.MechanismInvalid,
+                pkcs11.FunctionFailed,
+            ):
+                self._oaep = ALG_OAEP1
+        return self._oaep
+
+    def _rsa_wrap(self, session: Any, pub: Any, dek: bytes) -> tuple[str, bytes]:
+        from pkcs11 import Mechanism
+
+        alg = self._probe_oaep(pub)
+        return alg, bytes(
+            pub.encrypt(dek, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=self._oaep_params(alg))
+        )
+
+    def _rsa_unwrap(self, priv: Any, wrapped: WrappedKey) -> bytes:
+        import pkcs11
+        from pkcs11 import Mechanism
+
+        try:
+            return bytes(
+                priv.decrypt(
+                    bytes(wrapped.ciphertext),
+                    mechanism=Mechanism.RSA_PKCS_OAEP,
+                    mechanism_param=self._oaep_params(wrapped.algorithm),
+                )
+            )
+        except (
+            pkcs11.EncryptedDataInvalid,
+            pkcs11.EncryptedDataLenRange,
+            pkcs11.DataInvalid,
+            pkcs11.DataLenRange,
+            pkcs11.FunctionFailed,
+            pkcs11.GeneralError,
+        ):
+            # SoftHSM2 answers CKR_GENERAL_ERROR when OAEP decoding fails.
+            raise UnwrapError("wrapped key failed to unwrap") from None
+
+    # -- KeyManager ---------------------------------------------------------------------------------
+    def create_key(
+        self,
+        name: str,
+        key_type: KeyType,
+        size: int,
+        *,
+        not_before: datetime | None = None,
+        expires: datetime | None = None,
+    ) -> KeyInfo:
+        _check_type(key_type, size)
+
+        def go(session: Any) -> None:
+            try:
+                self._objects(session, name)
+            except KeyNotFoundError:
+                pass
+            else:
+                raise AlreadyExistsError(
+                    f"key {name!r} already exists in vault {self.name}", code="key_exists"
+                )
+            self._generate(session, name, "1", key_type, size, not_before, expires)
+
+        self._run(f"key {name}", go)
+        return self.describe(KeyRef(self.name, name))
+
+    def _generate(
+        self,
+        session: Any,
+        name: str,
+        version: str,
+        key_type: KeyType,
+        size: int,
+        not_before: datetime | None,
+        expires: datetime | None,
+    ) -> None:
+        from pkcs11 import Attribute, MechanismFlag
+        from pkcs11 import KeyType as P11KeyType
+
+        caps = MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
+        extra: dict[Any, Any] = {}
+        if not_before is not None:
+            extra[Attribute.START_DATE] = not_before.astimezone(UTC).date()
+        if expires is not None:
+            extra[Attribute.END_DATE] = expires.astimezone(UTC).date()
+        if key_type == KeyType.AES:
+            session.generate_key(
+                P11KeyType.AES,
+                size,
+                label=name,
+                id=id_of(version),
+                store=True,
+                capabilities=caps,
+                template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, **extra},
+            )
+        else:
+            session.generate_keypair(
+                P11KeyType.RSA,
+                size,
+                label=name,
+                id=id_of(version),
+                store=True,
+                capabilities=caps,
+                public_template=dict(extra),
+                private_template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, **extra},
+            )
+
+    def rotate_key(self, name: str) -> KeyInfo:
+        def go(session: Any) -> None:
+            objs = self._objects(session, name)
+            current = max(objs, key=_order)
+            nums = [int(v) for v in objs if v.isdigit()]
+            entry = objs[current]
+            self._generate(
+                session, name, str(max(nums, default=0) + 1), entry["type"], self._size(entry), None, None
+            )
+
+        self._run(f"key {name}", go)
+        return self.describe(KeyRef(self.name, name))
+
+    def set_enabled(self, name: str, enabled: bool, *, version: str | None = None) -> KeyInfo:
+        from pkcs11 import Attribute
+
+        def go(session: Any) -> None:
+            objs = self._objects(session, name)
+            targets = [objs[version]] if version else list(objs.values())
+            if version and version not in objs:
+                raise KeyNotFoundError(f"key {self.name}/{name} has no version {version!r}")
+            for entry in targets:
+                if entry["type"] == KeyType.AES:
+                    entry["secret"][Attribute.WRAP] = enabled
+                    entry["secret"][Attribute.UNWRAP] = enabled
+                else:
+                    if entry.get("public") is not None:
+                        entry["public"][Attribute.ENCRYPT] = enabled
+                        entry["public"][Attribute.WRAP] = enabled
+                    if entry.get("private") is not None:
+                        entry["private"][Attribute.DECRYPT] = enabled
+                        entry["private"][Attribute.UNWRAP] = enabled
+
+        self._run(f"key {name}", go)
+        return self.describe(KeyRef(self.name, name))
+
+    def delete_key(self, name: str) -> KeyInfo:
+        raise unsupported(
+            KIND, "soft delete", "a token has no recycle bin; use purge to destroy the key objects"
+        )
+
+    def recover_key(self, name: str) -> KeyInfo:
+        raise unsupported(KIND, "recover", "a destroyed token object cannot be recovered")
+
+    def purge_key(self, name: str) -> None:
+        def go(session: Any) -> None:
+            for entry in self._objects(session, name).values():
+                for slot in ("secret", "public", "private"):
+                    if entry.get(slot) is not None:
+                        entry[slot].destroy()
+
+        self._run(f"key {name}", go)
+
+    def grant(self, name: str, identity: str, permissions: frozenset[Permission]) -> None:
+        raise unsupported(KIND, "grants", "access to a token is its login (PIN), not per identity")
+
+    def revoke_grant(self, name: str, identity: str) -> None:
+        raise unsupported(KIND, "grants", "access to a token is its login (PIN), not per identity")
+
+    def list_keys(self) -> list[KeyInfo]:
+        from pkcs11 import Attribute, ObjectClass
+
+        def go(session: Any) -> list[str]:
+            labels: set[str] = set()
+            for cls in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
+                for obj in session.get_objects({Attribute.CLASS: cls}):
+                    label = obj[Attribute.LABEL]
+                    if label:
+                        labels.add(str(label))
+            return sorted(labels)
+
+        return [self.describe(KeyRef(self.name, n)) for n in self._run("vault", go)]
+
+
+def _check_type(key_type: KeyType, size: int) -> None:
+    if key_type == KeyType.AES and size != 256:
+        raise UsageError("AES keys must be 256 bits")
+    if key_type == KeyType.RSA and size not in (2048, 3072):
+        raise UsageError("RSA keys must be 2048 or 3072 bits")
+
+
+def _map_error(exc: Exception, what: str) -> KeyshiftError:
+    import pkcs11
+
+    name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, (pkcs11.NoSuchKey, pkcs11.KeyHandleInvalid, pkcs11.ObjectHandleInvalid)):
+        return KeyNotFoundError(f"{what} not found")
+    if "0x68" in text or "KeyFunctionNotPermitted" in name:  # CKR_KEY_FUNCTION_NOT_PERMITTED
+        return KeyDisabledError(f"{what} is disabled on the token")
+    if isinstance(exc, (pkcs11.PinIncorrect, pkcs11.PinLocked, pkcs11.UserNotLoggedIn)):
+        return AccessDeniedError(f"pkcs11 login refused for {what}")
+    if isinstance(exc, (pkcs11.AttributeReadOnly, pkcs11.TokenWriteProtected, pkcs11.SessionReadOnly)):
+        return AccessDeniedError(f"the token does not allow this change to {what}")
+    if isinstance(exc, (pkcs11.MechanismInvalid, pkcs11.MechanismParamInvalid, pkcs11.KeyTypeInconsistent)):
+        from keyshift.errors import ConflictError
+
+        return ConflictError(
+            f"the token cannot perform this operation on {what} ({name})", code="not_supported"
+        )
+    return VaultUnavailableError(f"token error for {what} ({name})")
+
+
+def open_pkcs11_vault(rt: Runtime, record: VaultRecord) -> Pkcs11Vault:
+    return Pkcs11Vault(
+        record.name,
+        record.config or {},
+        clock=rt.clock,
+        soft_delete_days=record.soft_delete_days,
+        purge_protection=bool(record.purge_protection),
+    )
