@@ -1,0 +1,507 @@
+"""DEK lifecycle per (environment, store): lazy creation, unwrap through the cache, usage budget,
+rolling, flush, and rewrapping an environment under another KEK.
+
+* A store's first write creates a random DEK, wraps it with the environment's current KEK
+  (`rt.vault(env.kek_vault_id).wrap(...)` as `env.kek_identity`, context {tenant, environment,
+  store}) and stores a `Dek` row plus its `current` `DekWrap`. Vault calls never run inside a DB
+  transaction (a local vault opens its own, and SQLite's BEGIN IMMEDIATE would wait on ours); the
+  insert re-checks, with the environment row locked, that the binding did not change and that no
+  other process created the DEK meanwhile.
+* The primary DEK of a store is its newest `active` DEK. Unwrapped DEKs live only in the
+  per-runtime `DekCache` (bounded by `settings.dek_cache_*`); a miss unwraps the `current` wrap.
+* Usage budget: every process reserves blocks of encryptions from `Dek.encryptions` with one
+  atomic UPDATE (blocks grow 64 -> 2^20, so short-lived CLI processes waste little); when the
+  counter would pass the limit (2^31) the DEK is retired and a new one takes over.
+* Vault errors become KeyInaccessibleError / VaultUnavailableError naming the environment; the
+  message never carries key bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import Session
+
+from keyshift.control import audit_trail
+from keyshift.crypto.cache import DekCache
+from keyshift.crypto.dek import (
+    DEFAULT_BLOCK,
+    DEFAULT_DEK_LIMIT,
+    BlockBudget,
+    DataKey,
+    Keyring,
+    generate_dek,
+)
+from keyshift.crypto.records import RecordCipher
+from keyshift.db.models import Dek, DekWrap, Environment
+from keyshift.errors import (
+    ConflictError,
+    IntegrityError,
+    KeyInaccessibleError,
+    KeyshiftError,
+    NotFoundError,
+    VaultUnavailableError,
+)
+from keyshift.runtime import Runtime
+from keyshift.stores.envstate import EnvView, env_states
+from keyshift.vaults.base import KeyRef, WrappedKey, with_retries
+
+EXTENSION = "keyshift.stores.keys"
+STORES = ("records", "audit", "files", "search", "lake", "backup")
+FIRST_BLOCK = 64
+UNKNOWN_KEY = "unknown data key"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KekTarget:
+    """A KEK to wrap DEKs under: a registered vault (id), a key name, the identity to act as."""
+
+    vault_id: str
+    key_name: str
+    identity: str
+    key_version: str | None = None
+
+
+def target_of(env: EnvView | Environment) -> KekTarget:
+    if not env.kek_vault_id or not env.kek_key_name or not env.kek_identity:
+        raise ConflictError(f"environment {env.name!r} has no encryption key binding", code="no_key_binding")
+    return KekTarget(env.kek_vault_id, env.kek_key_name, env.kek_identity, env.kek_key_version)
+
+
+def _context(tenant_id: str, env_id: str, store: str) -> dict[str, str]:
+    return {"tenant": tenant_id, "environment": env_id, "store": store}
+
+
+def _vault_error(env_name: str, exc: KeyshiftError) -> KeyshiftError:
+    """Translate a vault error into the data plane's: which environment, which kind of failure."""
+    if isinstance(exc, VaultUnavailableError):
+        return VaultUnavailableError(
+            f"the key vault of environment {env_name!r} is unavailable ({exc.code}); retry later",
+            code=exc.code,
+        )
+    if isinstance(exc, KeyInaccessibleError | NotFoundError):
+        code = exc.code if isinstance(exc, KeyInaccessibleError) else "key_not_found"
+        return KeyInaccessibleError(
+            f"the encryption key of environment {env_name!r} is inaccessible ({code})", code=code
+        )
+    if isinstance(exc, IntegrityError):
+        return IntegrityError(f"a data key of environment {env_name!r} failed to unwrap", code=exc.code)
+    return exc
+
+
+class DataKeys:
+    """Per-runtime DEK state: the unwrapped-DEK cache, usage budgets, vault-call counts."""
+
+    def __init__(self, rt: Runtime) -> None:
+        s = rt.settings
+        self.cache = DekCache(
+            max_age_seconds=s.dek_cache_max_age_seconds,
+            max_uses=s.dek_cache_max_uses,
+            max_bytes=s.dek_cache_max_bytes,
+            clock=rt.clock,
+        )
+        self.limit = DEFAULT_DEK_LIMIT
+        self.max_block = DEFAULT_BLOCK
+        self.vault_calls: dict[str, int] = {"wrap": 0, "unwrap": 0}
+        self._budgets: dict[str, BlockBudget] = {}
+        self._primary: dict[tuple[str, str], str] = {}
+        self._ciphers: dict[tuple[str, str], tuple[DataKey, RecordCipher]] = {}
+        self._decrypters: dict[tuple[str, str, bytes], tuple[DataKey, RecordCipher]] = {}
+        self._lock = threading.RLock()
+        env_states(rt).on_unusable.append(self.flush)
+
+    # -- vault calls -------------------------------------------------------------------------
+    def _call(self, env_name: str, op: str, fn: Callable[[], T]) -> T:
+        with self._lock:
+            self.vault_calls[op] = self.vault_calls.get(op, 0) + 1
+        try:
+            return with_retries(fn)
+        except KeyshiftError as exc:
+            raise _vault_error(env_name, exc) from None
+
+    def wrap(
+        self, rt: Runtime, env_name: str, target: KekTarget, dek: DataKey, context: Mapping[str, str]
+    ) -> tuple[WrappedKey, str]:
+        """Wrap a DEK under a target KEK; returns the wrapped key and the vault's id."""
+        vault = rt.vault(target.vault_id)
+        ref = KeyRef(vault.name, target.key_name, target.key_version)
+        wrapped = self._call(
+            env_name, "wrap", lambda: vault.wrap(ref, dek.key, identity=target.identity, context=context)
+        )
+        return wrapped, target.vault_id
+
+    def unwrap(self, rt: Runtime, env_name: str, wrap: DekWrap, context: Mapping[str, str]) -> DataKey:
+        vault = rt.vault(wrap.vault_id)
+        wk = WrappedKey(
+            key=KeyRef(vault.name, wrap.key_name, wrap.key_version),
+            algorithm=wrap.algorithm,
+            ciphertext=wrap.wrapped,
+            meta=dict(wrap.meta or {}),
+        )
+        identity = wrap.identity or ""
+        raw = self._call(env_name, "unwrap", lambda: vault.unwrap(wk, identity=identity, context=context))
+        try:
+            return DataKey(bytes.fromhex(wrap.dek_id), raw)
+        except ValueError:
+            raise IntegrityError(
+                f"a data key of environment {env_name!r} failed to unwrap", code="unwrap_failed"
+            ) from None
+
+    # -- reading keys ------------------------------------------------------------------------
+    def key_for(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> DataKey:
+        """The DEK with this id, if it belongs to this environment and store (cache, else unwrap)."""
+        key = self.cache.get(env.id, dek_id)
+        if key is not None:
+            return key
+        with self._lock:
+            key = self.cache.get(env.id, dek_id)
+            if key is not None:
+                return key
+            with rt.transaction() as s:
+                wrap = s.scalars(
+                    select(DekWrap)
+                    .join(Dek, Dek.id == DekWrap.dek_id)
+                    .where(
+                        Dek.id == dek_id.hex(),
+                        Dek.environment_id == env.id,
+                        Dek.store == store,
+                        Dek.state != "destroyed",
+                        DekWrap.state == "current",
+                    )
+                    .order_by(DekWrap.id.desc())
+                    .limit(1)
+                ).first()
+                if wrap is not None:
+                    s.expunge(wrap)
+            if wrap is None:
+                raise IntegrityError(UNKNOWN_KEY)
+            key = self.unwrap(rt, env.name, wrap, _context(env.tenant_id, env.id, store))
+            self.cache.put(env.id, key)
+            return key
+
+    def note_use(self, env_id: str, dek_id: bytes, nbytes: int) -> None:
+        self.cache.note_use(env_id, dek_id, nbytes)
+
+    # -- the primary (encrypting) key ---------------------------------------------------------
+    def primary(self, rt: Runtime, env: EnvView, store: str) -> tuple[DataKey, BlockBudget]:
+        """The store's primary DEK (created on first use) and its usage budget."""
+        if store not in STORES:
+            raise ValueError(f"unknown store {store!r}")
+        dek_hex = self._primary.get((env.id, store))
+        if dek_hex is None:
+            dek_hex = self._load_or_create_primary(rt, env, store)
+        return self.key_for(rt, env, store, bytes.fromhex(dek_hex)), self._budget(rt, dek_hex)
+
+    def roll(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> None:
+        """The DEK ran out of budget: retire it so the next `primary` takes, or makes, a new one."""
+        dek_hex = dek_id.hex()
+        self._retire(rt, dek_hex)
+        with self._lock:
+            if self._primary.get((env.id, store)) == dek_hex:
+                del self._primary[(env.id, store)]
+            self._budgets.pop(dek_hex, None)
+            self._ciphers.pop((env.id, store), None)
+
+    def reserve(self, rt: Runtime, env: EnvView, store: str, count: int = 1) -> DataKey:
+        """The primary DEK with `count` encryptions taken from its budget (rolling when exhausted)."""
+        for _ in range(8):
+            key, budget = self.primary(rt, env, store)
+            if budget.reserve(count):
+                return key
+            self.roll(rt, env, store, key.id)
+        raise ConflictError(
+            f"could not obtain a data key for environment {env.name!r}", code="dek_unavailable"
+        )
+
+    def cipher(self, rt: Runtime, env: EnvView, store: str) -> RecordCipher:
+        """A record cipher encrypting under the primary DEK, decrypting any DEK of the store.
+
+        Rebuilt whenever the cache hands out a different key object (expired, flushed, rolled),
+        so the cache stays the one place deciding how long an unwrapped key lives.
+        """
+        key, budget = self.primary(rt, env, store)
+        with self._lock:
+            entry = self._ciphers.get((env.id, store))
+            if entry is not None and entry[0] is key:
+                return entry[1]
+            cipher = RecordCipher(
+                Keyring(key, resolve=lambda dek_id: self.key_for(rt, env, store, dek_id)),
+                budget,
+                budget_chunk=256,
+            )
+            self._ciphers[(env.id, store)] = (key, cipher)
+            return cipher
+
+    def decrypter(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> RecordCipher:
+        """A record cipher for blobs under one given DEK of the store."""
+        key = self.key_for(rt, env, store, dek_id)
+        with self._lock:
+            entry = self._decrypters.get((env.id, store, dek_id))
+            if entry is not None and entry[0] is key:
+                return entry[1]
+            cipher = RecordCipher(Keyring(key))
+            if len(self._decrypters) > 1024:
+                self._decrypters.clear()
+            self._decrypters[(env.id, store, dek_id)] = (key, cipher)
+            return cipher
+
+    def _budget(self, rt: Runtime, dek_hex: str) -> BlockBudget:
+        with self._lock:
+            budget = self._budgets.get(dek_hex)
+            if budget is None:
+                holder: list[BlockBudget] = []
+
+                def reserve_block(n: int) -> bool:
+                    ok = self._reserve(rt, dek_hex, n)
+                    if ok and holder:
+                        holder[0].block = min(holder[0].block * 2, self.max_block)
+                    return ok
+
+                budget = BlockBudget(reserve_block, block=min(FIRST_BLOCK, self.max_block))
+                holder.append(budget)
+                self._budgets[dek_hex] = budget
+            return budget
+
+    def _reserve(self, rt: Runtime, dek_hex: str, n: int) -> bool:
+        with rt.transaction() as s:
+            res = s.execute(
+                update(Dek)
+                .where(Dek.id == dek_hex, Dek.state == "active", Dek.encryptions <= self.limit - n)
+                .values(encryptions=Dek.encryptions + n)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _retire(self, rt: Runtime, dek_hex: str) -> None:
+        with rt.transaction() as s:
+            s.execute(
+                update(Dek)
+                .where(Dek.id == dek_hex, Dek.state == "active")
+                .values(state="retired", version=Dek.version + 1)
+                .execution_options(synchronize_session=False)
+            )
+
+    @staticmethod
+    def _primary_id(s: Session, env_id: str, store: str) -> str | None:
+        return s.scalars(
+            select(Dek.id)
+            .where(Dek.environment_id == env_id, Dek.store == store, Dek.state == "active")
+            .order_by(Dek.created_at.desc(), Dek.id.desc())
+            .limit(1)
+        ).first()
+
+    def _load_or_create_primary(self, rt: Runtime, env: EnvView, store: str) -> str:
+        with rt.transaction() as s:
+            dek_hex = self._primary_id(s, env.id, store)
+        if dek_hex is None:
+            dek_hex = self._create(rt, env.id, store)
+        with self._lock:
+            self._primary[(env.id, store)] = dek_hex
+        return dek_hex
+
+    def _create(self, rt: Runtime, env_id: str, store: str) -> str:
+        """Create the store's first (or next) DEK under the environment's current KEK."""
+        for _ in range(5):
+            with rt.transaction() as s:
+                env = s.get(Environment, env_id)
+                if env is None:
+                    raise NotFoundError(f"environment {env_id!r} not found", code="environment_not_found")
+                target, name, tenant_id = target_of(env), env.name, env.tenant_id
+                existing = self._primary_id(s, env_id, store)
+            if existing is not None:
+                return existing
+            dek = generate_dek()
+            context = _context(tenant_id, env_id, store)
+            wrapped, vault_id = self.wrap(rt, name, target, dek, context)
+            with rt.transaction() as s:
+                env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).one()
+                if target_of(env) != target:
+                    continue  # the binding changed while we were wrapping: wrap again under the new one
+                existing = self._primary_id(s, env_id, store)
+                if existing is not None:
+                    return existing
+                now = rt.clock.now()
+                s.add(
+                    Dek(
+                        id=dek.id.hex(),
+                        environment_id=env_id,
+                        store=store,
+                        state="active",
+                        encryptions=0,
+                        created_at=now,
+                    )
+                )
+                s.flush()
+                s.add(_wrap_row(dek.id.hex(), vault_id, wrapped, target.identity, "current", now))
+                audit_trail.record(
+                    rt,
+                    s,
+                    "dek.create",
+                    target_type="environment",
+                    target_id=env_id,
+                    tenant_id=tenant_id,
+                    details={"store": store, "dek": dek.id.hex(), "key": f"{wrapped.key}"},
+                )
+            self.cache.put(env_id, dek)
+            return dek.id.hex()
+        raise ConflictError(
+            f"the key binding of environment {env_id!r} kept changing; retry", code="concurrent_update"
+        )
+
+    # -- flush -------------------------------------------------------------------------------
+    def flush(self, env_id: str | None = None) -> int:
+        """Drop cached DEKs (and primary hints) of one environment, or of all. Returns entries dropped."""
+        with self._lock:
+            if env_id is None:
+                self._primary.clear()
+                self._ciphers.clear()
+                self._decrypters.clear()
+            else:
+                for k in [k for k in self._primary if k[0] == env_id]:
+                    del self._primary[k]
+                for k in [k for k in self._ciphers if k[0] == env_id]:
+                    del self._ciphers[k]
+                for k3 in [k3 for k3 in self._decrypters if k3[0] == env_id]:
+                    del self._decrypters[k3]
+            return int(self.cache.flush(env_id))
+
+
+def _wrap_row(
+    dek_hex: str, vault_id: str, wrapped: WrappedKey, identity: str, state: str, now: datetime
+) -> DekWrap:
+    return DekWrap(
+        dek_id=dek_hex,
+        vault_id=vault_id,
+        key_name=wrapped.key.name,
+        key_version=wrapped.key.version or "",
+        identity=identity,
+        algorithm=wrapped.algorithm,
+        wrapped=wrapped.ciphertext,
+        meta=dict(wrapped.meta or {}),
+        state=state,
+        created_at=now,
+    )
+
+
+def data_keys(rt: Runtime) -> DataKeys:
+    return rt.extension(EXTENSION, DataKeys)  # type: ignore[no-any-return]
+
+
+def flush(rt: Runtime, env_id: str | None = None) -> int:
+    """Drop this process's unwrapped DEKs of an environment (revocation), or of all."""
+    return data_keys(rt).flush(env_id)
+
+
+# -- rewrapping a whole environment -------------------------------------------------------------
+
+
+def rewrap_environment(
+    rt: Runtime,
+    env_id: str,
+    target: KekTarget,
+    *,
+    old_wraps: Literal["retained", "destroyed"] = "retained",
+    retain_until: datetime | None = None,
+    binding: Mapping[str, Any] | None = None,
+    action: str = "environment.rewrap",
+) -> dict[str, Any]:
+    """Rewrap every DEK of an environment under `target` and point the binding at it, atomically.
+
+    The vault calls happen first (unwrap each current wrap, wrap under the target); one transaction
+    then turns the old current wraps into `old_wraps` (retained until `retain_until`, or destroyed:
+    wrapped bytes wiped), inserts the new current wraps, sets the environment's kek_* columns (plus
+    any extra `binding` columns, e.g. enc_mode) and records the admin audit row. If a DEK appeared or
+    a wrap changed meanwhile, the whole step runs again. Returns a summary.
+    """
+    keys = data_keys(rt)
+    for _ in range(5):
+        with rt.transaction() as s:
+            env = s.get(Environment, env_id)
+            if env is None:
+                raise NotFoundError(f"environment {env_id!r} not found", code="environment_not_found")
+            name, tenant_id = env.name, env.tenant_id
+            rows = s.execute(
+                select(Dek.id, Dek.store, DekWrap)
+                .join(DekWrap, and_(DekWrap.dek_id == Dek.id, DekWrap.state == "current"))
+                .where(Dek.environment_id == env_id, Dek.state != "destroyed")
+                .order_by(Dek.created_at, Dek.id)
+            ).all()
+            for row in rows:
+                s.expunge(row[2])
+        new_wraps: list[tuple[str, int, WrappedKey]] = []
+        for dek_hex, store, wrap in rows:
+            ctx = _context(tenant_id, env_id, store)
+            key = keys.cache.get(env_id, bytes.fromhex(dek_hex)) or keys.unwrap(rt, name, wrap, ctx)
+            wrapped, _ = keys.wrap(rt, name, target, key, ctx)
+            new_wraps.append((dek_hex, wrap.id, wrapped))
+        with rt.transaction() as s:
+            env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).one()
+            now_rows = s.execute(
+                select(Dek.id, DekWrap.id)
+                .join(DekWrap, and_(DekWrap.dek_id == Dek.id, DekWrap.state == "current"))
+                .where(Dek.environment_id == env_id, Dek.state != "destroyed")
+            ).all()
+            if sorted(map(tuple, now_rows)) != sorted((d, w) for d, w, _ in new_wraps):
+                continue
+            summary = _commit_rewrap(rt, s, env, target, new_wraps, old_wraps, retain_until, binding)
+            audit_trail.record(
+                rt,
+                s,
+                action,
+                target_type="environment",
+                target_id=env_id,
+                tenant_id=tenant_id,
+                details={k: v for k, v in summary.items() if k != "environment"},
+            )
+        return summary
+    raise ConflictError(
+        f"environment {env_id!r} kept changing while its keys were rewrapped; retry",
+        code="concurrent_update",
+    )
+
+
+def _commit_rewrap(
+    rt: Runtime,
+    s: Session,
+    env: Environment,
+    target: KekTarget,
+    new_wraps: Iterable[tuple[str, int, WrappedKey]],
+    old_wraps: str,
+    retain_until: datetime | None,
+    binding: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    now = rt.clock.now()
+    version = target.key_version
+    count = 0
+    for dek_hex, old_id, wrapped in new_wraps:
+        values: dict[str, Any] = {"state": old_wraps, "retain_until": retain_until}
+        if old_wraps == "destroyed":
+            values["wrapped"] = b""
+        s.execute(update(DekWrap).where(DekWrap.id == old_id).values(**values))
+        s.add(_wrap_row(dek_hex, target.vault_id, wrapped, target.identity, "current", now))
+        version = wrapped.key.version or version
+        count += 1
+    values = {
+        "kek_vault_id": target.vault_id,
+        "kek_key_name": target.key_name,
+        "kek_key_version": version,
+        "kek_identity": target.identity,
+        **dict(binding or {}),
+    }
+    for k, v in values.items():
+        setattr(env, k, v)
+    s.flush()
+    env_states(rt).invalidate(env.id)
+    return {
+        "environment": env.id,
+        "deks": count,
+        "key": f"{target.vault_id}/{target.key_name}" + (f"@{version}" if version else ""),
+        "old_wraps": old_wraps,
+    }

@@ -1,0 +1,376 @@
+"""The SQL record store: put, get, put_many, delete, scan per table of one environment.
+
+A value is a JSON document (dict, list, str, number, bool, None) or bytes; the plaintext starts
+with a one-byte type tag (b"J" JSON in UTF-8, b"B" raw bytes) and is encrypted with AES-256-GCM
+under the store's primary DEK, associated data = (tenant, environment, "records", table, id).
+
+Every row has a version (1 on insert, +1 on each write). `put(..., expected_version=n)` is a
+compare-and-swap: it writes only if the stored version is still n (0 = "must not exist yet"),
+else ConflictError "version_conflict". Tables exist while they hold rows.
+
+Encryption and decryption never run inside a DB transaction: they may need the vault or the DEK
+budget counter, which open their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from keyshift.crypto.dek import DataKeyExhaustedError
+from keyshift.crypto.records import AssociatedData, RecordCipher
+from keyshift.db.models import DataRecord
+from keyshift.errors import ConflictError, IntegrityError, KeyshiftError, NotFoundError, UsageError
+from keyshift.runtime import Runtime
+from keyshift.stores.envstate import EnvView, env_states
+from keyshift.stores.keys import data_keys
+
+STORE = "records"
+TABLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+ID_RE = re.compile(r"^[A-Za-z0-9_.:@+=~-]{1,512}$")
+TAG_JSON = b"J"
+TAG_BYTES = b"B"
+MAX_VALUE_BYTES = 16 << 20
+DEFAULT_SCAN_LIMIT = 1000
+MAX_SCAN_LIMIT = 10_000
+
+_T = DataRecord.__table__
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    value: Any
+    version: int
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, bytes):
+            value = {"$bytes": value.hex()}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "updated_at": self.updated_at.isoformat(),
+            "value": value,
+        }
+
+
+def validate_table(table: object) -> str:
+    if not isinstance(table, str) or not TABLE_RE.match(table):
+        raise UsageError(
+            f"invalid table name {table!r}: 1-128 letters, digits, '_', '.', '-' "
+            "(not starting with '.' or '-')",
+            code="invalid_table",
+        )
+    return table
+
+
+def validate_id(record_id: object) -> str:
+    if not isinstance(record_id, str) or not ID_RE.match(record_id) or record_id in (".", ".."):
+        raise UsageError(
+            f"invalid record id {record_id!r}: 1-512 letters, digits or _ . : @ + = ~ - "
+            "(no '/', backslash, NUL)",
+            code="invalid_id",
+        )
+    return record_id
+
+
+def encode_value(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = TAG_BYTES + bytes(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"value is not JSON-serialisable: {exc}", code="invalid_value") from None
+        data = TAG_JSON + text.encode("utf-8")
+    if len(data) > MAX_VALUE_BYTES:
+        raise UsageError(f"a record value holds at most {MAX_VALUE_BYTES} bytes", code="value_too_large")
+    return data
+
+
+def decode_value(data: bytes) -> Any:
+    tag, body = data[:1], data[1:]
+    if tag == TAG_BYTES:
+        return body
+    if tag == TAG_JSON:
+        return json.loads(body)
+    raise IntegrityError("unknown value type")
+
+
+def _upsert(dialect: str) -> Any:
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
+    return ins.on_conflict_do_update(
+        index_elements=[_T.c.environment_id, _T.c.table_name, _T.c.record_id],
+        set_={
+            "value": ins.excluded.value,
+            "dek_id": ins.excluded.dek_id,
+            "updated_at": ins.excluded.updated_at,
+            "version": _T.c.version + 1,
+        },
+    )
+
+
+def _insert_new(dialect: str) -> Any:
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
+    return ins.on_conflict_do_nothing(index_elements=[_T.c.environment_id, _T.c.table_name, _T.c.record_id])
+
+
+class RecordStore:
+    """Records of one environment. Obtain through `stores.service.EnvironmentData`."""
+
+    def __init__(self, rt: Runtime, env_id: str) -> None:
+        self.rt = rt
+        self.env_id = env_id
+        self._keys = data_keys(rt)
+        self._states = env_states(rt)
+        self._dialect = rt.engine.dialect.name
+        self._upsert = _upsert(self._dialect)
+        self._insert_new = _insert_new(self._dialect)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _env(self) -> EnvView:
+        return self._states.require_usable(self.env_id)
+
+    def _ad(self, env: EnvView, table: str, record_id: str) -> AssociatedData:
+        return AssociatedData(env.tenant_id, env.id, STORE, table, record_id)
+
+    def _encrypt_all(
+        self, env: EnvView, table: str, items: list[tuple[str, bytes]]
+    ) -> list[tuple[str, bytes]]:
+        """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out."""
+        out: list[tuple[str, bytes]] = []
+        base = self._ad(env, table, "")
+        while len(out) < len(items):
+            cipher: RecordCipher = self._keys.cipher(self.rt, env, STORE)
+            dek_id = cipher.keyring.primary.id
+            nbytes = 0
+            try:
+                for rid, plain in items[len(out) :]:
+                    out.append((rid, cipher.encrypt(plain, base.with_record(rid))))
+                    nbytes += len(plain)
+            except DataKeyExhaustedError:
+                self._keys.roll(self.rt, env, STORE, dek_id)
+            finally:
+                self._keys.note_use(env.id, dek_id, nbytes)
+        return out
+
+    def _decrypt(self, env: EnvView, table: str, record_id: str, blob: bytes) -> Any:
+        try:
+            if len(blob) < 20:
+                raise IntegrityError("ciphertext is malformed")
+            dek_id = bytes(blob[4:20])
+            cipher = self._keys.decrypter(self.rt, env, STORE, dek_id)
+            plain = cipher.decrypt(blob, self._ad(env, table, record_id))
+            self._keys.note_use(env.id, dek_id, len(plain))
+            return decode_value(plain)
+        except IntegrityError:
+            raise IntegrityError(
+                f"record {table}/{record_id} of environment {env.name!r} failed authentication "
+                "(stored ciphertext is corrupt or was moved)"
+            ) from None
+        except ValueError:  # JSON decode of an authenticated plaintext: should not happen
+            raise IntegrityError(f"record {table}/{record_id} holds an undecodable value") from None
+
+    def _table_exists(self, table: str) -> bool:
+        with self.rt.transaction() as s:
+            return (
+                s.execute(
+                    select(_T.c.record_id)
+                    .where(_T.c.environment_id == self.env_id, _T.c.table_name == table)
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
+    def _not_found(self, table: str, record_id: str) -> KeyshiftError:
+        if not self._table_exists(table):
+            return NotFoundError(f"table {table!r} not found", code="table_not_found")
+        return NotFoundError(f"record {table}/{record_id} not found", code="record_not_found")
+
+    # -- writes ------------------------------------------------------------------------------
+    def put(self, table: str, record_id: str, value: Any, *, expected_version: int | None = None) -> int:
+        """Write a record; returns its new version. With expected_version: compare-and-swap."""
+        validate_table(table)
+        validate_id(record_id)
+        if expected_version is not None and (
+            isinstance(expected_version, bool)
+            or not isinstance(expected_version, int)
+            or expected_version < 0
+        ):
+            raise UsageError("expected_version must be an integer >= 0", code="invalid_version")
+        plain = encode_value(value)
+        env = self._env()
+        [(_, blob)] = self._encrypt_all(env, table, [(record_id, plain)])
+        row = {
+            "environment_id": env.id,
+            "table_name": table,
+            "record_id": record_id,
+            "version": 1,
+            "dek_id": blob[4:20].hex(),
+            "value": blob,
+            "updated_at": self.rt.clock.now(),
+        }
+        with self.rt.transaction() as s:
+            if expected_version is None:
+                return int(s.execute(self._upsert.returning(_T.c.version), row).scalar_one())
+            if expected_version == 0:
+                if s.execute(self._insert_new.returning(_T.c.version), row).first() is None:
+                    raise ConflictError(
+                        f"record {table}/{record_id} already exists (expected it absent)",
+                        code="version_conflict",
+                    )
+                return 1
+            res = s.execute(
+                update(_T)
+                .where(
+                    _T.c.environment_id == env.id,
+                    _T.c.table_name == table,
+                    _T.c.record_id == record_id,
+                    _T.c.version == expected_version,
+                )
+                .values(
+                    value=blob, dek_id=row["dek_id"], updated_at=row["updated_at"], version=_T.c.version + 1
+                )
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                raise ConflictError(
+                    f"record {table}/{record_id} is not at version {expected_version}",
+                    code="version_conflict",
+                )
+            return expected_version + 1
+
+    def put_many(self, table: str, items: Iterable[tuple[str, Any]]) -> int:
+        """Write many records of one table in one transaction (one executemany). Returns the count."""
+        validate_table(table)
+        plain: dict[str, bytes] = {}
+        for item in items:
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise UsageError("put_many takes (id, value) pairs", code="invalid_value")
+            rid, value = item
+            plain[validate_id(rid)] = encode_value(value)  # a repeated id: the last value wins
+        if not plain:
+            return 0
+        env = self._env()
+        blobs = self._encrypt_all(env, table, list(plain.items()))
+        now = self.rt.clock.now()
+        rows = [
+            {
+                "environment_id": env.id,
+                "table_name": table,
+                "record_id": rid,
+                "version": 1,
+                "dek_id": blob[4:20].hex(),
+                "value": blob,
+                "updated_at": now,
+            }
+            for rid, blob in blobs
+        ]
+        with self.rt.transaction() as s:
+            s.execute(self._upsert, rows)
+        return len(rows)
+
+    def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
+        validate_table(table)
+        validate_id(record_id)
+        env = self._env()
+        with self.rt.transaction() as s:
+            stmt = delete(_T).where(
+                _T.c.environment_id == env.id, _T.c.table_name == table, _T.c.record_id == record_id
+            )
+            if expected_version is not None:
+                stmt = stmt.where(_T.c.version == expected_version)
+            res = s.execute(stmt)
+            deleted = res.rowcount == 1  # type: ignore[attr-defined]
+        if not deleted:
+            if expected_version is not None and self._exists(table, record_id):
+                raise ConflictError(
+                    f"record {table}/{record_id} is not at version {expected_version}",
+                    code="version_conflict",
+                )
+            raise self._not_found(table, record_id)
+
+    def _exists(self, table: str, record_id: str) -> bool:
+        with self.rt.transaction() as s:
+            return (
+                s.execute(
+                    select(_T.c.version).where(
+                        _T.c.environment_id == self.env_id,
+                        _T.c.table_name == table,
+                        _T.c.record_id == record_id,
+                    )
+                ).first()
+                is not None
+            )
+
+    # -- reads -------------------------------------------------------------------------------
+    def get_record(self, table: str, record_id: str) -> Record:
+        validate_table(table)
+        validate_id(record_id)
+        env = self._env()
+        with self.rt.transaction() as s:
+            row = s.execute(
+                select(_T.c.value, _T.c.version, _T.c.updated_at).where(
+                    _T.c.environment_id == env.id, _T.c.table_name == table, _T.c.record_id == record_id
+                )
+            ).first()
+        if row is None:
+            raise self._not_found(table, record_id)
+        return Record(record_id, self._decrypt(env, table, record_id, row[0]), row[1], row[2])
+
+    def get(self, table: str, record_id: str) -> Any:
+        return self.get_record(table, record_id).value
+
+    def scan(self, table: str, after: str | None = None, limit: int = DEFAULT_SCAN_LIMIT) -> list[Record]:
+        """Records of a table in id order, starting after `after`, at most `limit` of them."""
+        validate_table(table)
+        if after is not None:
+            validate_id(after)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SCAN_LIMIT:
+            raise UsageError(f"limit must be between 1 and {MAX_SCAN_LIMIT}", code="invalid_limit")
+        env = self._env()
+        stmt = (
+            select(_T.c.record_id, _T.c.value, _T.c.version, _T.c.updated_at)
+            .where(_T.c.environment_id == env.id, _T.c.table_name == table)
+            .order_by(_T.c.record_id)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(_T.c.record_id > after)
+        with self.rt.transaction() as s:
+            rows = s.execute(stmt).all()
+        if not rows and after is None:
+            raise NotFoundError(f"table {table!r} not found", code="table_not_found")
+        return [Record(rid, self._decrypt(env, table, rid, blob), ver, at) for rid, blob, ver, at in rows]
+
+    def iter_all(self, table: str, page: int = DEFAULT_SCAN_LIMIT) -> Iterable[Record]:
+        """Every record of a table, page by page."""
+        after: str | None = None
+        while True:
+            try:
+                batch = self.scan(table, after=after, limit=page)
+            except NotFoundError:
+                return
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].id
+
+    def tables(self) -> list[dict[str, Any]]:
+        self._env()
+        with self.rt.transaction() as s:
+            rows = s.execute(
+                select(_T.c.table_name, func.count())
+                .where(_T.c.environment_id == self.env_id)
+                .group_by(_T.c.table_name)
+                .order_by(_T.c.table_name)
+            ).all()
+        return [{"table": t, "records": n} for t, n in rows]

@@ -1,0 +1,171 @@
+"""DEK lifecycle: lazy creation under the env's KEK, cache-bounded vault calls, usage budget and
+rolling, vault errors naming the environment, flush, rewrap of a whole environment."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from keyshift.control import vaults as vault_admin
+from keyshift.db.models import AdminAuditEvent, Dek, DekWrap, Environment
+from keyshift.errors import KeyInaccessibleError
+from keyshift.runtime import Runtime
+from keyshift.stores import keys
+from keyshift.stores.envstate import env_states
+from keyshift.stores.records import RecordStore
+from stores.helpers import count_vault_calls, make_env
+
+
+def _deks(rt: Runtime, env_id: str) -> list[Dek]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(Dek).where(Dek.environment_id == env_id).order_by(Dek.created_at)))
+
+
+def _wraps(rt: Runtime, dek_id: str) -> list[DekWrap]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(DekWrap).where(DekWrap.dek_id == dek_id).order_by(DekWrap.id)))
+
+
+def test_dek_created_lazily_on_first_write_and_wrapped_by_the_env_kek(rt: Runtime) -> None:
+    env_id = make_env(rt)
+    assert _deks(rt, env_id) == []
+    store = RecordStore(rt, env_id)
+    store.put("t", "r", 1)
+    [dek] = _deks(rt, env_id)
+    assert dek.store == "records" and dek.state == "active" and dek.encryptions >= 1
+    [wrap] = _wraps(rt, dek.id)
+    assert wrap.state == "current"
+    assert wrap.key_name == rt.settings.platform_key
+    assert wrap.identity == rt.settings.platform_identity
+    with rt.transaction() as s:
+        actions = list(s.scalars(select(AdminAuditEvent.action).where(AdminAuditEvent.target_id == env_id)))
+    assert "dek.create" in actions
+    store.put("t", "r2", 2)
+    assert len(_deks(rt, env_id)) == 1  # the same DEK keeps encrypting
+
+
+def test_ten_thousand_records_make_a_handful_of_vault_calls(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counters = count_vault_calls(rt, monkeypatch)
+    env_id = make_env(rt)
+    store = RecordStore(rt, env_id)
+    store.put_many("t", [(f"r{i:05d}", {"i": i}) for i in range(5000)])
+    for i in range(0, 5000, 1):
+        if i % 50 == 0:
+            store.put("t", f"s{i}", {"i": i})
+    assert store.get("t", "r00042") == {"i": 42}
+    total = sum(r.value["i"] for r in store.iter_all("t", page=1000))
+    assert total == sum(range(5000)) + sum(range(0, 5000, 50))
+    calls = sum(sum(c.calls.values()) for c in counters.values())
+    assert 1 <= calls <= 3, counters
+    # A fresh process (runtime) unwraps once, then serves from its cache.
+    keys.flush(rt, env_id)
+    store.get("t", "r00001")
+    store.get("t", "r00002")
+    assert sum(sum(c.calls.values()) for c in counters.values()) == calls + 1
+
+
+def test_cache_max_age_bounds_how_long_an_unwrapped_key_lives(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, clock: object
+) -> None:
+    counters = count_vault_calls(rt, monkeypatch)
+    env_id = make_env(rt)
+    store = RecordStore(rt, env_id)
+    store.put("t", "r", 1)
+    before = sum(c.calls["unwrap"] for c in counters.values())
+    clock.advance(seconds=rt.settings.dek_cache_max_age_seconds + 1)  # type: ignore[attr-defined]
+    assert store.get("t", "r") == 1
+    assert sum(c.calls["unwrap"] for c in counters.values()) == before + 1
+
+
+def test_usage_budget_rolls_to_a_new_dek_and_old_records_stay_readable(rt: Runtime) -> None:
+    env_id = make_env(rt)
+    dk = keys.data_keys(rt)
+    dk.limit = 300
+    dk.max_block = 64
+    store = RecordStore(rt, env_id)
+    store.put_many("t", [(f"r{i:04d}", i) for i in range(1000)])
+    deks = _deks(rt, env_id)
+    assert len(deks) >= 4
+    assert all(d.encryptions <= 300 for d in deks)
+    assert sum(d.state == "active" for d in deks) == 1
+    assert [r.value for r in store.iter_all("t")] == list(range(1000))
+
+
+def test_budget_is_reserved_in_the_database_in_small_first_blocks(rt: Runtime) -> None:
+    env_id = make_env(rt)
+    store = RecordStore(rt, env_id)
+    for i in range(3):
+        store.put("t", f"r{i}", i)
+    [dek] = _deks(rt, env_id)
+    assert dek.encryptions >= 3  # the first block is small (64) so short-lived processes waste little
+    assert dek.encryptions <= 64 * 4
+
+
+def test_disabled_key_is_key_inaccessible_naming_the_environment(rt: Runtime) -> None:
+    env_id = make_env(rt, "contoso-prod")
+    store = RecordStore(rt, env_id)
+    store.put("t", "r", {"v": 1})
+    vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, False)
+    keys.flush(rt, env_id)
+    with pytest.raises(KeyInaccessibleError) as err:
+        store.get("t", "r")
+    assert "contoso-prod" in err.value.message
+    assert err.value.exit_code == 6
+    vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, True)
+    assert store.get("t", "r") == {"v": 1}
+
+
+def test_revoked_grant_refuses_a_new_dek(rt: Runtime) -> None:
+    env_id = make_env(rt, "contoso-dev")
+    vault_admin.revoke_key_grant(
+        rt, rt.settings.platform_vault, rt.settings.platform_key, rt.settings.platform_identity
+    )
+    with pytest.raises(KeyInaccessibleError) as err:
+        RecordStore(rt, env_id).put("t", "r", 1)
+    assert "contoso-dev" in err.value.message
+    assert _deks(rt, env_id) == []
+
+
+def test_rewrap_environment_moves_every_dek_to_the_target_kek(rt: Runtime) -> None:
+    env_id = make_env(rt)
+    store = RecordStore(rt, env_id)
+    store.put_many("t", [(f"r{i}", i) for i in range(20)])
+    vault_admin.create_local_vault(rt, "customer", soft_delete_days=90, purge_protection=True)
+    vault_admin.create_key(rt, "customer", "cmk", "RSA", 2048)
+    vault_admin.grant_key(rt, "customer", "cmk", "pol-1", "get,wrapKey,unwrapKey")
+    with rt.transaction() as s:
+        from keyshift.db.models import VaultRecord
+
+        vid = s.scalars(select(VaultRecord.id).where(VaultRecord.name == "customer")).one()
+    target = keys.KekTarget(vid, "cmk", "pol-1")
+    summary = keys.rewrap_environment(
+        rt, env_id, target, retain_until=rt.clock.now(), binding={"enc_mode": "byok"}
+    )
+    assert summary["deks"] == 1
+    [dek] = _deks(rt, env_id)
+    wraps = _wraps(rt, dek.id)
+    assert [w.state for w in wraps] == ["retained", "current"]
+    assert wraps[1].vault_id == vid and wraps[1].identity == "pol-1"
+    with rt.transaction() as s:
+        env = s.get(Environment, env_id)
+        assert env is not None
+        assert (env.kek_vault_id, env.kek_key_name, env.kek_identity, env.enc_mode) == (
+            vid,
+            "cmk",
+            "pol-1",
+            "byok",
+        )
+    # A fresh cache must unwrap under the new KEK: revoke the platform identity to prove it.
+    keys.flush(rt, env_id)
+    vault_admin.revoke_key_grant(
+        rt, rt.settings.platform_vault, rt.settings.platform_key, rt.settings.platform_identity
+    )
+    assert [r.value for r in store.iter_all("t")] == sorted(range(20), key=lambda i: f"r{i}")
+    # New DEKs (another store) are wrapped under the new binding too.
+    env_states(rt).invalidate(env_id)
+    keys.rewrap_environment(rt, env_id, target, old_wraps="destroyed")
+    wraps = _wraps(rt, dek.id)
+    assert [w.state for w in wraps] == ["retained", "destroyed", "current"]
+    assert wraps[1].wrapped == b""
