@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     document_store_url: str | None = None
     file_store_url: str | None = None
+    # Endpoint of an S3-compatible file store (`file_store_url = "s3://bucket/prefix"`); unset = AWS.
+    file_store_endpoint: str | None = None
     platform_name: str = "Keyshift"
     default_region: str = "eu"
     # Regions environments and policies may be placed in (JSON list in KEYSHIFT_REGIONS).
