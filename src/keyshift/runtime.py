@@ -79,6 +79,11 @@ class Runtime:
         )
 
     def close(self) -> None:
+        # Extensions holding resources (e.g. the document store's engine) expose close().
+        for ext in list(self._extensions.values()):
+            closer = getattr(ext, "close", None)
+            if callable(closer):
+                closer()
         self.engine.dispose()
 
     def __enter__(self) -> Runtime:
