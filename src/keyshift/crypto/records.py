@@ -83,6 +83,17 @@ def dek_id_of(blob: bytes) -> bytes:
     return parse_record_header(blob).dek_id
 
 
+def _encrypt_with_nonce(key: DataKey, nonce: bytes, plaintext: bytes, ad: AssociatedData) -> bytes:
+    """Deterministic encryption for known-answer vectors ONLY (tests/vectors/make_vectors.py).
+
+    Reusing a nonce under one key breaks AES-GCM; the product path is RecordCipher.encrypt.
+    """
+    if len(nonce) != NONCE_LEN:
+        raise ValueError("a record nonce is 12 bytes")
+    header = record_prefix(key.id) + nonce
+    return header + AESGCM(key.key).encrypt(nonce, plaintext, header + ad.encode())
+
+
 class RecordCipher:
     """Encrypts under the keyring's primary DEK, decrypts under whichever DEK the header names.
 
