@@ -89,6 +89,26 @@ def test_stream_failure_vectors_with_pyca_only(vector: dict) -> None:
         )
 
 
+def test_the_recipe_printed_in_format_md_decrypts_the_vectors() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "FORMAT.md").read_text()
+    section = doc.split("## 4. Decrypt your own data")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    code = "\n".join(line for line in code.splitlines() if not line.startswith("row = "))
+    namespace: dict = {}
+    exec(compile(code, "FORMAT.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    for vector in VECTORS["records"]:
+        ad = namespace["encode_ad"](**vector["ad"])
+        got = namespace["decrypt_record"](bytes.fromhex(vector["key"]), bytes.fromhex(vector["blob"]), ad)
+        assert got.hex() == vector["plaintext"]
+    for vector in VECTORS["streams"]:
+        key, data, ad = (bytes.fromhex(vector[k]) for k in ("key", "ciphertext", "ad"))
+        assert namespace["decrypt_file"](key, data, ad).hex() == vector["plaintext"]
+    for vector in VECTORS["stream_failures"]:
+        key, data, ad = (bytes.fromhex(vector[k]) for k in ("key", "ciphertext", "ad"))
+        with pytest.raises(InvalidTag):
+            namespace["decrypt_file"](key, data, ad)
+
+
 def test_this_file_does_not_import_keyshift() -> None:
     tree = ast.parse(Path(__file__).read_text())
     modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
