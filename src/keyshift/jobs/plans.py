@@ -53,12 +53,11 @@ class Plan(Protocol):
 
 
 PLANS: dict[str, str] = {
-    "link": "keyshift.migrate.link:PLAN",
-    "unlink": "keyshift.migrate.rekey:UNLINK_PLAN",
-    "swap": "keyshift.migrate.rekey:SWAP_PLAN",
-    "rotate": "keyshift.migrate.rekey:ROTATE_PLAN",
-    "restore": "keyshift.migrate.restore:PLAN",
-    "reencrypt": "keyshift.migrate.reencrypt:PLAN",
+    "link": "keyshift.migrate.keychange:LINK_PLAN",
+    "unlink": "keyshift.migrate.keychange:UNLINK_PLAN",
+    "swap": "keyshift.migrate.keychange:SWAP_PLAN",
+    "rotate": "keyshift.migrate.keychange:ROTATE_PLAN",
+    "restore": "keyshift.migrate.keychange:RESTORE_PLAN",
 }
 
 _EXTRA: dict[str, Plan] = {}

@@ -1,0 +1,88 @@
+"""Maintenance tasks: purge pre-migration copies whose window ended, detect key rotations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from keyshift.control import audit_trail
+from keyshift.db.models import DekWrap, Environment, Policy
+from keyshift.errors import KeyshiftError
+from keyshift.runtime import Runtime
+from keyshift.vaults.base import KeyRef
+
+
+def purge_expired_retention(rt: Runtime) -> dict[str, Any]:
+    """Retained wraps past their window are destroyed (wrapped bytes wiped); environments whose
+    restore window ended lose their pre-migration SQL copy of audit events and files."""
+    now = rt.clock.now()
+    with rt.transaction() as s:
+        wraps = s.execute(
+            update(DekWrap)
+            .where(
+                DekWrap.state == "retained", DekWrap.retain_until.is_not(None), DekWrap.retain_until <= now
+            )
+            .values(state="destroyed", wrapped=b"")
+        ).rowcount
+        envs = list(
+            s.scalars(
+                select(Environment).where(
+                    Environment.restore_until.is_not(None), Environment.restore_until <= now
+                )
+            )
+        )
+        purged_envs = []
+        for env in envs:
+            from keyshift.migrate import moves
+
+            counts = moves.purge_sql_copy(s, env)
+            env.restore_until = None
+            purged_envs.append(env.id)
+            audit_trail.record(
+                rt,
+                s,
+                "environment.premigration_copy_purged",
+                target_type="environment",
+                target_id=env.id,
+                tenant_id=env.tenant_id,
+                details=counts,
+            )
+        if wraps:
+            audit_trail.record(
+                rt, s, "dek_wraps.retained_destroyed", target_type="dek_wraps", details={"count": int(wraps)}
+            )
+    return {"wraps_destroyed": int(wraps or 0), "environments_purged": purged_envs}
+
+
+def detect_rotations(rt: Runtime) -> dict[str, Any]:
+    """A new current version of a linked policy's key: start a rotate job per environment."""
+    from keyshift.migrate.link import start_rotate
+
+    with rt.transaction() as s:
+        policies = [
+            (p.id, p.vault_id, p.key_name)
+            for p in s.scalars(select(Policy).where(Policy.key_version.is_(None), Policy.state != "deleted"))
+        ]
+    started: list[str] = []
+    errors: dict[str, str] = {}
+    for pid, vault_id, key_name in policies:
+        with rt.transaction() as s:
+            linked = s.scalars(
+                select(Environment.id).where(Environment.policy_id == pid, Environment.enc_mode == "cmk")
+            ).all()
+        if not linked:
+            continue
+        try:
+            vault = rt.vault(vault_id)
+            current = vault.describe(KeyRef(vault.name, key_name)).current_version
+        except KeyshiftError as err:
+            errors[pid] = err.code
+            continue
+        with rt.transaction() as s:
+            for env in s.scalars(select(Environment).where(Environment.id.in_(linked))):
+                if env.kek_key_version and env.kek_key_version != current:
+                    view = start_rotate(rt, s, env, current)
+                    if view is not None:
+                        started.append(view["id"])
+    return {"rotate_jobs": started, "errors": errors}
