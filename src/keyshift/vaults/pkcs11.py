@@ -21,7 +21,8 @@ PKCS#11 key wrap has no associated data, so the caller's context is not bound cr
 here; records stay bound to tenant/environment by the record cipher's associated data.
 
 State: disabled = the key's CKA_WRAP/CKA_UNWRAP (AES) or CKA_ENCRYPT/CKA_DECRYPT/CKA_WRAP/CKA_UNWRAP
-(RSA) set false; not-before/expires = CKA_START_DATE/CKA_END_DATE, enforced by Keyshift with its clock.
+(RSA) set false. Validity dates are not supported: CKA_START_DATE/CKA_END_DATE are advisory in
+PKCS#11 and SoftHSM2 cannot return them through python-pkcs11, so create_key refuses them.
 Deleting a key destroys its objects (no soft delete on a token) -> KeyNotFoundError afterwards.
 Access: PKCS#11 has no per-identity grants; access is the token's login. `check_access` reports the
 permissions the configured login has on the key from its usage attributes; `grant` is unsupported.
@@ -34,17 +35,15 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keyshift.errors import AlreadyExistsError, KeyshiftError, UsageError, VaultUnavailableError
 from keyshift.vaults.base import (
     AccessDeniedError,
     KeyDisabledError,
-    KeyExpiredError,
     KeyInfo,
     KeyNotFoundError,
-    KeyNotYetValidError,
     KeyRef,
     KeyType,
     KeyVersionInfo,
@@ -122,7 +121,6 @@ class Pkcs11Vault:
         self.config = validate_config(config)
         self.soft_delete_days = soft_delete_days
         self.purge_protection = purge_protection
-        self._clock = clock
         self._pin = SecretRef.from_config(self.config["pin"], what="PIN")
         self._session: Any = None
         self._lock = threading.RLock()
@@ -130,9 +128,6 @@ class Pkcs11Vault:
         self._aes: str | None = None
 
     # -- session ----------------------------------------------------------------------------------
-    def _now(self) -> datetime:
-        return self._clock.now() if self._clock is not None else datetime.now(UTC)
-
     def _open(self) -> Any:
         try:
             import pkcs11
@@ -263,35 +258,9 @@ class Pkcs11Vault:
         can_unwrap = priv is not None and (attr(priv, Attribute.DECRYPT) or attr(priv, Attribute.UNWRAP))
         return can_wrap, can_unwrap
 
-    @staticmethod
-    def _dates(entry: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
-        from pkcs11 import Attribute
-
-        obj = entry.get("secret") or entry.get("private") or entry.get("public")
-
-        def read(a: Any) -> datetime | None:
-            try:
-                value = obj[a]
-            except Exception:
-                return None
-            if isinstance(value, date):
-                return datetime(value.year, value.month, value.day, tzinfo=UTC)
-            return None
-
-        return read(Attribute.START_DATE), read(Attribute.END_DATE)
-
     def _version_info(self, version: str, entry: Mapping[str, Any]) -> KeyVersionInfo:
         w, u = self._flags(entry)
-        nb, exp = self._dates(entry)
-        return KeyVersionInfo(version=version, enabled=w and u, not_before=nb, expires=exp)
-
-    def _check_window(self, ref: KeyRef, entry: Mapping[str, Any]) -> None:
-        nb, exp = self._dates(entry)
-        now = self._now()
-        if nb is not None and now < nb:
-            raise KeyNotYetValidError(f"key {ref} is not valid before {nb.date().isoformat()}")
-        if exp is not None and now >= exp:
-            raise KeyExpiredError(f"key {ref} expired on {exp.date().isoformat()}")
+        return KeyVersionInfo(version=version, enabled=w and u)
 
     def _size(self, entry: Mapping[str, Any]) -> int:
         obj = entry.get("secret") or entry.get("public") or entry.get("private")
@@ -340,7 +309,6 @@ class Pkcs11Vault:
             ref = KeyRef(self.name, key.name, version)
             if not self._flags(entry)[0]:
                 raise KeyDisabledError(f"key {ref} is disabled")
-            self._check_window(ref, entry)
             if entry["type"] == KeyType.AES:
                 alg, blob = self._aes_wrap(session, entry["secret"], dek)
             else:
@@ -361,7 +329,6 @@ class Pkcs11Vault:
             _, entry = self._pick(session, wrapped.key)
             if not self._flags(entry)[1]:
                 raise KeyDisabledError(f"key {wrapped.key} is disabled")
-            self._check_window(wrapped.key, entry)
             is_aes = wrapped.algorithm in (ALG_KWP, ALG_KW)
             if is_aes != (entry["type"] == KeyType.AES):
                 raise UnwrapError("wrapped key failed to unwrap")
@@ -510,8 +477,11 @@ class Pkcs11Vault:
             pkcs11.DataLenRange,
             pkcs11.FunctionFailed,
             pkcs11.GeneralError,
+            pkcs11.ArgumentsBad,
+            pkcs11.MechanismParamInvalid,
         ):
-            # SoftHSM2 answers CKR_GENERAL_ERROR when OAEP decoding fails.
+            # SoftHSM2 answers CKR_GENERAL_ERROR when OAEP decoding fails, and CKR_ARGUMENTS_BAD
+            # for an OAEP hash it does not support (a record claiming another algorithm).
             raise UnwrapError("wrapped key failed to unwrap") from None
 
     # -- KeyManager ---------------------------------------------------------------------------------
@@ -525,6 +495,8 @@ class Pkcs11Vault:
         expires: datetime | None = None,
     ) -> KeyInfo:
         _check_type(key_type, size)
+        if not_before is not None or expires is not None:
+            raise unsupported(KIND, "not-before/expiry dates", "PKCS#11 start/end dates are advisory")
 
         def go(session: Any) -> None:
             try:
@@ -535,7 +507,7 @@ class Pkcs11Vault:
                 raise AlreadyExistsError(
                     f"key {name!r} already exists in vault {self.name}", code="key_exists"
                 )
-            self._generate(session, name, "1", key_type, size, not_before, expires)
+            self._generate(session, name, "1", key_type, size)
 
         self._run(f"key {name}", go)
         return self.describe(KeyRef(self.name, name))
@@ -547,18 +519,11 @@ class Pkcs11Vault:
         version: str,
         key_type: KeyType,
         size: int,
-        not_before: datetime | None,
-        expires: datetime | None,
     ) -> None:
         from pkcs11 import Attribute, MechanismFlag
         from pkcs11 import KeyType as P11KeyType
 
         caps = MechanismFlag.WRAP | MechanismFlag.UNWRAP | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
-        extra: dict[Any, Any] = {}
-        if not_before is not None:
-            extra[Attribute.START_DATE] = not_before.astimezone(UTC).date()
-        if expires is not None:
-            extra[Attribute.END_DATE] = expires.astimezone(UTC).date()
         if key_type == KeyType.AES:
             session.generate_key(
                 P11KeyType.AES,
@@ -567,7 +532,7 @@ class Pkcs11Vault:
                 id=id_of(version),
                 store=True,
                 capabilities=caps,
-                template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, **extra},
+                template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True},
             )
         else:
             session.generate_keypair(
@@ -577,8 +542,7 @@ class Pkcs11Vault:
                 id=id_of(version),
                 store=True,
                 capabilities=caps,
-                public_template=dict(extra),
-                private_template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, **extra},
+                private_template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True},
             )
 
     def rotate_key(self, name: str) -> KeyInfo:
@@ -587,9 +551,7 @@ class Pkcs11Vault:
             current = max(objs, key=_order)
             nums = [int(v) for v in objs if v.isdigit()]
             entry = objs[current]
-            self._generate(
-                session, name, str(max(nums, default=0) + 1), entry["type"], self._size(entry), None, None
-            )
+            self._generate(session, name, str(max(nums, default=0) + 1), entry["type"], self._size(entry))
 
         self._run(f"key {name}", go)
         return self.describe(KeyRef(self.name, name))
