@@ -321,3 +321,32 @@ def test_large_stream_runs_in_constant_memory() -> None:
     for _ in range(size // seg):
         expected.update(bytes(seg))
     assert out.digest.hexdigest() == expected.hexdigest()
+
+
+def test_failed_segment_leaves_no_plaintext_in_the_callers_buffer() -> None:
+    plaintext = b"P" * (2 * SEG)
+    blob = bytearray(enc(plaintext))
+    blob[STREAM_HEADER_LEN + SEG + TAG_LEN - 1] ^= 1  # the first segment's tag
+    reader = DecryptingReader(io.BytesIO(bytes(blob)), key_for, AD)
+    buf = bytearray(b"\xaa" * (2 * SEG))
+    with pytest.raises(IntegrityError):
+        reader.readinto(buf)
+    assert bytes(buf[:SEG]) == bytes(SEG)
+    assert b"P" not in buf
+
+
+def test_direct_and_buffered_reads_agree() -> None:
+    plaintext = os.urandom(3 * SEG + 123)
+    blob = enc(plaintext)
+    reader = DecryptingReader(io.BytesIO(blob), key_for, AD)
+    got = bytearray()
+    sizes = [SEG, 100, SEG * 2, 7, SEG]
+    i = 0
+    while True:
+        buf = bytearray(sizes[i % len(sizes)])
+        i += 1
+        n = reader.readinto(buf)
+        if not n:
+            break
+        got += buf[:n]
+    assert bytes(got) == plaintext

@@ -219,7 +219,7 @@ class DecryptingReader(io.RawIOBase):
         size = self.header.segment_size
         self._ct = bytearray(size + TAG_LEN + 1)  # one segment plus one byte of look-ahead
         self._carry = 0  # look-ahead bytes already at the start of _ct
-        self._pt = bytearray(size)
+        self._pt = bytearray()
         self._pt_len = 0
         self._pt_pos = 0
         self._done = False
@@ -237,22 +237,29 @@ class DecryptingReader(io.RawIOBase):
             raise IntegrityError(AUTH_FAILED)
         if self.closed:
             raise ValueError("I/O operation on closed file")
+        out = memoryview(b).cast("B")
         while self._pt_pos >= self._pt_len:
             if self._done:
                 return 0
+            # A caller buffer that holds a whole segment gets it decrypted in place (no copy).
+            direct = out.nbytes >= self.header.segment_size
             try:
-                self._next_segment()
+                n = self._next_segment(out if direct else None)
             except IntegrityError:
                 self._failed = True
                 self._pt_len = self._pt_pos = 0
                 raise
-        out = memoryview(b).cast("B")
+            if direct:
+                if n:
+                    return n
+                continue
         n = min(out.nbytes, self._pt_len - self._pt_pos)
         out[:n] = memoryview(self._pt)[self._pt_pos : self._pt_pos + n]
         self._pt_pos += n
         return n
 
-    def _next_segment(self) -> None:
+    def _next_segment(self, target: memoryview | None) -> int:
+        """Read, authenticate and decrypt one segment into target (or the internal buffer)."""
         size = self.header.segment_size
         full = size + TAG_LEN
         got = _fill(self._src, self._ct, self._carry)
@@ -264,19 +271,23 @@ class DecryptingReader(io.RawIOBase):
             raise IntegrityError(MALFORMED)
         nonce = self._seg.next_nonce(last)
         ct_view = memoryview(self._ct)
+        if target is None and len(self._pt) < size:
+            self._pt = bytearray(size)  # only readers with small buffers need this one
+        into = (target if target is not None else memoryview(self._pt))[: clen - TAG_LEN]
         try:
-            self._pt_len = self._seg.aead.decrypt_into(
-                nonce, ct_view[:clen], self._seg.ad, memoryview(self._pt)[: clen - TAG_LEN]
-            )
+            n = self._seg.aead.decrypt_into(nonce, ct_view[:clen], self._seg.ad, into)
         except InvalidTag:
+            into[:] = bytes(into.nbytes)  # never leave unauthenticated plaintext behind
             raise IntegrityError(AUTH_FAILED) from None
         self._pt_pos = 0
+        self._pt_len = 0 if target is not None else n
         if last:
             self._done = True
             self._carry = 0
         else:
             self._ct[0] = self._ct[full]
             self._carry = 1
+        return n
 
     def close(self) -> None:
         if not self.closed:

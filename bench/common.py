@@ -1,0 +1,238 @@
+"""Bench helpers: best-of-N timing and a Report that prints Rich tables and writes JSON.
+
+A bench module (bench/bench_*.py) exposes `run(report: Report) -> None` and adds sections:
+
+    section = report.section("records", "what is measured, on what")
+    section.add("1 KiB encrypt", "pyca AESGCM", ops_per_second(fn), baseline=True)
+    section.add("1 KiB encrypt", "Keyshift", ops_per_second(other))
+    section.unavailable("1 KiB encrypt", "Tink", "ImportError: no module named tink")
+
+Rows are grouped; each group's ratio column is value / the group's baseline value (same unit).
+Numbers are for side-by-side comparison in one run on one machine, never a CI gate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def ops_per_second(
+    fn: Callable[[], object],
+    *,
+    repeat: int = 5,
+    min_time: float = 0.1,
+    warmup: int = 3,
+    max_calls: int = 1_000_000,
+) -> float:
+    """Best-of-`repeat` calls per second. Each timed run makes enough calls to last >= min_time."""
+    for _ in range(warmup):
+        fn()
+    calls = 1
+    while True:  # calibrate
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time or calls >= max_calls:
+            break
+        calls = min(max_calls, max(calls * 2, int(calls * min_time / max(elapsed, 1e-9) * 1.2)))
+    best = calls / elapsed
+    for _ in range(repeat - 1):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = max(best, calls / (time.perf_counter() - start))
+    return best
+
+
+def interleaved_ops_per_second(
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeat: int = 5,
+    min_time: float = 0.1,
+    warmup: int = 3,
+    max_calls: int = 1_000_000,
+) -> dict[str, float]:
+    """Best-of-`repeat` calls/s for several functions, timed round-robin.
+
+    On a shared machine the load drifts; timing the candidates in turn within each round makes
+    every one see the same drift, so their ratios are steadier than back-to-back measurements.
+    """
+    calls: dict[str, int] = {}
+    best: dict[str, float] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        n = 1
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time or n >= max_calls:
+                break
+            n = min(max_calls, max(n * 2, int(n * min_time / max(elapsed, 1e-9) * 1.2)))
+        calls[name] = n
+        best[name] = n / elapsed
+    for _ in range(repeat - 1):
+        for name, fn in fns.items():
+            n = calls[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[name] = max(best[name], n / (time.perf_counter() - start))
+    return best
+
+
+def best_seconds(fn: Callable[[], object], *, repeat: int = 3, warmup: int = 1) -> float:
+    """Best wall time of one call (for operations that take long on their own)."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def human(value: float, unit: str) -> str:
+    if unit in {"B/s", "B"}:
+        for scale, name in ((1 << 30, "Gi"), (1 << 20, "Mi"), (1 << 10, "Ki")):
+            if value >= scale:
+                return f"{value / scale:,.1f} {name}{unit}"
+        return f"{value:,.0f} {unit}"
+    if value >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:,.3g} {unit}"
+
+
+@dataclass
+class Row:
+    group: str
+    name: str
+    value: float | None
+    unit: str = "ops/s"
+    baseline: bool = False
+    note: str = ""
+    unavailable: str | None = None
+    ratio: float | None = None
+
+
+@dataclass
+class Section:
+    title: str
+    description: str = ""
+    rows: list[Row] = field(default_factory=list)
+    higher_is_better: bool = True
+
+    def add(
+        self,
+        group: str,
+        name: str,
+        value: float,
+        unit: str = "ops/s",
+        *,
+        baseline: bool = False,
+        note: str = "",
+    ) -> Row:
+        row = Row(group, name, float(value), unit, baseline, note)
+        self.rows.append(row)
+        return row
+
+    def unavailable(self, group: str, name: str, reason: str) -> Row:
+        row = Row(group, name, None, unavailable=reason)
+        self.rows.append(row)
+        return row
+
+    def compute_ratios(self) -> None:
+        baselines = {r.group: r for r in self.rows if r.baseline and r.value}
+        for row in self.rows:
+            base = baselines.get(row.group)
+            if base and row.value is not None and base.value and row.unit == base.unit:
+                row.ratio = row.value / base.value
+
+    def ratio(self, group: str, name: str) -> float | None:
+        self.compute_ratios()
+        for row in self.rows:
+            if row.group == group and row.name == name:
+                return row.ratio
+        return None
+
+    def value(self, group: str, name: str) -> float | None:
+        for row in self.rows:
+            if row.group == group and row.name == name:
+                return row.value
+        return None
+
+
+class Report:
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.failures: dict[str, str] = {}
+        self.started = datetime.now(UTC)
+
+    def section(self, title: str, description: str = "") -> Section:
+        section = Section(title, description)
+        self.sections.append(section)
+        return section
+
+    def fail(self, module: str, reason: str) -> None:
+        self.failures[module] = reason
+
+    def print_section(self, section: Section) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        section.compute_ratios()
+        table = Table(title=section.title, caption=section.description or None, title_justify="left")
+        for column, justify in (("case", "left"), ("implementation", "left"), ("result", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column("ratio", justify="right")
+        table.add_column("note")
+        previous = None
+        for row in section.rows:
+            group = row.group if row.group != previous else ""
+            previous = row.group
+            if row.unavailable is not None:
+                table.add_row(group, row.name, "unavailable", "", row.unavailable)
+                continue
+            ratio = "1.00 (base)" if row.baseline else (f"{row.ratio:.2f}x" if row.ratio is not None else "")
+            table.add_row(group, row.name, human(row.value or 0.0, row.unit), ratio, row.note)
+        console = Console() if sys.stdout.isatty() else Console(width=150)
+        console.print(table)
+
+    def to_json(self) -> dict[str, Any]:
+        for section in self.sections:
+            section.compute_ratios()
+        return {
+            "started": self.started.isoformat(),
+            "finished": datetime.now(UTC).isoformat(),
+            "machine": {
+                "python": sys.version.split()[0],
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+            },
+            "sections": [
+                {"title": s.title, "description": s.description, "rows": [asdict(r) for r in s.rows]}
+                for s in self.sections
+            ],
+            "failures": self.failures,
+        }
+
+    def write(self, path: Path | None = None) -> Path:
+        target = path or RESULTS_DIR / "latest.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return target
