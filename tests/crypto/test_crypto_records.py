@@ -6,6 +6,8 @@ import os
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyshift.crypto.dek import (
     DataKey,
@@ -284,3 +286,27 @@ def test_budget_is_exact_under_threads(key: DataKey) -> None:
         t.join()
     assert len(ok) == 1000 and len(refused) == 200
     assert budget.used == 1000
+
+
+_FUZZ_KEY = generate_dek()
+_FUZZ_CIPHER = RecordCipher(Keyring(_FUZZ_KEY))
+_FUZZ_BLOB = _FUZZ_CIPHER.encrypt(SECRET, AD)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=120),
+        st.binary(max_size=100).map(lambda tail: _FUZZ_BLOB[:20] + tail),
+        st.lists(
+            st.tuples(st.integers(0, len(_FUZZ_BLOB) - 1), st.integers(1, 255)),
+            min_size=1,
+            max_size=3,
+            unique_by=lambda f: f[0],
+        ).map(lambda flips: bytes(b ^ dict(flips).get(i, 0) for i, b in enumerate(_FUZZ_BLOB))),
+    )
+)
+def test_fuzz_record_decrypt_only_raises_integrity_errors(data: bytes) -> None:
+    with pytest.raises(IntegrityError) as info:
+        _FUZZ_CIPHER.decrypt(data, AD)
+    assert info.value.message in {"ciphertext is malformed", "failed authentication", "unknown data key"}
