@@ -272,7 +272,7 @@ def run_kmip_server(workdir: Path, *, timeout: float = 30.0) -> Iterator[KmipSer
         stop_process(proc)
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 1.0) -> None:
     """Stop a server we started (its own process group), escalating to SIGKILL."""
     if proc.poll() is not None:
         return

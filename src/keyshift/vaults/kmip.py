@@ -31,10 +31,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import os
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -137,11 +139,20 @@ class KmipVault:
         )
         client.proxy.timeout = self.config["timeout"]
         try:
-            client.open()
+            with warnings.catch_warnings():
+                # PyKMIP builds ssl.SSLContext(PROTOCOL_TLS), deprecated but still verifying.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                client.open()
         except Exception as exc:
             raise VaultUnavailableError(
                 f"kmip vault {self.name} unreachable ({type(exc).__name__})"
             ) from None
+        try:
+            _check_server_name(client.proxy.socket.getpeercert(), self.config["host"])
+        except VaultUnavailableError:
+            with contextlib.suppress(Exception):
+                client.close()
+            raise
         return client
 
     def close(self) -> None:
@@ -511,6 +522,30 @@ class KmipVault:
             return sorted(names)
 
         return [self.describe(KeyRef(self.name, n)) for n in self._run("vault", go)]
+
+
+def _check_server_name(cert: Any, host: str) -> None:
+    """PyKMIP verifies the server certificate against the CA but not the host name; do it here."""
+    if not cert:
+        raise VaultUnavailableError(f"KMIP server {host} presented no certificate")
+    sans = cert.get("subjectAltName", ())
+    try:
+        wanted_ip: Any = ipaddress.ip_address(host)
+    except ValueError:
+        wanted_ip = None
+    for kind, value in sans:
+        if wanted_ip is not None and kind == "IP Address":
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(value.strip()) == wanted_ip:
+                    return
+        elif wanted_ip is None and kind == "DNS":
+            pattern = value.lower()
+            name = host.lower()
+            if pattern == name or (
+                pattern.startswith("*.") and "." in name and name.split(".", 1)[1] == pattern[2:]
+            ):
+                return
+    raise VaultUnavailableError(f"KMIP server certificate does not name {host}")
 
 
 def _parse(blob: bytes) -> tuple[bytes, bytes, bytes]:
