@@ -36,9 +36,8 @@ def make_policy(
 
     Uses the control plane's policy service when present, else inserts the row (same columns)."""
     try:
-        from keyshift.control.health import check_policy  # type: ignore[import-not-found]
-
         from keyshift.control import policies  # type: ignore[attr-defined]
+        from keyshift.control.health import check_policy  # type: ignore[import-not-found]
     except ImportError:
         policies = None
     region = region or rt.settings.default_region
@@ -121,3 +120,61 @@ def records(rt: Runtime, env_id: str, table: str = "t") -> dict[str, Any]:
 
 def ids(n: int, prefix: str = "r") -> Iterator[str]:
     return (f"{prefix}{i:06d}" for i in range(n))
+
+
+def byok_world(
+    rt: Runtime, tmp: Any, tenant: str = "fabrikam", envs: tuple[str, ...] = ("fab-prod",)
+) -> dict[str, Any]:
+    """A BYOK tenant with an active key, BYOK environments (managed), the flag still ON."""
+    from keyshift.control import byok
+
+    make_tenant(rt, tenant, byok=True)
+    byok.generate(rt, tenant, "k1", out=tmp / f"{tenant}.pfx", password="correct horse battery staple 1")
+    byok.activate(rt, tenant, "k1")
+    out: dict[str, Any] = {"tenant": tenant, "envs": {}}
+    for name in envs:
+        view = environments.create_environment(rt, tenant, name, env_type="production", byok=True)
+        environments.set_managed(rt, name, True)
+        out["envs"][name] = str(view["id"])
+    return out
+
+
+def fill(rt: Runtime, env_id: str, *, rows: int = 50, events: int = 20, files: int = 0) -> dict[str, Any]:
+    """Write rows, audit events (and files when the file store exists); return what was written."""
+    from keyshift.stores.audit import AuditLog
+    from keyshift.stores.records import RecordStore
+
+    data: dict[str, Any] = {"rows": {}, "events": {}, "files": {}}
+    RecordStore(rt, env_id).put_many("t", [(f"r{i:04d}", {"n": i}) for i in range(rows)])
+    data["rows"] = {f"r{i:04d}": {"n": i} for i in range(rows)}
+    log = AuditLog(rt, env_id)
+    for i in range(events):
+        eid = log.append({"i": i, "who": "alice"})
+        data["events"][eid] = {"i": i, "who": "alice"}
+    if files:
+        from keyshift.stores.files import FileStore  # type: ignore[import-not-found]
+
+        fs = FileStore(rt, env_id)
+        for i in range(files):
+            body = f"file {i} ".encode() * (50 + i * 37)
+            fs.put(f"docs/f{i}.bin", body)
+            data["files"][f"docs/f{i}.bin"] = body
+    return data
+
+
+def read_all(rt: Runtime, env_id: str) -> dict[str, Any]:
+    from keyshift.stores.audit import AuditLog
+
+    out: dict[str, Any] = {"rows": records(rt, env_id), "events": {}, "files": {}}
+    for e in AuditLog(rt, env_id).query(limit=10_000):
+        assert e["id"] not in out["events"], "duplicate audit event"
+        out["events"][e["id"]] = e["event"]
+    try:
+        from keyshift.stores.files import FileStore  # type: ignore[import-not-found]
+    except ImportError:
+        return out
+    fs = FileStore(rt, env_id)
+    for item in fs.list(""):
+        path = item["path"] if isinstance(item, dict) else item
+        out["files"][path] = fs.get(path)
+    return out

@@ -123,17 +123,8 @@ class KeyChangePlan:
                         {**rewrap.target_dict(target), "key_version": job.params["key_version"]}
                     )
         target = resolve_version(rt, target)
-        extra: dict[str, Any] = {}
-        if job.params.get("move_audit") or job.params.get("move_files"):
-            extra = {"layout_before": source["stores"]}
         with rt.transaction() as s:
-            if job.params.get("move_audit") or job.params.get("move_files"):
-                env = s.get(Environment, job.environment_id)
-                assert env is not None
-                from keyshift.migrate import moves
-
-                moves.begin_transition(env, job.params)
-            ctx.advance(s, {"target": rewrap.target_dict(target), "source": source, **extra})
+            ctx.advance(s, {"target": rewrap.target_dict(target), "source": source})
 
     def _step_cutover(self, rt: Runtime, ctx: StepContext) -> None:
         job = ctx.job
@@ -142,10 +133,22 @@ class KeyChangePlan:
         from_byok = bool(job.params.get("from_byok"))
         retain_until = now + timedelta(days=rt.settings.byok_retention_days) if from_byok else None
         binding = self.binding(rt, job, now, retain_until)
+        if any(job.params.get(k) for k in ("move_audit", "move_files", "return_audit", "return_files")):
+            from keyshift.migrate import moves
+
+            layout = job.checkpoint["source"]["stores"]
+            if self.kind == "restore":
+                layout = {**layout, **job.params.get("layout", {})}
+            binding["stores"] = moves.transition_layout(layout, job.params, backward=self.kind == "restore")
 
         def in_txn(s: Session) -> None:
             ctx.point("cutover:flipped")
-            ctx.advance(s, {"cut": True, "cut_at": now.isoformat()})
+            extra: dict[str, Any] = {}
+            if job.params.get("return_files"):
+                from keyshift.migrate.files_bridge import sql_snapshot
+
+                extra["sql_files_at_cut"] = sql_snapshot(s, job.environment_id)
+            ctx.advance(s, {"cut": True, "cut_at": now.isoformat(), **extra})
             audit_trail.record(
                 rt,
                 s,
@@ -227,6 +230,9 @@ class KeyChangePlan:
                 from keyshift.migrate import finalize
 
                 finalize.unfinalize_tenant(rt, s, env.tenant_id)
+                from keyshift.migrate import moves
+
+                moves.drop_new_store_copies(rt, env.id, job.params)
                 from keyshift.migrate.restore import drop_retained_wraps
 
                 drop_retained_wraps(s, env.id)

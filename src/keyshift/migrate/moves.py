@@ -1,0 +1,225 @@
+"""Moving a BYOK environment's audit events and files out of SQL (link) and back (restore).
+
+At cutover the layout becomes a transition: {"audit": "document", "audit_from": "sql"} (and
+{"files": "file_storage", "files_from": "sql"}), so every write goes to the new store while reads,
+queries and lists see the union (new first) — clients notice nothing. Batches then copy the frozen
+legacy set (the SQL rows as of cutover, by sequence range) into the new store, re-encrypted under
+fresh DEKs wrapped by the new key; a copy that is already there (a rerun after a crash, or a newer
+write for a file) is left alone, so a batch can run any number of times. At the end the layout
+loses its `_from` entry. The SQL copy itself is kept: it is the pre-migration copy that
+`env restore --before-migration` uses, purged by maintenance when the window ends.
+
+A restore runs the same machinery backwards ({"audit": "sql", "audit_from": "document"}), copying
+every event and file the new stores hold into SQL (writes made after the migration are kept), then
+drops the new-store copies.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from keyshift.clock import utc
+from keyshift.db.models import DataAuditRow, DataFile, DataFileChunk, Dek, Environment, Job
+from keyshift.errors import AlreadyExistsError, InternalError
+from keyshift.jobs.context import BatchContext
+from keyshift.runtime import Runtime
+from keyshift.stores.keys import data_keys
+
+AUDIT_BATCH = 200
+FILE_BATCH = 8
+
+FORWARD = {"audit": ("document", "sql"), "files": ("file_storage", "sql")}
+BACKWARD = {"audit": ("sql", "document"), "files": ("sql", "file_storage")}
+
+
+def transition_layout(
+    stores: dict[str, str], params: dict[str, Any], *, backward: bool = False
+) -> dict[str, str]:
+    out = dict(stores)
+    table = BACKWARD if backward else FORWARD
+    for kind in ("audit", "files"):
+        flag = ("return_" if backward else "move_") + kind
+        if params.get(flag):
+            new, old = table[kind]
+            out[kind] = new
+            out[f"{kind}_from"] = old
+    return out
+
+
+def end_transition(env: Environment, layout: dict[str, str] | None = None) -> None:
+    stores = dict(layout) if layout else dict(env.stores or {})
+    for kind in ("audit", "files"):
+        stores.pop(f"{kind}_from", None)
+    env.stores = stores
+
+
+def _retire(session: Session, env_id: str, store: str) -> None:
+    """Fresh DEKs for the copies: the next write makes a new one under the current binding."""
+    session.execute(
+        update(Dek)
+        .where(Dek.environment_id == env_id, Dek.store == store, Dek.state == "active")
+        .values(state="retired", version=Dek.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def plan(rt: Runtime, session: Session, job: Job, phase: str) -> list[dict[str, Any]]:
+    env_id = job.environment_id or ""
+    kind = "audit" if phase.endswith("audit") else "files"
+    backward = phase.startswith("return_")
+    if not backward:
+        _retire(session, env_id, "audit" if kind == "audit" else "files")
+        data_keys(rt).flush(env_id)
+    if kind == "audit":
+        seqs = _audit_seqs(rt, session, env_id, source="document" if backward else "sql")
+        size = int(job.params.get("audit_batch", AUDIT_BATCH))
+    else:
+        seqs = _file_paths(rt, session, env_id, source="file_storage" if backward else "sql")
+        size = int(job.params.get("file_batch", FILE_BATCH))
+    job.items_total += len(seqs)
+    specs = []
+    for i in range(0, len(seqs), size):
+        chunk = seqs[i : i + size]
+        specs.append({"kind": kind, "backward": backward, "items": chunk})
+    return specs
+
+
+def _audit_seqs(rt: Runtime, session: Session, env_id: str, source: str) -> list[Any]:
+    if source == "sql":
+        return list(
+            session.scalars(
+                select(DataAuditRow.event_id)
+                .where(DataAuditRow.environment_id == env_id)
+                .order_by(DataAuditRow.seq)
+            )
+        )
+    from keyshift.stores.docstore import audit_events, document_store
+
+    t = audit_events
+    with document_store(rt).engine.begin() as conn:
+        return list(
+            conn.execute(select(t.c.event_id).where(t.c.environment_id == env_id).order_by(t.c.seq)).scalars()
+        )
+
+
+def _file_paths(rt: Runtime, session: Session, env_id: str, source: str) -> list[Any]:
+    if source == "sql":
+        return list(
+            session.scalars(
+                select(DataFile.path).where(DataFile.environment_id == env_id).order_by(DataFile.path)
+            )
+        )
+    from keyshift.migrate import files_bridge
+
+    return files_bridge.list_paths(rt, env_id, "file_storage")
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+def run_batch(rt: Runtime, ctx: BatchContext) -> None:
+    spec = ctx.spec
+    env_id = ctx.job.environment_id or ""
+    if spec["kind"] == "audit":
+        n = _copy_events(rt, env_id, spec["items"], source="document" if spec["backward"] else "sql", ctx=ctx)
+        nbytes = 0
+    else:
+        from keyshift.migrate import files_bridge
+
+        n, nbytes = files_bridge.copy_files(
+            rt, env_id, spec["items"], source="file_storage" if spec["backward"] else "sql", ctx=ctx
+        )
+    with rt.transaction() as s:
+        ctx.finish(s, len(spec["items"]), nbytes)
+    del n
+
+
+def _copy_events(rt: Runtime, env_id: str, event_ids: list[str], *, source: str, ctx: BatchContext) -> int:
+    """Decrypt each event from `source` and append it (same id and time) to the env's current audit
+    backend; an event already there is skipped."""
+    from keyshift.stores.audit import AuditLog, StoredEvent, backend
+    from keyshift.stores.envstate import env_states
+
+    log = AuditLog(rt, env_id)
+    env = env_states(rt).get(env_id)
+    src = backend(rt, source)
+    events = _events_by_id(rt, src, env_id, event_ids)
+    copied = 0
+    for i, (eid, at, blob) in enumerate(events):
+        body = log._decrypt(env, StoredEvent(eid, at, blob))
+        try:
+            log.append(body["event"], event_id=eid, at=at)
+            copied += 1
+        except AlreadyExistsError:
+            pass
+        if i == len(events) // 2:
+            ctx.point("move:mid-batch")
+    return copied
+
+
+def _events_by_id(
+    rt: Runtime, src: Any, env_id: str, event_ids: list[str]
+) -> list[tuple[str, datetime, bytes]]:
+    if src.name == "sql":
+        with rt.transaction() as s:
+            rows = s.execute(
+                select(DataAuditRow.event_id, DataAuditRow.at, DataAuditRow.payload)
+                .where(DataAuditRow.environment_id == env_id, DataAuditRow.event_id.in_(event_ids))
+                .order_by(DataAuditRow.seq)
+            ).all()
+        return [(e, utc(a), bytes(p)) for e, a, p in rows]
+    from keyshift.stores.docstore import audit_events, document_store, from_doc
+
+    t = audit_events
+    with document_store(rt).engine.begin() as conn:
+        rows = conn.execute(
+            select(t.c.event_id, t.c.at, t.c.doc)
+            .where(t.c.environment_id == env_id, t.c.event_id.in_(event_ids))
+            .order_by(t.c.seq)
+        ).all()
+    return [(e, utc(a), from_doc(d)) for e, a, d in rows]
+
+
+# -- after the window / after a restore --------------------------------------------------------
+
+
+def purge_sql_copy(session: Session, env: Environment) -> dict[str, int]:
+    """The pre-migration SQL copy of an environment no longer in the SQL layout: delete it."""
+    stores = env.stores or {}
+    out = {"audit_rows": 0, "files": 0}
+    if stores.get("audit") not in (None, "sql") and "audit_from" not in stores:
+        out["audit_rows"] = int(
+            session.execute(delete(DataAuditRow).where(DataAuditRow.environment_id == env.id)).rowcount or 0
+        )
+    if stores.get("files") not in (None, "sql") and "files_from" not in stores:
+        fids = select(DataFile.file_id).where(DataFile.environment_id == env.id).scalar_subquery()
+        session.execute(delete(DataFileChunk).where(DataFileChunk.file_id.in_(fids)))
+        out["files"] = int(
+            session.execute(delete(DataFile).where(DataFile.environment_id == env.id)).rowcount or 0
+        )
+    return out
+
+
+def drop_new_store_copies(rt: Runtime, env_id: str, params: dict[str, Any]) -> None:
+    """After a restore: the document-store / file-storage copies are redundant."""
+    if params.get("return_audit"):
+        from keyshift.stores.docstore import audit_events, document_store
+
+        with document_store(rt).engine.begin() as conn:
+            conn.execute(delete(audit_events).where(audit_events.c.environment_id == env_id))
+    if params.get("return_files"):
+        from keyshift.migrate import files_bridge
+
+        files_bridge.drop_all(rt, env_id, "file_storage")
+
+
+def require(cond: bool, what: str) -> None:
+    if not cond:
+        raise InternalError(f"{what} is not available in this build")
