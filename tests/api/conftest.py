@@ -15,7 +15,7 @@ from keyshift.runtime import Runtime
 
 @pytest.fixture
 def app(rt: Runtime) -> Any:
-    return create_app(rt, with_web=False)
+    return create_app(rt)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyshift.errors import AuthenticationError, KeyshiftError, UsageError
@@ -30,7 +30,24 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message[:_MAX_MESSAGE]}}
 
 
-def _keyshift(request: Request, exc: Exception) -> JSONResponse:
+def _wants_html(request: Request) -> bool:
+    """Admin-center pages get HTML errors (and a redirect to sign in); the API and JSON get JSON."""
+    path = request.url.path
+    if path.startswith(("/api/", "/openapi", "/static/")) or path.endswith("/progress"):
+        return False
+    return getattr(request.app.state, "html_error", None) is not None
+
+
+def _respond(
+    request: Request, exc: KeyshiftError | None, status: int, body: dict[str, Any], headers: Any = None
+) -> Response:
+    if _wants_html(request):
+        err = body["error"]
+        return request.app.state.html_error(request, exc, status, err["code"], err["message"])  # type: ignore[no-any-return]
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _keyshift(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeyshiftError)
     status = exc.http_status
     if status >= 500 and exc.code in ("internal_error",):
@@ -40,7 +57,7 @@ def _keyshift(request: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
     if exc.retryable:
         headers = {**(headers or {}), "Retry-After": "5"}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _respond(request, exc, status, body, headers)
 
 
 def _describe(errors: list[Any]) -> tuple[str, str]:
@@ -56,11 +73,11 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
     return code, "; ".join(parts) or "invalid request"
 
 
-def _validation(request: Request, exc: Exception) -> JSONResponse:
+def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     code, message = _describe(list(exc.errors()))
     status = 400 if code == "malformed_json" else 422
-    return JSONResponse(error_body(code, message), status_code=status)
+    return _respond(request, None, status, error_body(code, message))
 
 
 _HTTP_CODES = {
@@ -74,7 +91,7 @@ _HTTP_CODES = {
 }
 
 
-def _http(request: Request, exc: Exception) -> JSONResponse:
+def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, KeyshiftError):  # raised while the body was being read
         return _keyshift(request, exc.__cause__)
@@ -82,12 +99,12 @@ def _http(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404:
         message = "no such resource"
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    return _respond(request, None, exc.status_code, error_body(code, message), exc.headers)
 
 
-def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+    return _respond(request, None, 500, error_body("internal_error", "internal error"))
 
 
 def install(app: FastAPI) -> None:

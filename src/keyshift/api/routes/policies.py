@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from keyshift.api.access import Ctx, allow
-from keyshift.api.schemas import PolicyCreate, PolicyUpdate
-from keyshift.control import policies
+from keyshift.api.schemas import PolicyCreate, PolicyEnvironment, PolicyUpdate, SwapEnvironment
+from keyshift.control import health, policies
+from keyshift.migrate import link
+
+API_PREFIX = "/api/v1"
+RETRY_AFTER_SECONDS = 2
 
 router = APIRouter(tags=["policies"])
 
@@ -25,7 +29,13 @@ def create_policy(body: PolicyCreate, ctx: Ctx = allow("collection", write=True)
     tid = ctx.require_tenant(body.tenant)
     ctx.require_vault(body.vault)
     return policies.create_policy(
-        ctx.rt, tid, body.name, region=body.region, vault=body.vault, key=body.key, key_version=body.key_version
+        ctx.rt,
+        tid,
+        body.name,
+        region=body.region,
+        vault=body.vault,
+        key=body.key,
+        key_version=body.key_version,
     )
 
 
@@ -42,3 +52,52 @@ def update_policy(policy: str, body: PolicyUpdate, ctx: Ctx = allow("policy", wr
 @router.delete("/policies/{policy}")
 def delete_policy(policy: str, ctx: Ctx = allow("policy", write=True)) -> dict[str, Any]:
     return policies.delete_policy(ctx.rt, policy)
+
+
+@router.post("/policies/{policy}/health")
+def check_health(policy: str, ctx: Ctx = allow("policy", write=True)) -> dict[str, Any]:
+    """Check now (a real wrap/unwrap round trip as the policy identity) and store the result."""
+    return health.policy_health(ctx.rt, policy)
+
+
+def _accepted(response: Response, job: dict[str, Any]) -> dict[str, Any]:
+    response.headers["Location"] = f"{API_PREFIX}/jobs/{job['id']}"
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return job
+
+
+@router.post("/policies/{policy}/environments", status_code=status.HTTP_202_ACCEPTED)
+def add_environment(
+    policy: str, body: PolicyEnvironment, response: Response, ctx: Ctx = allow("policy", write=True)
+) -> dict[str, Any]:
+    """Add an environment to the policy: a resumable job (202, Location = the job, Retry-After)."""
+    ctx.require_env(body.environment)
+    return _accepted(response, link.start_link(ctx.rt, policy, body.environment, reencrypt=body.reencrypt))
+
+
+@router.delete("/policies/{policy}/environments/{env}", status_code=status.HTTP_202_ACCEPTED)
+def remove_environment(
+    policy: str, env: str, response: Response, ctx: Ctx = allow("policy", write=True)
+) -> dict[str, Any]:
+    """Return the environment to the platform key (job)."""
+    ctx.require_env(env)
+    return _accepted(response, link.start_unlink(ctx.rt, policy, env))
+
+
+@router.post("/policies/{policy}/swap", status_code=status.HTTP_202_ACCEPTED)
+def swap_environment(
+    policy: str, body: SwapEnvironment, response: Response, ctx: Ctx = allow("policy", write=True)
+) -> dict[str, Any]:
+    """Move a linked environment to this policy's key (job)."""
+    ctx.require_env(body.environment)
+    return _accepted(response, link.start_swap(ctx.rt, policy, body.environment))
+
+
+@router.post("/environments/{env}/restore", status_code=status.HTTP_202_ACCEPTED)
+def restore_before_migration(
+    env: str, response: Response, ctx: Ctx = allow("env", write=True)
+) -> dict[str, Any]:
+    """Restore a migrated environment to its pre-migration state (within the retention window; job)."""
+    from keyshift.migrate import restore
+
+    return _accepted(response, restore.start_restore(ctx.rt, env))

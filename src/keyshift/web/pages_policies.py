@@ -1,0 +1,92 @@
+"""Admin center: policies with health and reasons, creating a policy, checking health, and the
+add-environment flow (starts the job, then shows its live progress)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import Response
+
+from keyshift.api.access import Ctx
+from keyshift.control import environments, health, policies, vaults
+from keyshift.migrate import link
+from keyshift.web.pages import csrf, see_other, web_allow
+from keyshift.web.render import page
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/policies")
+def policies_page(request: Request, ctx: Ctx = web_allow("collection")) -> Response:
+    scope = ctx.tenant_filter
+    rows = policies.list_policies(ctx.rt, tenant=scope)
+    vault_rows = [
+        v
+        for v in vaults.list_vaults(ctx.rt)
+        if v.get("owner") == "customer" and (scope is None or v.get("tenant") == scope)
+    ]
+    from keyshift.control import tenants
+
+    tenant_rows = [t for t in tenants.list_tenants(ctx.rt) if scope is None or t.get("id") == scope]
+    return page(
+        request,
+        "policies.html",
+        rows=rows,
+        vaults=vault_rows,
+        tenants=tenant_rows,
+        regions=list(ctx.rt.settings.regions),
+    )
+
+
+@router.post("/policies")
+def create_policy(
+    request: Request,
+    tenant: str = Form(..., max_length=200),
+    name: str = Form(..., max_length=200),
+    region: str = Form(..., max_length=100),
+    vault: str = Form(..., max_length=200),
+    key: str = Form(..., max_length=200),
+    csrf_token: str = Form(..., alias="csrf", max_length=128),
+    ctx: Ctx = web_allow("collection", write=True),
+) -> Response:
+    csrf(request, ctx, csrf_token)
+    tid = ctx.require_tenant(tenant)
+    ctx.require_vault(vault)
+    view = policies.create_policy(ctx.rt, tid, name, region=region, vault=vault, key=key)
+    return see_other(f"/policies/{view['id']}")
+
+
+@router.get("/policies/{policy}")
+def policy_page(request: Request, policy: str, ctx: Ctx = web_allow("policy")) -> Response:
+    view = policies.show_policy(ctx.rt, policy)
+    candidates = [
+        e
+        for e in environments.list_environments(ctx.rt, tenant=view["tenant_id"])
+        if e.get("policy_id") is None and e.get("region") == view["region"]
+    ]
+    return page(request, "policy.html", policy=view, candidates=candidates)
+
+
+@router.post("/policies/{policy}/health")
+def policy_check(
+    request: Request,
+    policy: str,
+    csrf_token: str = Form(..., alias="csrf", max_length=128),
+    ctx: Ctx = web_allow("policy", write=True),
+) -> Response:
+    csrf(request, ctx, csrf_token)
+    health.policy_health(ctx.rt, policy)
+    return see_other(f"/policies/{policy}")
+
+
+@router.post("/policies/{policy}/environments")
+def policy_add_environment(
+    request: Request,
+    policy: str,
+    environment: str = Form(..., max_length=200),
+    csrf_token: str = Form(..., alias="csrf", max_length=128),
+    ctx: Ctx = web_allow("policy", write=True),
+) -> Response:
+    csrf(request, ctx, csrf_token)
+    ctx.require_env(environment)
+    job = link.start_link(ctx.rt, policy, environment)
+    return see_other(f"/jobs/{job['id']}")
