@@ -57,6 +57,8 @@ def main(argv: list[str]) -> int:
         print(f"[{name}] {time.perf_counter() - start:.1f} s")
     path = report.write()
     print(f"results: {path}")
+    for name, reason in report.failures.items():
+        print(f"FAILED {name}: {reason}", file=sys.stderr)
     return 1 if report.failures else 0
 
 
