@@ -3,6 +3,7 @@ snapshots of the data tables (to prove bad input changed nothing), and a vault-c
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -24,14 +25,17 @@ def make_env(
     stores: dict[str, str] | None = None,
     features: list[str] | None = None,
 ) -> str:
-    """A tenant (created if missing) and an environment on the platform key; returns the env id."""
+    """A new tenant and environment on the platform key; returns the env id.
+
+    Names get a random suffix (`contoso-prod-1a2b3c`) so tests sharing a home never collide.
+    """
     now = rt.clock.now()
+    suffix = secrets.token_hex(3)
+    name, tenant = f"{name}-{suffix}", f"{tenant}-{suffix}"
     with rt.transaction() as s:
-        t = s.scalars(select(Tenant).where(Tenant.name == tenant)).first()
-        if t is None:
-            t = Tenant(id=new_id("ten"), name=tenant, byok_feature=byok, sql_restriction=byok, created_at=now)
-            s.add(t)
-            s.flush()
+        t = Tenant(id=new_id("ten"), name=tenant, byok_feature=byok, sql_restriction=byok, created_at=now)
+        s.add(t)
+        s.flush()
         vault = s.scalars(select(VaultRecord).where(VaultRecord.name == rt.settings.platform_vault)).one()
         env = Environment(
             id=new_id("env"),
@@ -63,12 +67,18 @@ def set_env(rt: Runtime, env_id: str, **values: Any) -> None:
         )
 
 
-def snapshot(rt: Runtime, *tables: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the given tables, sorted: compare before/after to prove nothing changed."""
+def env_name(rt: Runtime, env_id: str) -> str:
+    with rt.transaction() as s:
+        return str(s.scalars(select(Environment.name).where(Environment.id == env_id)).one())
+
+
+def snapshot(rt: Runtime, *tables: str, env_id: str | None = None) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the given tables (of one environment if given), sorted: compare before/after."""
     out: dict[str, list[tuple[Any, ...]]] = {}
     with rt.engine.connect() as conn:
         for t in tables:
-            rows = conn.execute(text(f"SELECT * FROM {t}")).all()
+            where = " WHERE environment_id = :e" if env_id else ""
+            rows = conn.execute(text(f"SELECT * FROM {t}{where}"), {"e": env_id}).all()
             out[t] = sorted((tuple(r) for r in rows), key=repr)
     return out
 

@@ -8,12 +8,12 @@ from sqlalchemy import select
 
 from keyshift.control import vaults as vault_admin
 from keyshift.db.models import AdminAuditEvent, Dek, DekWrap, Environment
-from keyshift.errors import KeyInaccessibleError
+from keyshift.errors import EnvironmentUnavailableError, KeyInaccessibleError
 from keyshift.runtime import Runtime
 from keyshift.stores import keys
 from keyshift.stores.envstate import env_states
 from keyshift.stores.records import RecordStore
-from stores.helpers import count_vault_calls, make_env
+from stores.helpers import count_vault_calls, make_env, set_env
 
 
 def _deks(rt: Runtime, env_id: str) -> list[Dek]:
@@ -103,32 +103,40 @@ def test_budget_is_reserved_in_the_database_in_small_first_blocks(rt: Runtime) -
     assert dek.encryptions <= 64 * 4
 
 
-def test_disabled_key_is_key_inaccessible_naming_the_environment(rt: Runtime) -> None:
+def test_disabled_key_fails_closed_naming_the_environment(fresh_rt: Runtime) -> None:
+    """A vault refusal (key disabled) disables the environment (revocation hook): exit 7."""
+    rt = fresh_rt
     env_id = make_env(rt, "contoso-prod")
     store = RecordStore(rt, env_id)
     store.put("t", "r", {"v": 1})
     vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, False)
     keys.flush(rt, env_id)
-    with pytest.raises(KeyInaccessibleError) as err:
+    with pytest.raises((KeyInaccessibleError, EnvironmentUnavailableError)) as err:
         store.get("t", "r")
     assert "contoso-prod" in err.value.message
-    assert err.value.exit_code == 6
+    assert err.value.exit_code in (6, 7)
+    with rt.transaction() as s:
+        assert s.get(Environment, env_id).state == "disabled"  # type: ignore[union-attr]
     vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, True)
+    set_env(rt, env_id, state="enabled")
+    env_states(rt).invalidate(env_id)
     assert store.get("t", "r") == {"v": 1}
 
 
-def test_revoked_grant_refuses_a_new_dek(rt: Runtime) -> None:
+def test_revoked_grant_refuses_a_new_dek(fresh_rt: Runtime) -> None:
+    rt = fresh_rt
     env_id = make_env(rt, "contoso-dev")
     vault_admin.revoke_key_grant(
         rt, rt.settings.platform_vault, rt.settings.platform_key, rt.settings.platform_identity
     )
-    with pytest.raises(KeyInaccessibleError) as err:
+    with pytest.raises((KeyInaccessibleError, EnvironmentUnavailableError)) as err:
         RecordStore(rt, env_id).put("t", "r", 1)
     assert "contoso-dev" in err.value.message
     assert _deks(rt, env_id) == []
 
 
-def test_rewrap_environment_moves_every_dek_to_the_target_kek(rt: Runtime) -> None:
+def test_rewrap_environment_moves_every_dek_to_the_target_kek(fresh_rt: Runtime) -> None:
+    rt = fresh_rt
     env_id = make_env(rt)
     store = RecordStore(rt, env_id)
     store.put_many("t", [(f"r{i}", i) for i in range(20)])

@@ -102,7 +102,8 @@ class DataKeys:
     def __init__(self, rt: Runtime) -> None:
         s = rt.settings
         self.cache = DekCache(
-            max_age_seconds=s.dek_cache_max_age_seconds,
+            # No cached DEK outlives the revocation bound (control/revocation.py).
+            max_age_seconds=min(s.dek_cache_max_age_seconds, s.revocation_bound_seconds),
             max_uses=s.dek_cache_max_uses,
             max_bytes=s.dek_cache_max_bytes,
             clock=rt.clock,
@@ -182,7 +183,10 @@ class DataKeys:
                     s.expunge(wrap)
             if wrap is None:
                 raise IntegrityError(UNKNOWN_KEY)
-            key = self.unwrap(rt, env.name, wrap, _context(env.tenant_id, env.id, store))
+            try:
+                key = self.unwrap(rt, env.name, wrap, _context(env.tenant_id, env.id, store))
+            except KeyInaccessibleError as exc:
+                raise _key_refused(rt, env.id, exc) from None
             self.cache.put(env.id, key)
             return key
 
@@ -319,7 +323,10 @@ class DataKeys:
                 return existing
             dek = generate_dek()
             context = _context(tenant_id, env_id, store)
-            wrapped, vault_id = self.wrap(rt, name, target, dek, context)
+            try:
+                wrapped, vault_id = self.wrap(rt, name, target, dek, context)
+            except KeyInaccessibleError as exc:
+                raise _key_refused(rt, env_id, exc) from None
             with rt.transaction() as s:
                 env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).one()
                 if target_of(env) != target:
@@ -371,6 +378,13 @@ class DataKeys:
                 for k3 in [k3 for k3 in self._decrypters if k3[0] == env_id]:
                     del self._decrypters[k3]
             return int(self.cache.flush(env_id))
+
+
+def _key_refused(rt: Runtime, env_id: str, exc: KeyInaccessibleError) -> KeyshiftError:
+    """The vault refused a DEK of the environment: let revocation disable it (fail closed)."""
+    from keyshift.control.revocation import on_data_key_failure
+
+    return on_data_key_failure(rt, env_id, exc) or exc
 
 
 def _wrap_row(
