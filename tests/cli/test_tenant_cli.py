@@ -53,21 +53,21 @@ def test_tenant_create_list_show_and_flag_removal(cli: Cli) -> None:
     assert after["byok_feature"] is False and after["sql_restriction"] is True
 
 
-@pytest.mark.parametrize(
-    ("args", "code", "exit_code"),
-    [
-        (("tenant", "create", "t"), "tenant_exists", 4),
-        (("tenant", "create", "bad/name"), "invalid_name", 2),
-        (("tenant", "show", "ghost"), "tenant_not_found", 3),
-        (("tenant", "byok-flag", "remove", "t", "--ticket", "X-1"), "byok_feature_off", 4),
-    ],
+TENANT_ERRORS = (
+    (("tenant", "create", "t"), "tenant_exists", 4),
+    (("tenant", "create", "bad/name"), "invalid_name", 2),
+    (("tenant", "show", "ghost"), "tenant_not_found", 3),
+    (("tenant", "byok-flag", "remove", "t", "--ticket", "X-1"), "byok_feature_off", 4),
 )
-def test_tenant_errors(cli: Cli, args: tuple[str, ...], code: str, exit_code: int) -> None:
+
+
+def test_tenant_errors(cli: Cli) -> None:
     cli("tenant", "create", "t")
     before = snapshot(cli.rt)
-    err = cli(*args, code=exit_code)
-    assert err["code"] == code and err["message"]
-    assert snapshot(cli.rt) == before
+    for args, code, exit_code in TENANT_ERRORS:
+        err = cli(*args, code=exit_code)
+        assert err["code"] == code and err["message"]
+        assert snapshot(cli.rt) == before
 
 
 def test_env_create_show_list_managed_feature(cli: Cli) -> None:
@@ -94,28 +94,28 @@ def test_env_create_show_list_managed_feature(cli: Cli) -> None:
     assert cli("env", "list", "--with-policies") == []
 
 
-@pytest.mark.parametrize(
-    ("args", "code", "exit_code"),
-    [
-        (("env", "create", "t", "e1"), "environment_exists", 4),
-        (("env", "create", "ghost", "e2"), "tenant_not_found", 3),
-        (("env", "create", "t", "e2", "--region", "moon"), "invalid_region", 2),
-        (("env", "create", "t", "e2", "--type", "staging"), "invalid_type", 2),
-        (("env", "show", "ghost"), "environment_not_found", 3),
-        (("env", "managed", "enable", "ghost"), "environment_not_found", 3),
-        (("env", "feature", "enable", "e1", "nope"), "invalid_feature", 2),
-        (("env", "feature", "enable", "b1", "data-lake"), "sql_restriction", 4),
-    ],
+ENV_ERRORS = (
+    (("env", "create", "t", "e1"), "environment_exists", 4),
+    (("env", "create", "ghost", "e2"), "tenant_not_found", 3),
+    (("env", "create", "t", "e2", "--region", "moon"), "invalid_region", 2),
+    (("env", "create", "t", "e2", "--type", "staging"), "invalid_type", 2),
+    (("env", "show", "ghost"), "environment_not_found", 3),
+    (("env", "managed", "enable", "ghost"), "environment_not_found", 3),
+    (("env", "feature", "enable", "e1", "nope"), "invalid_feature", 2),
+    (("env", "feature", "enable", "b1", "data-lake"), "sql_restriction", 4),
 )
-def test_env_errors(cli: Cli, args: tuple[str, ...], code: str, exit_code: int) -> None:
+
+
+def test_env_errors(cli: Cli) -> None:
     cli("tenant", "create", "t")
     cli("tenant", "create", "b", "--byok")
     cli("env", "create", "t", "e1")
     cli("env", "create", "b", "b1")
     before = snapshot(cli.rt)
-    err = cli(*args, code=exit_code)
-    assert err["code"] == code
-    assert snapshot(cli.rt) == before
+    for args, code, exit_code in ENV_ERRORS:
+        err = cli(*args, code=exit_code)
+        assert err["code"] == code
+        assert snapshot(cli.rt) == before
 
 
 def test_human_env_show_renders_customer_via_platform(cli: Cli) -> None:

@@ -52,12 +52,7 @@ def create(
 ) -> None:
     """Create an environment (on the platform key, or with --byok on the tenant's active BYOK key)."""
     with runtime(ctx) as rt:
-        if byok:
-            from keyshift.control import byok as byok_service
-
-            view = byok_service.create_byok_environment(rt, tenant, name, region=region, env_type=env_type)
-        else:
-            view = environments.create_environment(rt, tenant, name, region=region, env_type=env_type)
+        view = environments.create_environment(rt, tenant, name, region=region, env_type=env_type, byok=byok)
         emit(ctx, view, human_env)
 
 

@@ -77,3 +77,28 @@ def to_view(e: AdminAuditEvent) -> dict[str, Any]:
         "reason": e.reason,
         "details": e.details,
     }
+
+
+MAX_LIMIT = 100_000
+
+
+def read(
+    rt: Runtime,
+    *,
+    tenant: str | None = None,
+    since: str | datetime | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """`audit-trail [--tenant T] [--since TIME]`: tenant by name or id, time as ISO 8601."""
+    from keyshift.clock import parse_time
+    from keyshift.control.common import get_tenant
+    from keyshift.errors import UsageError
+
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
+    when = parse_time(since) if isinstance(since, str) else since
+    tenant_id = None
+    if tenant is not None:
+        with rt.transaction() as session:
+            tenant_id = get_tenant(session, tenant).id
+    return query(rt, tenant_id=tenant_id, since=when, limit=limit)

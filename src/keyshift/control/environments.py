@@ -79,9 +79,13 @@ def create_environment(
     *,
     region: str | None = None,
     env_type: str | None = None,
+    byok: bool = False,
 ) -> dict[str, Any]:
-    """Create an environment on the platform key. (`--byok` is `byok.create_byok_environment`.)"""
-    with operation(rt, "environment.create", target_type="environment", details={"name": name}) as op:
+    """Create an environment on the platform key, or with `byok` directly on the tenant's active
+    BYOK key of the region (refused, with nothing created, when the tenant has none)."""
+    with operation(
+        rt, "environment.create", target_type="environment", details={"name": name, "byok": byok}
+    ) as op:
         validate_name("environment", name)
         region = validate_region(rt, region)
         env_type = validate_type(env_type)
@@ -114,6 +118,10 @@ def create_environment(
             kek_identity=rt.settings.platform_identity,
             created_at=rt.clock.now(),
         )
+        if byok:
+            key = active_byok_key(s, tenant, region)
+            env.enc_mode, env.enc_managed_by, env.byok_key_id = "byok", "customer", key.id
+            env.kek_vault_id, env.kek_key_name = tenant.byok_vault_id, key.vault_key_name
         s.add(env)
         s.flush()
         op.target_id = env.id
@@ -212,6 +220,28 @@ def enable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
                 hook(rt, s, env, feature)
         s.flush()
         return environment_view(rt, s, env)
+
+
+def active_byok_key(s: Session, tenant: Tenant, region: str) -> ByokKey:
+    """The tenant's active BYOK key in `region`; ConflictError when BYOK does not apply or none is."""
+    if not tenant.byok_feature:
+        raise ConflictError(
+            f"tenant {tenant.name!r} does not have the legacy BYOK feature on", code="byok_feature_off"
+        )
+    if tenant.byok_vault_id is None:
+        raise ConflictError(f"tenant {tenant.name!r} has no BYOK vault", code="no_byok_vault")
+    key = s.scalars(
+        select(ByokKey).where(
+            ByokKey.tenant_id == tenant.id, ByokKey.region == region, ByokKey.state == "active"
+        )
+    ).first()
+    if key is None:
+        raise ConflictError(
+            f"tenant {tenant.name!r} has no active BYOK key in region {region!r}; "
+            "generate or import one and activate it first",
+            code="no_active_key",
+        )
+    return key
 
 
 def require_not_deleted(env: Environment) -> None:

@@ -157,6 +157,8 @@ class ByokKey(Base):
     # SHA-256 of the DER public key: identifies "the same key" on re-import.
     fingerprint: Mapped[str] = mapped_column(String(64))
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When `state` last changed (an `installing` key left behind by a crashed activation expires).
+    state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
 

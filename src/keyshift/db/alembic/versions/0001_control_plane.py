@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("vault_key_name", sa.String(length=300), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("activated_at", keyshift.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("state_changed_at", keyshift.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", keyshift.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_byok_keys_tenant_id_tenants")),

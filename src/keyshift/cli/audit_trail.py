@@ -1,0 +1,32 @@
+"""`keyshift audit-trail [--tenant T] [--since TIME] [--limit N]`: the admin audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from keyshift.cli.common import emit, print_table, runtime
+from keyshift.control import audit_trail
+
+
+def _human(rows: list[dict[str, Any]]) -> None:
+    print_table(
+        [{**r, "target": f"{r['target_type']}:{r['target_id'] or ''}"} for r in rows],
+        ["at", "principal", "action", "target", "outcome", "reason"],
+    )
+
+
+def audit_trail_cmd(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (name or id).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 time.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many rows (1-100000).")] = 1000,
+) -> None:
+    """Who did what, when, and how it ended: every control-plane change and key operation."""
+    with runtime(ctx) as rt:
+        emit(ctx, audit_trail.read(rt, tenant=tenant, since=since, limit=limit), _human)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit-trail")(audit_trail_cmd)

@@ -1,0 +1,270 @@
+"""Policy health: validate a policy's key the way an operator would, then prove it with a real
+wrap/unwrap round trip as the policy identity.
+
+Checks, in order: the vault is reachable and has soft delete and purge protection on; the key exists,
+is not deleted, is enabled; the version in use (pinned, else current) is enabled and inside
+not-before/expires; the type is RSA 2048/3072 (AES-256 only on symmetric-only vaults); the identity
+holds get, wrapKey and unwrapKey; a random 32-byte value wraps and unwraps back to itself.
+
+Result: `healthy`, `warning` (usable, but e.g. the key expires within 30 days or the vault was
+briefly unreachable inside the grace period), `unhealthy` (unusable: the reasons say why) or
+`undetermined` (never checked, or the vault unreachable when it had never been checked). The result,
+reasons, check time and observed key version are stored on the policy. `check_policy` is reusable
+(the revocation worker calls it); it never holds a DB transaction across vault calls.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm.exc import StaleDataError
+
+from keyshift.clock import utc
+from keyshift.control import audit_trail
+from keyshift.control.common import get_policy, iso
+from keyshift.db.models import Policy, VaultRecord
+from keyshift.errors import ConflictError, KeyshiftError, NotFoundError, VaultUnavailableError
+from keyshift.runtime import Runtime
+from keyshift.vaults.base import KeyInfo, KeyRef, KeyType, Permission, VaultInfo
+
+EXPIRY_WARNING = timedelta(days=30)
+ALLOWED_RSA_SIZES = (2048, 3072)
+REQUIRED = (Permission.GET, Permission.WRAP, Permission.UNWRAP)
+
+
+@dataclass
+class HealthReport:
+    policy_id: str
+    status: str  # healthy | warning | unhealthy | undetermined
+    reasons: list[str] = field(default_factory=list)
+    checked_at: datetime | None = None
+    observed_key_version: str | None = None
+    current_key_version: str | None = None
+    vault_reachable: bool = True
+    previous_status: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.status != self.previous_status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy_id,
+            "health": self.status,
+            "reasons": list(self.reasons),
+            "checked_at": iso(self.checked_at),
+            "observed_key_version": self.observed_key_version,
+            "current_key_version": self.current_key_version,
+            "vault_reachable": self.vault_reachable,
+            "previous_health": self.previous_status,
+        }
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    id: str
+    tenant_id: str
+    vault_id: str
+    vault_rec_soft_delete: int | None
+    vault_rec_purge: bool
+    key_name: str
+    key_version: str | None
+    identity: str
+    health: str
+    checked_at: datetime | None
+    unhealthy_since: datetime | None
+
+
+def check_policy(rt: Runtime, policy_ref: str, *, audit: bool = False) -> HealthReport:
+    """Check the policy now and store the result. Admin audit row when `audit` or health changed."""
+    with rt.transaction() as s:
+        p = get_policy(s, policy_ref)
+        vrec = s.get(VaultRecord, p.vault_id)
+        snap = _Snapshot(
+            p.id,
+            p.tenant_id,
+            p.vault_id,
+            vrec.soft_delete_days if vrec else None,
+            bool(vrec and vrec.purge_protection),
+            p.key_name,
+            p.key_version,
+            p.identity,
+            p.health,
+            p.health_checked_at,
+            p.unhealthy_since,
+        )
+    now = rt.clock.now()
+    report = HealthReport(snap.id, "healthy", checked_at=now, previous_status=snap.health)
+    try:
+        _evaluate(rt, snap, report, now)
+    except VaultUnavailableError as err:
+        _unreachable(rt, snap, report, now, err)
+    except KeyshiftError as err:  # a vault error we did not map to a precise reason
+        report.status = "unhealthy"
+        report.reasons.append(f"{err.code}: {err.message}")
+    return _store(rt, snap, report, audit)
+
+
+def _fail(report: HealthReport, reason: str) -> None:
+    report.status = "unhealthy"
+    report.reasons.append(reason)
+
+
+def _warn(report: HealthReport, reason: str) -> None:
+    if report.status == "healthy":
+        report.status = "warning"
+    report.reasons.append(reason)
+
+
+def _evaluate(rt: Runtime, snap: _Snapshot, report: HealthReport, now: datetime) -> None:
+    vault = rt.vault(snap.vault_id)
+    info: VaultInfo = vault.info()
+    if not info.reachable:
+        raise VaultUnavailableError(info.detail or f"vault {info.name!r} is unreachable")
+    soft_delete = info.soft_delete_days if info.soft_delete_days is not None else snap.vault_rec_soft_delete
+    if not soft_delete:
+        _fail(report, f"vault {info.name!r} does not have soft delete on")
+    if not (info.purge_protection or snap.vault_rec_purge):
+        _fail(report, f"vault {info.name!r} does not have purge protection on")
+    ref = KeyRef(vault.name, snap.key_name, snap.key_version)
+    try:
+        kinfo: KeyInfo = vault.describe(KeyRef(vault.name, snap.key_name))
+    except NotFoundError:
+        _fail(report, f"key {vault.name}/{snap.key_name} not found")
+        return
+    report.current_key_version = kinfo.current_version
+    _check_key(report, kinfo, info, snap, now)
+    if report.status == "unhealthy":
+        return
+    perms = vault.check_access(ref, snap.identity)
+    missing = [p.value for p in REQUIRED if p not in perms]
+    if missing:
+        _fail(report, f"identity {snap.identity} lacks {', '.join(missing)} on key {ref}")
+        return
+    probe = secrets.token_bytes(32)
+    context = {"purpose": "policy-health", "policy": snap.id}
+    wrapped = vault.wrap(ref, probe, identity=snap.identity, context=context)
+    back = vault.unwrap(wrapped, identity=snap.identity, context=context)
+    if not secrets.compare_digest(back, probe):
+        _fail(report, "wrap/unwrap round trip returned a different value")
+        return
+    report.observed_key_version = wrapped.key.version or report.observed_key_version
+
+
+def _check_key(report: HealthReport, k: KeyInfo, vinfo: VaultInfo, snap: _Snapshot, now: datetime) -> None:
+    label = f"{vinfo.name}/{snap.key_name}"
+    if k.deleted:
+        _fail(report, f"key {label} is deleted")
+        return
+    if not k.enabled:
+        _fail(report, f"key {label} is disabled")
+    if k.key_type == KeyType.RSA:
+        if k.size not in ALLOWED_RSA_SIZES:
+            _fail(report, f"key {label} is RSA-{k.size}; allowed: RSA 2048 or 3072")
+    elif k.key_type == KeyType.AES:
+        if not vinfo.symmetric_only:
+            _fail(report, f"key {label} is AES; AES-256 is allowed only on vaults with symmetric keys only")
+        elif k.size != 256:
+            _fail(report, f"key {label} is AES-{k.size}; only AES-256 is allowed")
+    else:  # pragma: no cover - KeyType has two members
+        _fail(report, f"key {label} has unsupported type {k.key_type}")
+    try:
+        v = k.version_info(snap.key_version)
+    except NotFoundError:
+        _fail(report, f"key {label} has no version {snap.key_version!r}")
+        return
+    report.observed_key_version = v.version
+    if not v.enabled:
+        _fail(report, f"version {v.version} of key {label} is disabled")
+    if v.not_before is not None and now < utc(v.not_before):
+        _fail(
+            report, f"version {v.version} of key {label} is not valid before {utc(v.not_before).isoformat()}"
+        )
+    if v.expires is not None:
+        expires = utc(v.expires)
+        if now >= expires:
+            _fail(report, f"version {v.version} of key {label} expired at {expires.isoformat()}")
+        elif expires - now <= EXPIRY_WARNING:
+            _warn(
+                report,
+                f"version {v.version} of key {label} expires at {expires.isoformat()} (within 30 days)",
+            )
+    if snap.key_version and snap.key_version != k.current_version:
+        _warn(
+            report,
+            f"policy pins version {snap.key_version}; the key's current version is {k.current_version}",
+        )
+
+
+def _unreachable(
+    rt: Runtime, snap: _Snapshot, report: HealthReport, now: datetime, err: KeyshiftError
+) -> None:
+    report.vault_reachable = False
+    reason = f"vault unreachable: {err.message}"
+    if snap.checked_at is None or snap.health == "undetermined":
+        report.status, report.reasons = "undetermined", [reason]
+        return
+    since = snap.unhealthy_since or now
+    grace = timedelta(seconds=rt.settings.vault_grace_seconds)
+    if now - utc(since) < grace:
+        report.status, report.reasons = (
+            "warning",
+            [f"{reason} (within the {grace.total_seconds():g} s grace period)"],
+        )
+    else:
+        report.status, report.reasons = "unhealthy", [f"{reason} (for more than {grace.total_seconds():g} s)"]
+
+
+def _store(rt: Runtime, snap: _Snapshot, report: HealthReport, audit: bool) -> HealthReport:
+    for attempt in range(3):  # the worker and an admin may store a result at the same moment
+        try:
+            return _store_once(rt, snap, report, audit)
+        except StaleDataError:
+            if attempt == 2:
+                raise ConflictError(
+                    "the policy kept changing while its health was stored; run it again",
+                    code="concurrent_update",
+                ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _store_once(rt: Runtime, snap: _Snapshot, report: HealthReport, audit: bool) -> HealthReport:
+    failing = report.status == "unhealthy" or not report.vault_reachable
+    with rt.transaction() as s:
+        p = s.get(Policy, snap.id)
+        if p is None or p.state == "deleted":
+            raise NotFoundError(f"policy {snap.id!r} not found", code="policy_not_found")
+        if (p.vault_id, p.key_name, p.key_version) != (snap.vault_id, snap.key_name, snap.key_version):
+            raise ConflictError(
+                "the policy's key changed during the check; run it again", code="concurrent_update"
+            )
+        p.health = report.status
+        p.health_reasons = list(report.reasons)
+        p.health_checked_at = report.checked_at
+        if report.observed_key_version is not None:
+            p.observed_key_version = report.observed_key_version
+        if failing:
+            p.unhealthy_since = p.unhealthy_since or report.checked_at
+        else:
+            p.unhealthy_since = None
+        if audit or report.changed:
+            audit_trail.record(
+                rt,
+                s,
+                "policy.health",
+                target_type="policy",
+                target_id=p.id,
+                tenant_id=p.tenant_id,
+                outcome="ok",
+                details=report.to_dict(),
+            )
+    return report
+
+
+def policy_health(rt: Runtime, policy_ref: str) -> dict[str, Any]:
+    """`policy health P`: check now (audited) and return the stored result."""
+    report = check_policy(rt, policy_ref, audit=True)
+    return report.to_dict()
