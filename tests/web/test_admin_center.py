@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -113,3 +114,74 @@ def test_policy_add_environment_job_and_customer_via_platform(page: Any, served:
     page.goto(f"{served.url}/tenants/{ids['tenant_id']}")
     assert page.get_by_role("heading", name="Legacy BYOK status").count() == 1
     shot(page, "07-tenant-byok-status")
+
+
+def _api(served: Served, token: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    return httpx.request(
+        method, f"{served.url}/api/v1{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw
+    )
+
+
+def _wait_job(served: Served, token: str, location: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{served.url}{location}", headers={"Authorization": f"Bearer {token}"}).json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError("job did not finish")
+
+
+def test_revoked_key_disables_the_environment_and_re_enable_restores_it(page: Any, served: Served) -> None:
+    pytest.importorskip("keyshift.control.revocation", reason="revocation has not landed")
+    ids = _setup(served, "tailspin")
+    token = ids["token"]
+    # Scripted part through the REST API: policy, grant, health, managed, add environment (202 + job).
+    pol = _api(
+        served,
+        token,
+        "POST",
+        "/policies",
+        json={
+            "tenant": "tailspin",
+            "name": "tailspin-cmk",
+            "region": "eu",
+            "vault": "tailspin-vault",
+            "key": "cmk",
+        },
+    )
+    assert pol.status_code == 201, pol.text
+    grant = {"identity": pol.json()["identity"], "permissions": ["get", "wrapKey", "unwrapKey"]}
+    assert (
+        _api(served, token, "POST", "/vaults/tailspin-vault/keys/cmk/grants", json=grant).status_code == 200
+    )
+    assert _api(served, token, "POST", "/policies/tailspin-cmk/health").json()["health"] == "healthy"
+    assert _api(
+        served, token, "PUT", "/environments/tailspin-prod/managed", json={"managed": True}
+    ).is_success
+    added = _api(
+        served, token, "POST", "/policies/tailspin-cmk/environments", json={"environment": "tailspin-prod"}
+    )
+    assert added.status_code == 202 and added.headers["retry-after"]
+    assert _wait_job(served, token, added.headers["location"])["state"] == "succeeded"
+
+    # The customer disables the key: the environment becomes disabled within the revocation bound.
+    assert _api(served, token, "POST", "/vaults/tailspin-vault/keys/cmk/disable").status_code == 200
+    _login(page, served, token)
+    url = f"{served.url}/environments/{ids['env_id']}"
+    deadline = time.monotonic() + 30
+    while True:
+        page.goto(url)
+        if page.locator("#env-state").inner_text() == "disabled" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert page.locator("#env-state").inner_text() == "disabled"
+    assert "disabled" in page.get_by_role("alert").inner_text()
+    shot(page, "08-environment-disabled")
+
+    # Access restored: the admin re-enables the environment from its page.
+    assert _api(served, token, "POST", "/vaults/tailspin-vault/keys/cmk/enable").status_code == 200
+    page.get_by_role("button", name="Re-enable").click()
+    assert page.locator("#env-state").inner_text() == "enabled"
+    assert page.locator("#managed-by").inner_text() == f"CustomerVia{PLATFORM_NAME}"
+    shot(page, "09-environment-re-enabled")

@@ -139,18 +139,12 @@ def environment_managed(
 
 
 def _reenable() -> Any:
-    """The revocation part's re-enable service, when it has landed."""
-    for module, name in (
-        ("keyshift.control.revocation", "re_enable"),
-        ("keyshift.control.revocation", "reenable"),
-    ):
-        try:
-            fn = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    return None
+    """The revocation part's re-enable service (None in a build without it)."""
+    try:
+        from keyshift.control.revocation import reenable_environment
+    except ImportError:
+        return None
+    return reenable_environment
 
 
 @router.post("/environments/{env}/re-enable")
@@ -165,7 +159,7 @@ def environment_reenable(
     if fn is None:
         raise KeyshiftError("re-enable is not available in this build")
     view = fn(ctx.rt, env)
-    return see_other(f"/environments/{view.get('id', env)}")
+    return see_other(f"/environments/{view.get('environment', env)}")
 
 
 # -- tenants ---------------------------------------------------------------------------------------

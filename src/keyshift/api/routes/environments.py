@@ -9,7 +9,7 @@ from fastapi import APIRouter, status
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.schemas import EnvironmentCreate, FeatureEnable, ManagedUpdate
-from keyshift.control import environments
+from keyshift.control import environments, revocation
 
 router = APIRouter(tags=["environments"])
 
@@ -45,3 +45,9 @@ def set_managed(env: str, body: ManagedUpdate, ctx: Ctx = allow("env", write=Tru
 @router.post("/environments/{env}/features")
 def enable_feature(env: str, body: FeatureEnable, ctx: Ctx = allow("env", write=True)) -> dict[str, Any]:
     return environments.enable_feature(ctx.rt, env, body.feature)
+
+
+@router.post("/environments/{env}/re-enable")
+def re_enable(env: str, ctx: Ctx = allow("env", write=True)) -> dict[str, Any]:
+    """After key access is restored: prove the key with a real round trip, then enable the environment."""
+    return revocation.reenable_environment(ctx.rt, env)
