@@ -43,6 +43,38 @@ MAX_SCAN_LIMIT = 10_000
 
 _T = DataRecord.__table__
 
+# Derived indexes kept in step with writes (additive hook; the search index uses it). Each entry
+# "module:function" is called as fn(rt, env, table, changes) before a write's transaction, with
+# changes = [(record id, value, or None for a delete)]; it returns None or a function run with the
+# session inside the write's transaction, after the row write (so both commit together).
+WRITE_HOOKS: list[str] = ["keyshift.features.search:record_write_hook"]
+_resolved_hooks: list[Any] | None = None
+
+
+def _write_hooks() -> list[Any]:
+    global _resolved_hooks
+    if _resolved_hooks is None:
+        import importlib
+
+        found = []
+        for target in WRITE_HOOKS:
+            module, attr = target.split(":")
+            try:
+                found.append(getattr(importlib.import_module(module), attr))
+            except (ModuleNotFoundError, AttributeError):
+                continue
+        _resolved_hooks = found
+    return _resolved_hooks
+
+
+def _prepare_hooks(rt: Runtime, env: EnvView, table: str, changes: list[tuple[str, Any]]) -> list[Any]:
+    out = []
+    for hook in _write_hooks():
+        fn = hook(rt, env, table, changes)
+        if fn is not None:
+            out.append(fn)
+    return out
+
 
 @dataclass(frozen=True)
 class Record:
@@ -210,6 +242,7 @@ class RecordStore:
         plain = encode_value(value)
         env = self._env()
         [(_, blob)] = self._encrypt_all(env, table, [(record_id, plain)])
+        hooks = _prepare_hooks(self.rt, env, table, [(record_id, value)])
         row = {
             "environment_id": env.id,
             "table_name": table,
@@ -221,13 +254,18 @@ class RecordStore:
         }
         with self.rt.transaction() as s:
             if expected_version is None:
-                return int(s.execute(self._upsert.returning(_T.c.version), row).scalar_one())
+                version = int(s.execute(self._upsert.returning(_T.c.version), row).scalar_one())
+                for fn in hooks:
+                    fn(s)
+                return version
             if expected_version == 0:
                 if s.execute(self._insert_new.returning(_T.c.version), row).first() is None:
                     raise ConflictError(
                         f"record {table}/{record_id} already exists (expected it absent)",
                         code="version_conflict",
                     )
+                for fn in hooks:
+                    fn(s)
                 return 1
             res = s.execute(
                 update(_T)
@@ -246,17 +284,21 @@ class RecordStore:
                     f"record {table}/{record_id} is not at version {expected_version}",
                     code="version_conflict",
                 )
+            for fn in hooks:
+                fn(s)
             return expected_version + 1
 
     def put_many(self, table: str, items: Iterable[tuple[str, Any]]) -> int:
         """Write many records of one table in one transaction (one executemany). Returns the count."""
         validate_table(table)
         plain: dict[str, bytes] = {}
+        values: dict[str, Any] = {}
         for item in items:
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise UsageError("put_many takes (id, value) pairs", code="invalid_value")
             rid, value = item
             plain[validate_id(rid)] = encode_value(value)  # a repeated id: the last value wins
+            values[rid] = value
         if not plain:
             return 0
         env = self._env()
@@ -274,14 +316,18 @@ class RecordStore:
             }
             for rid, blob in blobs
         ]
+        hooks = _prepare_hooks(self.rt, env, table, list(values.items()))
         with self.rt.transaction() as s:
             s.execute(self._upsert, rows)
+            for fn in hooks:
+                fn(s)
         return len(rows)
 
     def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
         validate_table(table)
         validate_id(record_id)
         env = self._env()
+        hooks = _prepare_hooks(self.rt, env, table, [(record_id, None)])
         with self.rt.transaction() as s:
             stmt = delete(_T).where(
                 _T.c.environment_id == env.id, _T.c.table_name == table, _T.c.record_id == record_id
@@ -290,6 +336,9 @@ class RecordStore:
                 stmt = stmt.where(_T.c.version == expected_version)
             res = s.execute(stmt)
             deleted = res.rowcount == 1  # type: ignore[attr-defined]
+            if deleted:
+                for fn in hooks:
+                    fn(s)
         if not deleted:
             if expected_version is not None and self._exists(table, record_id):
                 raise ConflictError(

@@ -13,12 +13,14 @@ from keyshift.db.models.control import (
     VaultRecord,
 )
 from keyshift.db.models.data import DataAuditRow, DataFile, DataFileChunk, DataRecord
+from keyshift.db.models.features import Backup, LakeExport, SearchIndex, SearchPosting
 from keyshift.db.models.jobs import Job, JobBatch
 from keyshift.db.models.vault import LocalKey, LocalKeyGrant, LocalKeyVersion
 
 __all__ = [
     "AdminAuditEvent",
     "ApiToken",
+    "Backup",
     "Base",
     "ByokKey",
     "DataAuditRow",
@@ -30,10 +32,13 @@ __all__ = [
     "Environment",
     "Job",
     "JobBatch",
+    "LakeExport",
     "LocalKey",
     "LocalKeyGrant",
     "LocalKeyVersion",
     "Policy",
+    "SearchIndex",
+    "SearchPosting",
     "Tenant",
     "VaultRecord",
 ]
