@@ -46,7 +46,7 @@ def refuse(rt: Runtime, action: str, env: EnvView, err: KeyshiftError) -> Keyshi
     return err
 
 
-def usable_env(rt: Runtime, ref: str, feature: str, action: str) -> EnvView:
+def usable_env(rt: Runtime, ref: str, feature: str | None, action: str) -> EnvView:
     """The environment (enabled), with `feature` on and not SQL-restricted; else a clear refusal."""
     states = env_states(rt)
     env = states.require_usable(states.resolve(ref).id)
@@ -57,11 +57,11 @@ def usable_env(rt: Runtime, ref: str, feature: str, action: str) -> EnvView:
             env,
             ConflictError(
                 f"environment {env.name!r} is under the SQL restriction of its legacy BYOK tenant: "
-                f"{feature} needs storage outside SQL; migrate it to a customer-managed key first",
+                f"{feature or 'this'} needs storage outside SQL; migrate it to a customer-managed key first",
                 code="sql_restriction",
             ),
         )
-    if feature not in env.features:
+    if feature is not None and feature not in env.features:
         raise refuse(
             rt,
             action,
