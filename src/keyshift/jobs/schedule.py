@@ -19,6 +19,14 @@ TASKS: tuple[tuple[str, str], ...] = (
     ("purge_retained", "keyshift.migrate.maintenance:purge_expired_retention"),
     ("delete_byok_vaults", "keyshift.migrate.finalize:delete_due_vaults"),
     ("rotation", "keyshift.migrate.maintenance:detect_rotations"),
+    # Revocation (control/monitor.py, control/deletion.py): policy health on its interval (disables
+    # environments of unhealthy policies), then due deletions of disabled / locked environments.
+    ("health", "keyshift.control.monitor:monitor_due"),
+    ("deletions", "keyshift.control.deletion:run_due_deletions"),
+    # Feature storages (keyshift/features): search key replaced after a swap / re-encryption,
+    # expired backups purged.
+    ("search_rekey", "keyshift.features.search_jobs:rekey_due"),
+    ("purge_backups", "keyshift.features.backups:purge_expired_backups"),
 )
 
 

@@ -1,0 +1,259 @@
+"""Deletion schedules for environments left disabled by a revoked key, or locked by a BYOK tenant lock.
+
+When | delete after
+---|---
+disabled by a revoked key, `production` | 30 days
+disabled by a revoked key, any other type (`sandbox`, `developer`; `trial`/`teams` cannot hold a CMK) | 7 days
+locked by a BYOK tenant lock (any type) | 28 days
+
+An admin audit row `environment.deletion.scheduled` is written when a deletion is scheduled, and
+`environment.deletion.warning` once per schedule when a maintenance run finds the deletion less than
+`WARN_BEFORE` (1 day) away. `run_due_deletions(rt)` (a maintenance task) deletes what is due and
+nothing early: the environment's records, audit events and files are removed from every store, its
+DEKs are destroyed (wrapped bytes wiped — crypto-shredding whatever a backup might still hold), and
+the environment turns `deleted`. Re-enabling / unlocking an environment clears its schedule;
+`cancel_deletion` lets an operator keep a disabled or locked environment indefinitely.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from keyshift.clock import utc
+from keyshift.control import audit_trail
+from keyshift.control.common import get_environment, operation
+from keyshift.db.models import (
+    AdminAuditEvent,
+    DataAuditRow,
+    DataFile,
+    DataFileChunk,
+    DataRecord,
+    Dek,
+    DekWrap,
+    Environment,
+)
+from keyshift.errors import ConflictError, KeyshiftError
+from keyshift.runtime import Runtime
+
+log = logging.getLogger("keyshift.deletion")
+
+REVOKED_DAYS = {"production": 30}
+REVOKED_DEFAULT_DAYS = 7
+LOCKED_DAYS = 28
+WARN_BEFORE = timedelta(days=1)
+SCHEDULED = "environment.deletion.scheduled"
+WARNING = "environment.deletion.warning"
+
+
+def days_for(env: Environment, *, locked: bool = False) -> int:
+    if locked:
+        return LOCKED_DAYS
+    return REVOKED_DAYS.get(env.type, REVOKED_DEFAULT_DAYS)
+
+
+def schedule_deletion(
+    rt: Runtime, s: Any, env: Environment, now: datetime, *, why: str, locked: bool = False
+) -> None:
+    """Set env.delete_after (inside the caller's transaction) and record the scheduling warning."""
+    days = days_for(env, locked=locked)
+    env.delete_after = now + timedelta(days=days)
+    audit_trail.record(
+        rt,
+        s,
+        SCHEDULED,
+        target_type="environment",
+        target_id=env.id,
+        tenant_id=env.tenant_id,
+        reason=f"{why}: environment {env.name!r} ({env.type}) will be deleted after "
+        f"{env.delete_after.isoformat()} ({days} days) unless it is re-enabled, unlocked or the "
+        "deletion is cancelled",
+        details={"delete_after": env.delete_after.isoformat(), "days": days, "state": env.state},
+    )
+
+
+def cancel_deletion(rt: Runtime, env_ref: str) -> dict[str, Any]:
+    """`env deletion cancel ENV`: keep a disabled/locked environment; it stays disabled/locked."""
+    with operation(rt, "environment.deletion.cancel", target_type="environment", target_id=env_ref) as op:
+        env = get_environment(op.session, env_ref, lock=True)
+        op.target_id, op.tenant_id = env.id, env.tenant_id
+        if env.delete_after is None or env.state == "deleted":
+            raise ConflictError(
+                f"environment {env.name!r} has no scheduled deletion", code="no_deletion_scheduled"
+            )
+        op.details["cancelled_delete_after"] = utc(env.delete_after).isoformat()
+        env.delete_after = None
+        return _view(env)
+
+
+def show_deletion(rt: Runtime, env_ref: str) -> dict[str, Any]:
+    with rt.transaction() as s:
+        return _view(get_environment(s, env_ref))
+
+
+def _view(env: Environment) -> dict[str, Any]:
+    return {
+        "environment": env.id,
+        "name": env.name,
+        "state": env.state,
+        "state_reason": env.state_reason,
+        "delete_after": utc(env.delete_after).isoformat() if env.delete_after else None,
+    }
+
+
+# -- the maintenance task -------------------------------------------------------------------------
+
+
+def run_due_deletions(rt: Runtime) -> dict[str, Any]:
+    """Warn about deletions within WARN_BEFORE (once per schedule) and delete those that are due."""
+    now = rt.clock.now()
+    warned = _warn_upcoming(rt, now)
+    deleted: list[str] = []
+    errors: dict[str, str] = {}
+    with rt.transaction() as s:
+        due = list(
+            s.scalars(
+                select(Environment.id).where(
+                    Environment.delete_after.is_not(None),
+                    Environment.delete_after <= now,
+                    Environment.state.in_(("disabled", "locked")),
+                )
+            )
+        )
+    for env_id in due:
+        try:
+            if delete_environment(rt, env_id, now):
+                deleted.append(env_id)
+        except KeyshiftError as err:  # one failure does not stop the others
+            errors[env_id] = err.code
+    return {"warned": warned, "deleted": deleted, "errors": errors}
+
+
+def _warn_upcoming(rt: Runtime, now: datetime) -> list[str]:
+    out: list[str] = []
+    with rt.transaction() as s:
+        envs = s.scalars(
+            select(Environment).where(
+                Environment.delete_after.is_not(None),
+                Environment.delete_after > now,
+                Environment.delete_after <= now + WARN_BEFORE,
+                Environment.state.in_(("disabled", "locked")),
+            )
+        ).all()
+        for env in envs:
+            when = utc(env.delete_after).isoformat()  # type: ignore[arg-type]
+            already = s.scalars(
+                select(AdminAuditEvent.details).where(
+                    AdminAuditEvent.action == WARNING, AdminAuditEvent.target_id == env.id
+                )
+            ).all()
+            if any((d or {}).get("delete_after") == when for d in already):
+                continue
+            audit_trail.record(
+                rt,
+                s,
+                WARNING,
+                target_type="environment",
+                target_id=env.id,
+                tenant_id=env.tenant_id,
+                reason=f"environment {env.name!r} ({env.state}) will be deleted after {when}",
+                details={"delete_after": when, "state": env.state, "state_reason": env.state_reason},
+            )
+            out.append(env.id)
+    return out
+
+
+def delete_environment(rt: Runtime, env_id: str, now: datetime) -> bool:
+    """Delete a due environment: data from every store, DEKs destroyed, state `deleted`.
+
+    The state flips in the same transaction that removes SQL data and destroys DEKs (re-checking
+    that the deletion is still due and not cancelled); the document store and file storage live
+    outside that transaction and are emptied afterwards — their ciphertexts are unreadable once the
+    DEKs are destroyed, and a rerun finishes the cleanup.
+    """
+    with rt.transaction() as s:
+        env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).first()
+        if (
+            env is None
+            or env.delete_after is None
+            or utc(env.delete_after) > now
+            or env.state not in ("disabled", "locked")
+        ):
+            return False
+        stores = dict(env.stores or {})
+        counts = _delete_sql_data(s, env_id)
+        prior = {
+            "state": env.state,
+            "state_reason": env.state_reason,
+            "delete_after": utc(env.delete_after).isoformat(),
+        }
+        env.state, env.state_changed_at = "deleted", now
+        env.state_reason = f"deleted after its scheduled deletion ({prior['state']}: {prior['state_reason']})"
+        audit_trail.record(
+            rt,
+            s,
+            "environment.delete",
+            target_type="environment",
+            target_id=env.id,
+            tenant_id=env.tenant_id,
+            reason=env.state_reason,
+            details={**counts, "previous": prior},
+        )
+    _delete_external(rt, env_id, stores)
+    from keyshift.stores.envstate import env_states
+    from keyshift.stores.keys import flush
+
+    flush(rt, env_id)
+    env_states(rt).invalidate(env_id)
+    log.warning("deleted environment %s after its scheduled deletion", env_id)
+    return True
+
+
+def _delete_sql_data(s: Any, env_id: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    counts["records"] = s.execute(delete(DataRecord).where(DataRecord.environment_id == env_id)).rowcount
+    counts["audit_rows"] = s.execute(
+        delete(DataAuditRow).where(DataAuditRow.environment_id == env_id)
+    ).rowcount
+    file_ids = select(DataFile.file_id).where(DataFile.environment_id == env_id).scalar_subquery()
+    counts["file_chunks"] = s.execute(
+        delete(DataFileChunk).where(DataFileChunk.file_id.in_(file_ids))
+    ).rowcount
+    counts["files"] = s.execute(delete(DataFile).where(DataFile.environment_id == env_id)).rowcount
+    dek_ids = select(Dek.id).where(Dek.environment_id == env_id).scalar_subquery()
+    counts["wraps_destroyed"] = s.execute(
+        update(DekWrap)
+        .where(DekWrap.dek_id.in_(dek_ids), DekWrap.state != "destroyed")
+        .values(state="destroyed", wrapped=b"")
+    ).rowcount
+    counts["deks_destroyed"] = s.execute(
+        update(Dek)
+        .where(Dek.environment_id == env_id, Dek.state != "destroyed")
+        .values(state="destroyed", version=Dek.version + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return {k: int(v or 0) for k, v in counts.items()}
+
+
+def _delete_external(rt: Runtime, env_id: str, stores: dict[str, str]) -> None:
+    """Empty the environment's document-store audit and file-storage files (outside SQL)."""
+    far = datetime(9999, 1, 1, tzinfo=UTC)
+    if stores.get("audit") == "document" or stores.get("audit_from"):
+        from keyshift.stores.audit import backend as audit_backend
+
+        try:
+            audit_backend(rt, "document").purge(env_id, far)
+        except Exception:  # pragma: no cover - logged; DEKs are destroyed already
+            log.exception("purging the document-store audit of a deleted environment failed")
+    if stores.get("files") == "file_storage" or stores.get("files_from"):
+        from keyshift.stores.file_backends import backend as file_backend
+
+        try:
+            files = file_backend(rt, "file_storage")
+            for info in files.list(env_id, ""):
+                files.delete(env_id, info.path)
+        except Exception:  # pragma: no cover
+            log.exception("deleting the file storage of a deleted environment failed")

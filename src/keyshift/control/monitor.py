@@ -1,0 +1,170 @@
+"""The health monitor: check every policy that has environments, record the result, act on it.
+
+`monitor_once(rt)` runs `control.health.check_policy` for each policy with linked (not deleted)
+environments — the operator's checks plus a real wrap/unwrap round trip as the policy identity —
+adds the warnings that come *ahead* of trouble, stores healthy/warning/unhealthy with reasons and
+the time, and when a policy is `unhealthy` disables its environments (`control.revocation`).
+
+Warnings ahead of trouble (policy health `warning`, reasons recorded):
+- the key version in use expires within 30 days (check_policy);
+- a key version is disabled while DEKs of the policy's environments still have current wraps under it;
+- the vault's soft-delete retention is shorter than `MIN_SOFT_DELETE_DAYS` (30: an environment
+  disabled by a deleted key is kept 30 days — the key must stay recoverable at least that long);
+- the key is scheduled for deletion (a soft-deleted key is already unusable, so that one is
+  `unhealthy` and revokes; the warning is for vaults that report a future deletion date).
+
+Worker integration: `monitor_due(rt)` is registered as the maintenance task "health" in
+`keyshift.jobs.schedule.TASKS`; the worker loop calls the due maintenance after every poll, and
+`monitor_due` runs `monitor_once` when `settings.health_interval_seconds` have passed since this
+process last ran it (a one-shot `maintenance run` always runs it). `run_periodic(rt, stop_event)`
+is the same loop for a process that runs the monitor alone.
+
+Bound: a revocation is seen by the monitor within health_interval_seconds (+ the grace period for
+an unreachable vault) and by every serving process state_refresh_seconds later; keep
+health_interval_seconds + state_refresh_seconds <= revocation_bound_seconds (defaults 30 + 1 <= 60).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from keyshift.clock import utc
+from keyshift.control import audit_trail
+from keyshift.control.health import HealthReport, check_policy
+from keyshift.control.revocation import disable_policy_environments, linked_policies
+from keyshift.db.models import Dek, DekWrap, Environment, Policy, VaultRecord
+from keyshift.errors import KeyshiftError
+from keyshift.runtime import Runtime
+from keyshift.vaults.base import KeyRef
+
+log = logging.getLogger("keyshift.monitor")
+
+MIN_SOFT_DELETE_DAYS = 30
+DELETION_WARNING = timedelta(days=30)
+_LAST_RUN = "keyshift.control.monitor.last_run"
+
+
+def monitor_once(rt: Runtime) -> dict[str, Any]:
+    """Check every linked policy now. Returns {policy_id: {health, reasons, disabled}}."""
+    out: dict[str, Any] = {}
+    for policy_id in linked_policies(rt):
+        try:
+            out[policy_id] = check_one(rt, policy_id)
+        except KeyshiftError as err:  # e.g. the policy changed during the check: next round
+            out[policy_id] = {"error": err.to_dict()["error"]}
+    return out
+
+
+def check_one(rt: Runtime, policy_id: str) -> dict[str, Any]:
+    report = check_policy(rt, policy_id)
+    if report.status != "unhealthy" and report.vault_reachable:
+        extra = _early_warnings(rt, policy_id)
+        if extra:
+            _store_warnings(rt, policy_id, report, extra)
+    disabled: list[str] = []
+    if report.status == "unhealthy":
+        disabled = disable_policy_environments(rt, policy_id, "; ".join(report.reasons), source="monitor")
+    return {"health": report.status, "reasons": list(report.reasons), "disabled": disabled}
+
+
+def _early_warnings(rt: Runtime, policy_id: str) -> list[str]:
+    with rt.transaction() as s:
+        p = s.get(Policy, policy_id)
+        if p is None:
+            return []
+        vrec = s.get(VaultRecord, p.vault_id)
+        versions = set(
+            s.scalars(
+                select(DekWrap.key_version)
+                .join(Dek, Dek.id == DekWrap.dek_id)
+                .join(Environment, Environment.id == Dek.environment_id)
+                .where(
+                    Environment.policy_id == policy_id,
+                    Environment.state != "deleted",
+                    Dek.state != "destroyed",
+                    DekWrap.state == "current",
+                    DekWrap.vault_id == p.vault_id,
+                    DekWrap.key_name == p.key_name,
+                )
+                .distinct()
+            )
+        )
+        vault_id, key_name = p.vault_id, p.key_name
+        soft_delete = vrec.soft_delete_days if vrec else None
+    reasons: list[str] = []
+    vault = rt.vault(vault_id)
+    info = vault.info()
+    days = info.soft_delete_days if info.soft_delete_days is not None else soft_delete
+    if days is not None and days < MIN_SOFT_DELETE_DAYS:
+        reasons.append(
+            f"vault {info.name!r} keeps deleted keys {days} days; at least {MIN_SOFT_DELETE_DAYS} are "
+            "needed to recover a deleted key before disabled environments are deleted"
+        )
+    kinfo = vault.describe(KeyRef(vault.name, key_name))
+    for v in kinfo.versions:
+        if v.version in versions and not v.enabled:
+            reasons.append(
+                f"version {v.version} of key {vault.name}/{key_name} is disabled while data keys of "
+                "linked environments are still wrapped under it"
+            )
+    if kinfo.purge_after is not None and not kinfo.deleted:
+        when = utc(kinfo.purge_after)
+        if when - rt.clock.now() <= DELETION_WARNING:
+            reasons.append(f"key {vault.name}/{key_name} is scheduled for deletion at {when.isoformat()}")
+    return reasons
+
+
+def _store_warnings(rt: Runtime, policy_id: str, report: HealthReport, extra: list[str]) -> None:
+    with rt.transaction() as s:
+        p = s.scalars(select(Policy).where(Policy.id == policy_id).with_for_update()).first()
+        if p is None:
+            return
+        before = (p.health, list(p.health_reasons or []))
+        reasons = list(report.reasons) + [r for r in extra if r not in report.reasons]
+        p.health = "warning"
+        p.health_reasons = reasons
+        if before != (p.health, reasons):
+            audit_trail.record(
+                rt,
+                s,
+                "policy.health.warning",
+                target_type="policy",
+                target_id=p.id,
+                tenant_id=p.tenant_id,
+                reason="; ".join(extra),
+                details={"health": "warning", "reasons": reasons},
+            )
+    report.status = "warning"
+    report.reasons = reasons
+
+
+# -- running it -----------------------------------------------------------------------------------
+
+
+def monitor_due(rt: Runtime) -> dict[str, Any]:
+    """Maintenance task "health": run monitor_once if health_interval_seconds have passed."""
+    state: dict[str, float] = rt.extension(_LAST_RUN, lambda _rt: {})  # per-runtime, monotonic
+    now = time.monotonic()
+    last = state.get("at")
+    if last is not None and now - last < rt.settings.health_interval_seconds:
+        return {"skipped": "not due"}
+    state["at"] = now
+    return {"policies": monitor_once(rt)}
+
+
+def run_periodic(rt: Runtime, stop_event: threading.Event) -> None:
+    """Run monitor_once every health_interval_seconds until stop_event is set."""
+    interval = rt.settings.health_interval_seconds
+    while not stop_event.is_set():
+        started = time.monotonic()
+        try:
+            monitor_once(rt)
+        except Exception:  # keep monitoring; the next round retries
+            log.exception("health monitor round failed")
+        stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
