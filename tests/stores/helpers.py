@@ -3,6 +3,8 @@ snapshots of the data tables (to prove bad input changed nothing), and a vault-c
 
 from __future__ import annotations
 
+import hashlib
+import io
 import secrets
 from typing import Any
 
@@ -118,3 +120,29 @@ def count_vault_calls(rt: Runtime, monkeypatch: Any) -> dict[str, CountingVault]
 
     monkeypatch.setattr(rt, "vault", vault)
     return seen
+
+
+class Pattern(io.RawIOBase):
+    """`size` deterministic pseudo-random bytes, generated on the fly (never all in memory)."""
+
+    def __init__(self, size: int, seed: bytes = b"s") -> None:
+        super().__init__()
+        self.left = size
+        self.block = hashlib.shake_256(seed).digest(1 << 16)
+        self.pos = 0
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        n = min(len(view), self.left, len(self.block) - self.pos)
+        if n <= 0:
+            return 0
+        chunk = self.block[self.pos : self.pos + n]
+        view[:n] = chunk
+        self.digest.update(chunk)
+        self.pos = (self.pos + n) % len(self.block)
+        self.left -= n
+        return n

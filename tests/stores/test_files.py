@@ -17,36 +17,10 @@ from keyshift.runtime import Runtime
 from keyshift.stores import files as files_mod
 from keyshift.stores.envstate import env_states
 from keyshift.stores.files import FileStore
-from stores.helpers import make_env, set_env, snapshot
+from stores.helpers import Pattern, make_env, set_env, snapshot
 
 SQL = {"records": "sql", "audit": "sql", "files": "sql"}
 FS = {"records": "sql", "audit": "document", "files": "file_storage"}
-
-
-class Pattern(io.RawIOBase):
-    """`size` deterministic pseudo-random bytes, generated on the fly (never all in memory)."""
-
-    def __init__(self, size: int, seed: bytes = b"s") -> None:
-        super().__init__()
-        self.left = size
-        self.block = hashlib.shake_256(seed).digest(1 << 16)
-        self.pos = 0
-        self.digest = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        n = min(len(view), self.left, len(self.block) - self.pos)
-        if n <= 0:
-            return 0
-        chunk = self.block[self.pos : self.pos + n]
-        view[:n] = chunk
-        self.digest.update(chunk)
-        self.pos = (self.pos + n) % len(self.block)
-        self.left -= n
-        return n
 
 
 def _files_dir(rt: Runtime) -> Path:
