@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from keyshift.api import errors
 from keyshift.api.middleware import BodyLimit, RequestAudit
 from keyshift.api.routes import ROUTERS
+from keyshift.api.schemas import ERROR_RESPONSES
 from keyshift.runtime import Runtime
 
 API_PREFIX = "/api/v1"
@@ -37,7 +38,7 @@ def create_app(
     app.state.runtime = rt
     errors.install(app)
     for router in ROUTERS:
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     if with_web:
         from keyshift.web import pages
 

@@ -96,3 +96,30 @@ class RecordPut(Body):
 
 class AuditAppend(Body):
     event: dict[str, Any]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. environment_not_found.")
+    message: str = Field(description="Human-readable explanation; never contains key material.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    400: "Malformed request (bad JSON, invalid value)",
+    401: "Not authenticated (the same answer for every kind of bad token)",
+    403: "The caller's role may not do this",
+    404: "No such object (or not visible to the caller)",
+    409: "Precondition failed or conflict with the current state",
+    413: "Request body too large",
+    422: "Request does not match the schema (wrong types, unknown fields, missing fields)",
+    423: "The environment is disabled or locked",
+    424: "The key is inaccessible",
+    503: "The key vault is unavailable (retry later)",
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in _ERROR_MEANINGS.items()
+}
