@@ -124,7 +124,7 @@ def build(route: Any, method: str, refs: dict[str, str], guard_refs: dict[str, s
             probe.json = _value(body[0].name, body[0].field_info.annotation, refs, used)
         else:
             probe.json = {b.alias: _value(b.alias, b.field_info.annotation, refs, used) for b in body}
-    elif method in ("PUT", "POST") and "/files/" in route.path:
+    elif method in ("PUT", "POST") and "/files/" in route.path_format:
         probe.content = b"probe file content"
     probe.references = frozenset(used)
     return probe
