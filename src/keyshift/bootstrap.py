@@ -80,7 +80,10 @@ def _ensure_platform_vault(settings: Settings) -> dict[str, Any]:
     from keyshift.vaults.registry import find_vault_record
 
     out: dict[str, Any] = {}
-    with Runtime.open(settings=settings, clock=SystemClock(), principal=INIT_PRINCIPAL) as rt:
+    # check_schema=False: the schema was brought to head a moment ago by this same call.
+    with Runtime.open(
+        settings=settings, clock=SystemClock(), principal=INIT_PRINCIPAL, check_schema=False
+    ) as rt:
         name = settings.platform_vault
         try:
             find_vault_record(rt, name)

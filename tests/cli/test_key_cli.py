@@ -22,6 +22,14 @@ def cli(rt: Runtime, home: Path, db_url: str | None) -> VaultCli:
     return c
 
 
+@pytest.fixture
+def sqlite_cli(sqlite_rt: Runtime) -> VaultCli:
+    """The error-contract tests do not depend on the SQL backend; they run on SQLite only."""
+    c = VaultCli(sqlite_rt.home.path, None)
+    c("vault", "create", "cust", "--soft-delete-days", "7", "--purge-protection")
+    return c
+
+
 def test_key_lifecycle_through_the_cli(cli: VaultCli, rt: Runtime) -> None:
     k = cli("key", "create", "cust", "k1", "--type", "RSA", "--size", "2048", "--expires", "2030-01-01")
     assert (k["type"], k["size"], k["current_version"], k["enabled"]) == ("RSA", 2048, "1", True)
@@ -87,7 +95,8 @@ BAD = [
 ]
 
 
-def test_bad_input_gives_clear_errors_and_changes_nothing(cli: VaultCli, rt: Runtime) -> None:
+def test_bad_input_gives_clear_errors_and_changes_nothing(sqlite_cli: VaultCli, sqlite_rt: Runtime) -> None:
+    cli, rt = sqlite_cli, sqlite_rt
     cli("key", "create", "cust", "k1", "--type", "AES", "--size", "256")
     before = snapshot(rt)
     for args, exit_code, code in BAD:
@@ -128,8 +137,9 @@ def open_fake(rt: Runtime, record: VaultRecord) -> _FakeReadOnlyVault:
 
 
 def test_key_commands_need_a_vault_that_manages_keys(
-    cli: VaultCli, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+    sqlite_cli: VaultCli, sqlite_rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    cli, rt = sqlite_cli, sqlite_rt
     monkeypatch.setitem(registry.PROVIDERS, "fake-readonly", f"{__name__}:open_fake")
     with rt.transaction() as s:
         s.add(

@@ -169,14 +169,14 @@ def test_purge_without_protection_and_purge_due(sqlite_rt: Runtime, clock: Fixed
     assert vault.list_keys() == []
 
 
-@pytest.mark.parametrize("days", [0, 6, 91, -1, 365])
-def test_soft_delete_retention_must_be_7_to_90_days(sqlite_rt: Runtime, days: int) -> None:
+def test_soft_delete_retention_must_be_7_to_90_days(sqlite_rt: Runtime) -> None:
     before = list_vaults(sqlite_rt)
-    with pytest.raises(UsageError) as err:
-        create_local_vault(sqlite_rt, "bad-retention", soft_delete_days=days)
-    assert "7-90" in err.value.message
+    for days in (0, 6, 91, -1, 365):
+        with pytest.raises(UsageError) as err:
+            create_local_vault(sqlite_rt, "bad-retention", soft_delete_days=days)
+        assert "7-90" in err.value.message and err.value.code == "invalid_retention"
     assert list_vaults(sqlite_rt) == before
-    assert ("vault.create", "error") in _audit(sqlite_rt)
+    assert _audit(sqlite_rt).count(("vault.create", "error")) == 5
 
 
 def test_retention_bounds_are_accepted(sqlite_rt: Runtime) -> None:
@@ -382,3 +382,28 @@ def test_concurrent_processes_never_corrupt_state(rt: Runtime, home: Path, db_ur
     assert names == sorted(["k"] + [f"{t}-{i}" for t in ("p1", "p2") for i in range(rounds)])
     assert len(shared.list_grants("k")) == 2 * rounds + 1
     assert sum(1 for a in _audit(rt) if a == ("key.rotate", "ok")) == 2 * rounds
+
+
+def test_erase_local_vault_destroys_all_its_keys(rt: Runtime) -> None:
+    from keyshift.control.vaults import erase_local_vault
+
+    vault = new_vault(rt)
+    ref = new_key(vault)
+    other = new_vault(rt)
+    kept = new_key(other)
+    wrapped = vault.wrap(ref, DEK, identity=IDENTITY)
+    result = erase_local_vault(rt, vault.name, reason="retention ended")
+    assert result["state"] == "deleted" and result["keys_erased"] == 1
+    with pytest.raises(KeyNotFoundError):  # an instance opened before the deletion
+        vault.unwrap(wrapped, identity=IDENTITY)
+    with rt.engine.connect() as conn:
+        left = conn.execute(select(LocalKey.vault_id)).scalars().all()
+    assert vault.id not in left and other.id in left
+    assert other.unwrap(other.wrap(kept, DEK, identity=IDENTITY), identity=IDENTITY) == DEK
+    with pytest.raises(NotFoundError):
+        rt.vault(vault.name)
+    before = snapshot(rt)
+    with pytest.raises(ConflictError):
+        erase_local_vault(rt, rt.settings.platform_vault)
+    assert snapshot(rt) == before
+    assert ("vault.delete", "ok") in _audit(rt) and ("vault.delete", "error") in _audit(rt)

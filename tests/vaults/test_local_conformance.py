@@ -10,7 +10,7 @@ from conformance import MakeKey, VaultConformance
 from local_support import IDENTITY, new_key, new_vault
 
 from keyshift.runtime import Runtime
-from keyshift.vaults.base import KeyRef, KeyType
+from keyshift.vaults.base import KeyNotFoundError, KeyRef, KeyType
 from keyshift.vaults.local import LocalVault
 
 
@@ -54,26 +54,16 @@ class TestLocalVaultRSA(_LocalHooks):
         return lambda: (new_key(vault, KeyType.RSA, 2048), IDENTITY)
 
 
-class TestLocalVaultPurged(_LocalHooks):
-    """Destroy = delete then purge (no purge protection): the key is gone, not just deleted."""
-
-    @pytest.fixture
-    def vault(self, sqlite_rt: Runtime) -> LocalVault:
-        return new_vault(sqlite_rt, purge_protection=False)
-
-    @pytest.fixture
-    def make_key(self, vault: LocalVault) -> MakeKey:
-        return lambda: (new_key(vault, KeyType.AES, 256), IDENTITY)
-
-    def destroy_key(self, ref: KeyRef) -> None:
-        self.vault.delete_key(ref.name)
-        self.vault.purge_key(ref.name)
-
-    def test_purged_key_is_not_found(self, make_key: MakeKey) -> None:
-        from keyshift.vaults.base import KeyNotFoundError
-
-        ref, who = make_key()
-        wrapped = self.vault.wrap(ref, b"x" * 32, identity=who)
-        self.destroy_key(ref)
+def test_purged_key_is_not_found(sqlite_rt: Runtime) -> None:
+    """Destroy = delete then purge (vault without purge protection): the key is gone, not just deleted."""
+    vault = new_vault(sqlite_rt, purge_protection=False)
+    ref = new_key(vault)
+    wrapped = vault.wrap(ref, b"x" * 32, identity=IDENTITY)
+    vault.delete_key(ref.name)
+    vault.purge_key(ref.name)
+    for call in (
+        lambda: vault.unwrap(wrapped, identity=IDENTITY),
+        lambda: vault.wrap(ref, b"x" * 32, identity=IDENTITY),
+    ):
         with pytest.raises(KeyNotFoundError):
-            self.vault.unwrap(wrapped, identity=who)
+            call()

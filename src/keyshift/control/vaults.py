@@ -267,18 +267,12 @@ def purge_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
 def grant_key(
     rt: Runtime, vault: str, name: str, identity: str, permissions: str | frozenset[Permission]
 ) -> dict[str, Any]:
-    def run(km: KeyManager) -> frozenset[Permission]:
-        perms = parse_permissions(permissions) if isinstance(permissions, str) else frozenset(permissions)
-        km.grant(name, identity, perms)
-        return perms
-
     try:
-        perms = _admin(rt, vault, name, "key.grant", run)
-    except UsageError as exc:
-        # Bad permission names never reach the adapter; audit the refusal here.
-        if exc.message.startswith(("unknown permission", "no permissions")):
-            audit_trail.record_failure(rt, "key.grant", exc, target_type="key", target_id=f"{vault}/{name}")
+        perms = parse_permissions(permissions) if isinstance(permissions, str) else frozenset(permissions)
+    except UsageError as exc:  # bad permission names never reach the adapter; audit the refusal here
+        audit_trail.record_failure(rt, "key.grant", exc, target_type="key", target_id=f"{vault}/{name}"[:200])
         raise
+    _admin(rt, vault, name, "key.grant", lambda km: km.grant(name, identity, perms))
     return {"vault": vault, "name": name, "identity": identity, "permissions": sorted(p.value for p in perms)}
 
 
@@ -299,3 +293,51 @@ def show_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
     lister = getattr(km, "list_grants", None)
     grants = lister(name) if callable(lister) else None
     return key_view(info, grants)
+
+
+def erase_local_vault(rt: Runtime, vault: str, *, reason: str | None = None) -> dict[str, Any]:
+    """Destroy a local vault: erase every key, version and grant, and mark the vault deleted.
+
+    For scheduled deletions (e.g. a tenant's BYOK vault after its retention); the caller decides
+    when it is due. The platform vault is refused. One transaction; audited as `vault.delete`.
+    """
+    from sqlalchemy import delete
+
+    from keyshift.db.models import LocalKey, LocalKeyGrant, LocalKeyVersion
+
+    rec = find_vault_record(rt, vault)
+    try:
+        if rec.kind != "local":
+            raise ConflictError(f"vault {rec.name!r} is {rec.kind}, not local", code="unsupported_operation")
+        if rec.name == rt.settings.platform_vault:
+            raise ConflictError("the platform vault cannot be deleted", code="platform_vault")
+        with rt.transaction() as session:
+            row = session.get(VaultRecord, rec.id, with_for_update=True)
+            if row is None or row.state == "deleted":
+                raise ConflictError(f"vault {rec.name!r} is already deleted", code="vault_deleted")
+            key_ids = select(LocalKey.id).where(LocalKey.vault_id == rec.id).scalar_subquery()
+            session.execute(delete(LocalKeyGrant).where(LocalKeyGrant.key_id.in_(key_ids)))
+            session.execute(delete(LocalKeyVersion).where(LocalKeyVersion.key_id.in_(key_ids)))
+            erased = session.execute(delete(LocalKey).where(LocalKey.vault_id == rec.id)).rowcount  # type: ignore[attr-defined]
+            row.state = "deleted"
+            session.flush()
+            audit_trail.record(
+                rt,
+                session,
+                "vault.delete",
+                target_type="vault",
+                target_id=rec.name,
+                tenant_id=rec.tenant_id,
+                reason=reason,
+                details={"keys_erased": erased},
+            )
+            view = vault_view(row)
+    except KeyshiftError as exc:
+        audit_trail.record_failure(
+            rt, "vault.delete", exc, target_type="vault", target_id=rec.name, tenant_id=rec.tenant_id
+        )
+        raise
+    rt.forget_vault(rec.name)
+    rt.forget_vault(rec.id)
+    view["keys_erased"] = erased
+    return view

@@ -93,7 +93,9 @@ class LocalVault(LocalKeyAdmin):
                 select(LocalKeyVersion.material).where(
                     LocalKeyVersion.key_id == key_id, LocalKeyVersion.version == version
                 )
-            ).scalar_one()
+            ).scalar()
+        if blob is None:  # purged between the state check and this read
+            raise KeyNotFoundError(f"key {self.name}/{name} not found")
         secret = self.master.open(blob, material_ad(self.id, name, version))
         loaded = load_secret(kt, size, secret)
         self._cache[(key_id, version)] = loaded

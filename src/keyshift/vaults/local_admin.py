@@ -85,9 +85,13 @@ class LocalKeyAdmin:
 
     # -- reading -----------------------------------------------------------------------------
     def _find(self, session: Session, name: str, *, lock: bool = False) -> LocalKey:
-        stmt = select(LocalKey).where(LocalKey.vault_id == self.id, LocalKey.name == name)
+        stmt = (
+            select(LocalKey)
+            .join(VaultRecord, VaultRecord.id == LocalKey.vault_id)
+            .where(LocalKey.vault_id == self.id, LocalKey.name == name, VaultRecord.state != "deleted")
+        )
         if lock:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(of=LocalKey)
         row = session.scalars(stmt).first()
         if row is None:
             raise KeyNotFoundError(f"key {self.name}/{name} not found")
@@ -157,16 +161,19 @@ class LocalKeyAdmin:
             err = ConflictError(f"key {target} was changed concurrently; retry", code="concurrent_update")
         except KeyshiftError as exc:
             err = exc
+        self._refused(action, name, err, **details)
+        raise err
+
+    def _refused(self, action: str, name: str, err: Exception, **details: Any) -> None:
         audit_trail.record_failure(
             self.rt,
             action,
             err,
             target_type="key",
-            target_id=target,
+            target_id=f"{self.name}/{name}"[:200],
             tenant_id=self.tenant_id,
-            details={"vault": self.name, "key": name, **details},
+            details={"vault": self.name, "key": str(name)[:200], **details},
         )
-        raise err
 
     def _live(self, session: Session, name: str) -> LocalKey:
         row = self._find(session, name, lock=True)
@@ -213,7 +220,13 @@ class LocalKeyAdmin:
         not_before: datetime | None = None,
         expires: datetime | None = None,
     ) -> KeyInfo:
-        kt = validate_type_size(key_type, size)
+        try:
+            kt = validate_type_size(key_type, size)
+            check_key_name(name)
+            check_window(not_before, expires)
+        except KeyshiftError as exc:
+            self._refused("key.create", name, exc, key_type=str(key_type), size=size)
+            raise
         secret, public = generate(kt, size)
         return self._create("key.create", name, kt, size, secret, public, not_before, expires)
 
@@ -227,10 +240,14 @@ class LocalKeyAdmin:
     ) -> KeyInfo:
         from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
 
-        if not isinstance(private_key, _rsa.RSAPrivateKey):
-            raise UsageError("only RSA private keys can be imported")
-        size = private_key.key_size
-        validate_type_size(KeyType.RSA, size)
+        try:
+            if not isinstance(private_key, _rsa.RSAPrivateKey):
+                raise UsageError("only RSA private keys can be imported")
+            size = private_key.key_size
+            validate_type_size(KeyType.RSA, size)
+        except KeyshiftError as exc:
+            self._refused("key.import", name, exc)
+            raise
         secret, public = rsa_secret(private_key)
         return self._create("key.import", name, KeyType.RSA, size, secret, public, not_before, expires)
 
@@ -377,10 +394,12 @@ class LocalKeyAdmin:
         return list(names)
 
     def grant(self, name: str, identity: str, permissions: frozenset[Permission]) -> None:
-        perms = sorted(Permission(p).value for p in permissions)
-
         def apply(session: Session) -> None:
             check_identity(identity)
+            try:
+                perms = sorted(Permission(p).value for p in permissions)
+            except ValueError:
+                raise UsageError("unknown permission; expected any of get, wrapKey, unwrapKey") from None
             if not perms:
                 raise UsageError("no permissions given")
             row = self._live(session, name)
@@ -400,7 +419,7 @@ class LocalKeyAdmin:
             row.updated_at = self.rt.clock.now()
             session.flush()
 
-        self._mutate("key.grant", name, apply, identity=identity, permissions=perms)
+        self._mutate("key.grant", name, apply, identity=identity, permissions=sorted(map(str, permissions)))
 
     def revoke_grant(self, name: str, identity: str) -> None:
         def apply(session: Session) -> None:
