@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "keyshift.cli.audit_trail",  # audit-trail
     "keyshift.cli.token",  # token ...
     "keyshift.cli.serve",  # serve
+    "keyshift.cli.features",  # data search|search-fields, lake export|read|list, env backup|backups|copy
 )
 
 

@@ -67,17 +67,24 @@ def restore_env(
         bool, typer.Option("--before-migration", help="Back to the pre-migration BYOK state (28-day window).")
     ] = False,
     from_backup: Annotated[
-        str | None, typer.Option("--from", help="Restore a backup (not in this build).")
+        str | None, typer.Option("--from", help="Restore a backup of this environment (backup id).")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
 ) -> None:
-    """Restore an environment."""
+    """Restore an environment (to its pre-migration state, or from a backup with --from ID)."""
+    if from_backup is not None and RESTORE_FROM_HOOK is not None and not before_migration:
+        RESTORE_FROM_HOOK(ctx, env, from_backup)  # keyshift.cli.features: restore a backup
+        return
     with runtime(ctx) as rt:
         if from_backup is not None or not before_migration:
             raise_usage()
         from keyshift.migrate.restore import start_restore
 
         finish(ctx, rt, start_restore(rt, env), wait)
+
+
+# Set by keyshift.cli.features (additive hook): `env restore ENV --from ID` restores a backup.
+RESTORE_FROM_HOOK: Any = None
 
 
 def raise_usage() -> None:
