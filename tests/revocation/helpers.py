@@ -151,3 +151,60 @@ KINDS = (
     "key_expired",
     "vault_unreachable",
 )
+
+
+class Cli:
+    """Runs `keyshift --home H [--database-url U] --json ...` in-process; KEYSHIFT_NOW follows `clock`."""
+
+    def __init__(self, home: Any, db_url: str | None, clock: Any = None) -> None:
+        from typer.testing import CliRunner
+
+        self.home, self.db_url, self.clock = home, db_url, clock
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int = 0) -> Any:
+        import json
+
+        from keyshift.cli.main import app
+
+        base = ["--home", str(self.home), "--json"] + (["--database-url", self.db_url] if self.db_url else [])
+        now = self.clock.now().isoformat() if self.clock is not None else ""
+        res = self.runner.invoke(app, [*base, *args], env={"KEYSHIFT_NOW": now})
+        assert res.exit_code == code, (args, res.exit_code, res.stdout, res.stderr)
+        if code == 0:
+            return json.loads(res.stdout)
+        assert res.stdout == ""
+        err = json.loads(res.stderr)
+        assert set(err) == {"error"} and set(err["error"]) == {"code", "message"}
+        return err["error"]
+
+
+def snapshot(rt: Runtime) -> dict[str, Any]:
+    """Environment rows (state, reason, deletion), DEK/wrap states, data row counts: for before/after."""
+    from sqlalchemy import func
+
+    from keyshift.db.models import ByokKey, DataRecord, Dek, DekWrap, Tenant
+
+    with rt.transaction() as s:
+        return {
+            "envs": sorted(
+                tuple(r)
+                for r in s.execute(
+                    select(
+                        Environment.id,
+                        Environment.state,
+                        Environment.state_reason,
+                        Environment.delete_after,
+                        Environment.kek_key_name,
+                        Environment.version,
+                    )
+                )
+            ),
+            "deks": sorted(tuple(r) for r in s.execute(select(Dek.id, Dek.state))),
+            "wraps": sorted(tuple(r) for r in s.execute(select(DekWrap.id, DekWrap.state, DekWrap.key_name))),
+            "records": s.scalar(select(func.count()).select_from(DataRecord)),
+            "tenants": sorted(
+                tuple(r) for r in s.execute(select(Tenant.id, Tenant.locked_at, Tenant.version))
+            ),
+            "byok_keys": sorted(tuple(r) for r in s.execute(select(ByokKey.id, ByokKey.state))),
+        }

@@ -62,8 +62,9 @@ ACTIVATION_INTERVAL = timedelta(hours=24)
 INSTALL_TIMEOUT = timedelta(minutes=15)
 
 
-def _require_byok_tenant(tenant: Tenant) -> None:
-    if tenant.locked_at is not None:
+def _require_byok_tenant(tenant: Tenant, *, allow_locked: bool = False) -> None:
+    # A locked tenant may only import and activate keys: that is how it unlocks (SPEC §2; byok_lock.py).
+    if tenant.locked_at is not None and not allow_locked:
         raise ConflictError(f"tenant {tenant.name!r} is locked", code="tenant_locked")
     if not tenant.byok_feature:
         raise ConflictError(
@@ -109,20 +110,20 @@ def import_key(
         pw = check_password(password, new=False)
         validate_name("BYOK key", name)
         key = load_rsa_key(read_file(path), pw, path.name)
-        tenant_id, region = _prevalidate(rt, tenant_ref, name, region, fingerprint(key))
+        tenant_id, region = _prevalidate(rt, tenant_ref, name, region, fingerprint(key), allow_locked=True)
     except KeyshiftError as err:
         raise refuse(rt, action, err, target_type="byok_key", details={"name": name}) from None
     return _add_key(rt, action, tenant_id, name, region, key, "imported")
 
 
 def _prevalidate(
-    rt: Runtime, tenant_ref: str, name: str, region: str | None, fp: str | None
+    rt: Runtime, tenant_ref: str, name: str, region: str | None, fp: str | None, *, allow_locked: bool = False
 ) -> tuple[str, str]:
     validate_name("BYOK key", name)
     region = validate_region(rt, region)
     with rt.transaction() as s:
         tenant = get_tenant(s, tenant_ref)
-        _require_byok_tenant(tenant)
+        _require_byok_tenant(tenant, allow_locked=allow_locked)
         _check_unique(s, tenant, name, fp)
         return tenant.id, region
 
@@ -158,7 +159,7 @@ def _add_key(
             rt, action, target_type="byok_key", tenant_id=tenant_id, details={"name": name, "region": region}
         ) as op:
             tenant = get_tenant(op.session, tenant_id, lock=True)
-            _require_byok_tenant(tenant)
+            _require_byok_tenant(tenant, allow_locked=source == "imported")
             _check_unique(op.session, tenant, name, fingerprint(key))
             now = rt.clock.now()
             row = ByokKey(
@@ -205,7 +206,7 @@ def activate(rt: Runtime, tenant_ref: str, key_ref: str) -> dict[str, Any]:
         s = op.session
         tenant = get_tenant(s, tenant_ref, lock=True)
         op.tenant_id = tenant.id
-        _require_byok_tenant(tenant)
+        _require_byok_tenant(tenant, allow_locked=True)
         key = get_byok_key(s, tenant, key_ref)
         op.target_id, op.details["name"] = key.id, key.name
         _check_can_activate(rt, s, tenant, key)
