@@ -36,7 +36,7 @@ def build_config(
     region: str | None,
 ) -> dict[str, Any]:
     """Provider options -> the reference-only config stored in the vault record."""
-    given = {
+    given: dict[str, dict[str, object]] = {
         "pkcs11": {
             "--module": module,
             "--token-label": token_label,

@@ -263,7 +263,7 @@ class Pkcs11Vault:
         return KeyVersionInfo(version=version, enabled=w and u)
 
     def _size(self, entry: Mapping[str, Any]) -> int:
-        obj = entry.get("secret") or entry.get("public") or entry.get("private")
+        obj: Any = entry.get("secret") or entry.get("public") or entry.get("private")
         return int(obj.key_length)
 
     # -- KeyVault ---------------------------------------------------------------------------------
