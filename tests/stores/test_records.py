@@ -178,3 +178,15 @@ def test_records_are_isolated_per_environment(rt: Runtime) -> None:
     a.put("t", "r", 1)
     with pytest.raises(NotFoundError):
         b.get("t", "r")
+
+
+def test_table_ad_is_byte_for_byte_the_associated_data() -> None:
+    from keyshift.crypto.records import AssociatedData
+    from keyshift.stores.records import TableAd
+
+    base = AssociatedData("ten_1", "env_é", "records", "accounts", "")
+    fast = TableAd(base)
+    for rid in ("a", "ünïcode-id", "x" * 512):
+        made = fast.with_record(rid)
+        ref = AssociatedData("ten_1", "env_é", "records", "accounts", rid)
+        assert made.encode() == ref.encode() and made == ref

@@ -76,6 +76,40 @@ def _prepare_hooks(rt: Runtime, env: EnvView, table: str, changes: list[tuple[st
     return out
 
 
+class TableAd:
+    """Associated data of many records of one table, encoding the shared fields only once.
+
+    Equal to `AssociatedData(tenant, environment, store, table, id)` field for field and byte for
+    byte (docs/FORMAT.md: each field is a u32 big-endian length and its UTF-8 bytes, in order); it
+    only skips re-encoding the four fields every record of the table shares.
+    """
+
+    __slots__ = ("base", "prefix")
+
+    def __init__(self, base: AssociatedData) -> None:
+        self.base = base
+        encoded = base.encode()
+        empty_id = len(base.record_id.encode("utf-8")) + 4
+        self.prefix = encoded[:-empty_id] if empty_id else encoded
+
+    def with_record(self, record_id: str) -> AssociatedData:
+        raw = record_id.encode("utf-8")
+        if len(raw) > 512:  # record ids are validated first; never build a different encoding
+            return self.base.with_record(record_id)
+        ad = object.__new__(AssociatedData)
+        b = self.base
+        for name, value in (
+            ("tenant", b.tenant),
+            ("environment", b.environment),
+            ("store", b.store),
+            ("collection", b.collection),
+            ("record_id", record_id),
+            ("_encoded", self.prefix + len(raw).to_bytes(4, "big") + raw),
+        ):
+            object.__setattr__(ad, name, value)
+        return ad
+
+
 @dataclass(frozen=True)
 class Record:
     id: str
@@ -180,7 +214,7 @@ class RecordStore:
     ) -> list[tuple[str, bytes]]:
         """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out."""
         out: list[tuple[str, bytes]] = []
-        base = self._ad(env, table, "")
+        base = TableAd(self._ad(env, table, ""))
         while len(out) < len(items):
             cipher: RecordCipher = self._keys.cipher(self.rt, env, STORE)
             dek_id = cipher.keyring.primary.id
