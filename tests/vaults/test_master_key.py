@@ -114,10 +114,13 @@ def test_passphrase_master_key(tmp_path: Path, clock: FixedClock, monkeypatch: p
     assert missing.value.code == "master_passphrase_required"
     # Tampered cost parameters are refused before any derivation.
     monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
-    (home / master_key.MASTER_META_FILE).write_text(json.dumps({**meta, "n": 2**30}))
-    with pytest.raises(ConflictError) as corrupt:
-        _use_platform_key(home, clock)
-    assert corrupt.value.code == "master_key_corrupt"
+    for bad in ({"n": 2**30}, {"n": 2**20, "r": 16}, {"n": 1000}, {"salt": ""}, {"p": 0}):
+        (home / master_key.MASTER_META_FILE).write_text(json.dumps({**meta, **bad}))
+        with pytest.raises(ConflictError) as corrupt:
+            _use_platform_key(home, clock)
+        assert corrupt.value.code == "master_key_corrupt", bad
+    (home / master_key.MASTER_META_FILE).write_text(json.dumps(meta))
+    assert _use_platform_key(home, clock) == DEK
 
 
 def test_init_refuses_to_replace_a_lost_master_key(tmp_path: Path, clock: FixedClock) -> None:

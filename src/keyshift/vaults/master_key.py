@@ -41,6 +41,7 @@ KEY_BYTES = 32
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 _CHECK_LABEL = b"keyshift master key check v1"
 _SEAL_VERSION = b"\x01"
+_SCRYPT_MAXMEM = 256 * 1024 * 1024
 _NONCE = 12
 
 
@@ -90,7 +91,7 @@ def _check_value(raw: bytes) -> str:
 
 def _derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
-        passphrase.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=KEY_BYTES
+        passphrase.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=KEY_BYTES
     )
 
 
@@ -192,7 +193,8 @@ def _load_scrypt(home: Path, meta: dict[str, Any], env: Mapping[str, str]) -> by
     except (KeyError, ValueError, TypeError):
         raise ConflictError(f"{home / MASTER_META_FILE} is incomplete", code="master_key_corrupt") from None
     # Hard caps so a tampered file cannot make us burn unbounded CPU or memory.
-    if not (len(salt) >= 16 and 2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4):
+    in_range = 2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4
+    if not (len(salt) >= 16 and in_range and 128 * n * r <= _SCRYPT_MAXMEM // 2):
         raise ConflictError(
             f"{home / MASTER_META_FILE} has out-of-range scrypt parameters", code="master_key_corrupt"
         )
