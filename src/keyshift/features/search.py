@@ -33,13 +33,13 @@ from sqlalchemy.orm import Session
 
 from keyshift.crypto.dek import DataKey
 from keyshift.crypto.records import AssociatedData
-from keyshift.db.models import SearchIndex, SearchPosting
-from keyshift.errors import ConflictError, NotFoundError, UsageError
+from keyshift.db.models import DataRecord, SearchIndex, SearchPosting
+from keyshift.errors import ConflictError, IntegrityError, UsageError
 from keyshift.features.common import SEARCH, usable_env
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView
 from keyshift.stores.keys import data_keys
-from keyshift.stores.records import RecordStore, validate_table
+from keyshift.stores.records import Record, decode_value, validate_table
 
 STORE = "search"
 TOKEN_LEN = 16
@@ -54,6 +54,7 @@ _IN_CHUNK = 500
 _EXT = "keyshift.features.search"
 
 _P = SearchPosting.__table__
+_R = DataRecord.__table__
 
 
 def words(text: str) -> list[str]:
@@ -219,11 +220,7 @@ def record_write_hook(
 # -- queries -----------------------------------------------------------------------------------
 
 
-def _active(rt: Runtime, env: EnvView, table: str) -> SearchIndex:
-    with rt.transaction() as s:
-        gens = live_indexes(s, env.id, table)
-        for g in gens:
-            s.expunge(g)
+def _pick_active(gens: list[SearchIndex], env: EnvView, table: str) -> SearchIndex:
     active = [g for g in gens if g.state == "active"]
     if active:
         return active[-1]
@@ -240,6 +237,42 @@ def _active(rt: Runtime, env: EnvView, table: str) -> SearchIndex:
     )
 
 
+def fetch_records(rt: Runtime, env: EnvView, table: str, ids: list[str]) -> list[Record]:
+    """Records by id (one query per 500 ids), decrypted through the records store's keys; in id order."""
+    rows: list[Any] = []
+    with rt.transaction() as s:
+        for i in range(0, len(ids), _IN_CHUNK):
+            rows += s.execute(_record_query(env.id, table, ids[i : i + _IN_CHUNK])).all()
+    return decrypt_rows(rt, env, table, rows)
+
+
+def _record_query(env_id: str, table: str, ids: list[str]) -> Any:
+    return (
+        select(_R.c.record_id, _R.c.value, _R.c.version, _R.c.updated_at)
+        .where(_R.c.environment_id == env_id, _R.c.table_name == table, _R.c.record_id.in_(ids))
+        .order_by(_R.c.record_id)
+    )
+
+
+def decrypt_rows(rt: Runtime, env: EnvView, table: str, rows: list[Any]) -> list[Record]:
+    keys = data_keys(rt)
+    out = []
+    for rid, blob, version, at in sorted(rows, key=lambda r: r[0]):
+        blob = bytes(blob)
+        try:
+            if len(blob) < 20:
+                raise IntegrityError("ciphertext is malformed")
+            cipher = keys.decrypter(rt, env, "records", blob[4:20])
+            plain = cipher.decrypt(blob, AssociatedData(env.tenant_id, env.id, "records", table, rid))
+            value = decode_value(plain)
+        except (IntegrityError, ValueError):
+            raise IntegrityError(
+                f"record {table}/{rid} of environment {env.name!r} failed authentication"
+            ) from None
+        out.append(Record(rid, value, version, at))
+    return out
+
+
 def search(rt: Runtime, env_ref: str, table: str, text: str, *, limit: int = 10) -> dict[str, Any]:
     """Records of `table` whose searchable fields hold every word of `text` (decrypted)."""
     validate_table(table)
@@ -253,40 +286,51 @@ def search(rt: Runtime, env_ref: str, table: str, text: str, *, limit: int = 10)
     if len(ws) > MAX_QUERY_WORDS:
         raise UsageError(f"a query holds at most {MAX_QUERY_WORDS} words", code="invalid_query")
     env = usable_env(rt, env_ref, SEARCH, "data.search")
-    index = _active(rt, env, table)
-    toks = sorted(tokens(table_key(rt, env, table, index.dek_id), ws))
-    ids = match(rt, index.id, toks, limit)
-    store = RecordStore(rt, env.id)
-    results = []
-    for rid in ids:
-        try:
-            results.append(store.get_record(table, rid).to_dict())
-        except NotFoundError:  # deleted between the index lookup and the fetch
-            continue
+    # One transaction: the active generation, the matching ids, their rows (a consistent answer).
+    with rt.transaction() as s:
+        gens = live_indexes(s, env.id, table)
+        index = _pick_active(gens, env, table)
+        s.expunge(index)
+        # The table key may need the vault the first time: never inside this transaction.
+        key = _cached_table_key(rt, env, table, index.dek_id)
+        if key is None:
+            rows = None
+        else:
+            ids = list(s.scalars(_match_query(index.id, sorted(tokens(key, ws)), limit)))
+            rows = s.execute(_record_query(env.id, table, ids)).all() if ids else []
+    if rows is None:
+        key = table_key(rt, env, table, index.dek_id)
+        with rt.transaction() as s:
+            ids = list(s.scalars(_match_query(index.id, sorted(tokens(key, ws)), limit)))
+            rows = s.execute(_record_query(env.id, table, ids)).all() if ids else []
+    results = [r.to_dict() for r in decrypt_rows(rt, env, table, rows)]
     return {"table": table, "generation": index.generation, "count": len(results), "results": results}
 
 
-def match(rt: Runtime, index_id: str, toks: list[bytes], limit: int) -> list[str]:
+def _cached_table_key(rt: Runtime, env: EnvView, table: str, dek_hex: str) -> bytes | None:
+    """The derived table key if its DEK is in this process's cache (no vault call), else None."""
+    if data_keys(rt).cache.get(env.id, bytes.fromhex(dek_hex)) is None:
+        return None
+    return table_key(rt, env, table, dek_hex)
+
+
+def _match_query(index_id: str, toks: list[bytes], limit: int) -> Any:
     """Record ids holding every token, in id order, at most `limit`."""
-    stmt: Any
     if len(toks) == 1:
-        stmt = (
+        return (
             select(_P.c.record_id)
             .where(_P.c.index_id == index_id, _P.c.token == toks[0])
             .order_by(_P.c.record_id)
             .limit(limit)
         )
-    else:
-        stmt = (
-            select(_P.c.record_id)
-            .where(_P.c.index_id == index_id, _P.c.token.in_(toks))
-            .group_by(_P.c.record_id)
-            .having(func.count() == len(toks))
-            .order_by(_P.c.record_id)
-            .limit(limit)
-        )
-    with rt.transaction() as s:
-        return list(s.scalars(stmt))
+    return (
+        select(_P.c.record_id)
+        .where(_P.c.index_id == index_id, _P.c.token.in_(toks))
+        .group_by(_P.c.record_id)
+        .having(func.count() == len(toks))
+        .order_by(_P.c.record_id)
+        .limit(limit)
+    )
 
 
 def index_size(rt: Runtime, env_id: str) -> dict[str, Any]:

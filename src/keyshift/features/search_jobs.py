@@ -29,6 +29,7 @@ from keyshift.features.search import (
     _P,
     LIVE,
     STORE,
+    fetch_records,
     posting_rows,
     replace_postings,
     table_key,
@@ -348,14 +349,9 @@ class RebuildPlan:
                     .order_by(_R.c.record_id)
                 )
             )
-        store = RecordStore(rt, g.environment_id)
+        env = env_states(rt).require_usable(g.environment_id)
         for i in range(0, len(ids), ROW_BATCH):
-            recs = []
-            for rid in ids[i : i + ROW_BATCH]:
-                try:
-                    recs.append(store.get_record(g.table_name, rid))
-                except NotFoundError:
-                    continue
+            recs = fetch_records(rt, env, g.table_name, ids[i : i + ROW_BATCH])
             _reindex(rt, g, recs, lambda s: None)
 
 
