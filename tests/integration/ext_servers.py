@@ -26,6 +26,9 @@ SOFTHSM_MODULE_CANDIDATES = (
 )
 
 
+SPARE_TOKEN_LABEL = "keyshift-spare"
+
+
 class ServerUnavailable(RuntimeError):
     """The server cannot be started here; the message says why."""
 
@@ -94,6 +97,15 @@ def init_softhsm_token(workdir: Path, label: str = "keyshift-test") -> SoftHsmTo
     )
     if res.returncode != 0:
         raise ServerUnavailable(f"softhsm2-util --init-token failed: {res.stderr.strip()[:200]}")
+    # A second token nobody logs in to (PKCS#11 login state is per process and token), so that a
+    # wrong PIN can be tried in-process: SPARE_TOKEN_LABEL, same PINs.
+    subprocess.run(
+        [util, "--init-token", "--free", "--label", SPARE_TOKEN_LABEL, "--so-pin", so_pin, "--pin", pin],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     os.environ["SOFTHSM2_CONF"] = str(conf)
     return SoftHsmToken(module=module, conf=conf, label=label, pin=pin, so_pin=so_pin)
 

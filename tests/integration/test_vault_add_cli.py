@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -246,23 +244,20 @@ def test_missing_pin_variable_makes_the_vault_unreachable_not_a_crash(
     assert err["code"] == "vault_secret_unavailable"
 
 
-_WRONG_PIN = """
-import json, sys
-from keyshift.vaults.pkcs11 import Pkcs11Vault
-cfg = {"module": sys.argv[1], "token_label": sys.argv[2], "pin": {"env": "KS_CLI_TEST_PIN"}}
-info = Pkcs11Vault("hsm-w", cfg).info()
-print(json.dumps({"reachable": info.reachable, "detail": info.detail}))
-"""
+def test_wrong_pin_is_an_opaque_login_failure(softhsm_token: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a token this process never logged in to (PKCS#11 login state is per process and token)."""
+    from integration.ext_servers import SPARE_TOKEN_LABEL
+    from keyshift.vaults.base import AccessDeniedError, KeyRef
+    from keyshift.vaults.pkcs11 import Pkcs11Vault
 
-
-def test_wrong_pin_is_an_opaque_login_failure(softhsm_token: Any) -> None:
-    """In a fresh process: PKCS#11 login state is per process, this one has logged in already."""
-    env = {**os.environ, PIN_VAR: "not-the-pin"}
-    res = subprocess.run(
-        [sys.executable, "-c", _WRONG_PIN, softhsm_token.module, softhsm_token.label],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    view = json.loads(res.stdout)
-    assert view["reachable"] is False and "login to the token failed" in view["detail"]
-    assert "not-the-pin" not in res.stdout + res.stderr
+    monkeypatch.setenv(PIN_VAR, "not-the-pin")
+    v = Pkcs11Vault("hsm-w", {"module": softhsm_token.module, "token_label": SPARE_TOKEN_LABEL,
+                              "pin": {"env": PIN_VAR}})  # fmt: skip
+    info = v.info()
+    assert info.reachable is False and "login to the token failed" in info.detail
+    with pytest.raises(AccessDeniedError) as err:
+        v.describe(KeyRef("hsm-w", "k"))
+    assert "not-the-pin" not in err.value.message + info.detail
+    monkeypatch.setenv(PIN_VAR, softhsm_token.pin)  # the right PIN opens it
+    assert Pkcs11Vault("hsm-w2", {"module": softhsm_token.module, "token_label": SPARE_TOKEN_LABEL,
+                                  "pin": {"env": PIN_VAR}}).info().reachable is True  # fmt: skip
