@@ -109,7 +109,6 @@ def _db_size(rt, db: Path) -> int:  # type: ignore[no-untyped-def]
     from sqlalchemy import text
 
     with rt.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         pages = conn.execute(text("PRAGMA page_count")).scalar_one()
         free = conn.execute(text("PRAGMA freelist_count")).scalar_one()
         size = conn.execute(text("PRAGMA page_size")).scalar_one()
