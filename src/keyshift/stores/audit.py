@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from keyshift.clock import utc
@@ -38,7 +38,7 @@ MAX_EVENT_BYTES = 1 << 20
 MAX_LIMIT = 10_000
 RETENTION_FEATURE = "audit-retention"
 
-_SQL = DataAuditRow.__table__
+_SQL: Table = DataAuditRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

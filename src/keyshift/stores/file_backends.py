@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qs, urlparse
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 
 from keyshift.crypto.format import STREAM_HEADER_LEN, TAG_LEN
 from keyshift.crypto.stream import DEFAULT_SEGMENT_SIZE
@@ -215,7 +215,7 @@ class S3Files:
         query = parse_qs(parsed.query)
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        endpoint = endpoint or (query.get("endpoint") or [None])[0]
+        endpoint = endpoint or next(iter(query.get("endpoint", [])), None)
         region = (query.get("region") or [os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"])[0]
         self.part_size = part_size
         self.client = boto3.client(
@@ -301,8 +301,8 @@ class S3Files:
 
 # -- SQL layout ----------------------------------------------------------------------------------
 
-_F = DataFile.__table__
-_C = DataFileChunk.__table__
+_F: Table = DataFile.__table__  # type: ignore[assignment]
+_C: Table = DataFileChunk.__table__  # type: ignore[assignment]
 
 
 class _ChunkSink(io.RawIOBase):

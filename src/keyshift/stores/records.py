@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyshift.crypto.dek import DataKeyExhaustedError
@@ -41,7 +41,7 @@ MAX_VALUE_BYTES = 16 << 20
 DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
 
-_T = DataRecord.__table__
+_T: Table = DataRecord.__table__  # type: ignore[assignment]
 
 # Derived indexes kept in step with writes (additive hook; the search index uses it). Each entry
 # "module:function" is called as fn(rt, env, table, changes) before a write's transaction, with
