@@ -103,8 +103,9 @@ def test_file_upload_over_the_limit_is_refused_and_leaves_no_file(
     assert ok.status_code == 200 and small_client.get(f"{base}/small.bin", headers=h).content == b"a" * 1000
 
 
-def test_openapi_document_is_served_and_lists_the_resources(client: TestClient) -> None:
-    doc = client.get("/openapi.json").json()
+def test_openapi_document_is_served_and_lists_the_resources(sqlite_rt: Runtime) -> None:
+    with TestClient(create_app(sqlite_rt)) as client:
+        doc = client.get("/openapi.json").json()
     paths = set(doc["paths"])
     for p in [
         "/api/v1/tenants",
