@@ -16,7 +16,7 @@ from sqlalchemy import select, text, update
 
 from keyshift.clock import FixedClock
 from keyshift.control import audit_trail
-from keyshift.control.vaults import create_local_vault, list_vaults
+from keyshift.control.vaults import create_local_vault, list_vaults, purge_due_keys
 from keyshift.db.models import LocalKey, LocalKeyVersion
 from keyshift.errors import AlreadyExistsError, ConflictError, NotFoundError, UsageError
 from keyshift.runtime import Runtime
@@ -164,9 +164,11 @@ def test_purge_without_protection_and_purge_due(sqlite_rt: Runtime, clock: Fixed
         vault.describe(a)
     vault.delete_key(b.name)
     assert vault.purge_due() == []
+    assert purge_due_keys(sqlite_rt) == []
     clock.advance(days=7)
-    assert vault.purge_due() == [b.name]
+    assert purge_due_keys(sqlite_rt) == [f"{vault.name}/{b.name}"]
     assert vault.list_keys() == []
+    assert ("key.purge", "ok") in _audit(sqlite_rt)
 
 
 def test_soft_delete_retention_must_be_7_to_90_days(sqlite_rt: Runtime) -> None:

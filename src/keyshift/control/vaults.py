@@ -341,3 +341,22 @@ def erase_local_vault(rt: Runtime, vault: str, *, reason: str | None = None) -> 
     rt.forget_vault(rec.id)
     view["keys_erased"] = erased
     return view
+
+
+def purge_due_keys(rt: Runtime) -> list[str]:
+    """Purge every soft-deleted local key whose retention has ended (for `maintenance run`).
+
+    Returns the purged keys as "vault/key". Each purge is its own audited transaction.
+    """
+    from keyshift.vaults.local import LocalVault
+
+    with rt.transaction() as session:
+        names = session.scalars(
+            select(VaultRecord.name).where(VaultRecord.kind == "local", VaultRecord.state != "deleted")
+        ).all()
+    purged: list[str] = []
+    for name in names:
+        adapter = rt.vault(name)
+        if isinstance(adapter, LocalVault):
+            purged += [f"{name}/{key}" for key in adapter.purge_due()]
+    return purged

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, literal, select
+from sqlalchemy.orm import Session
 
 from keyshift.clock import utc
 from keyshift.db.models import LocalKey, LocalKeyGrant, LocalKeyVersion, VaultRecord
@@ -30,11 +31,12 @@ from keyshift.vaults.base import (
     KeyRef,
     KeyType,
     Permission,
+    UnwrapError,
     VaultInfo,
     WrappedKey,
 )
 from keyshift.vaults.local_admin import LocalKeyAdmin
-from keyshift.vaults.local_crypto import LoadedKey, load_secret, material_ad
+from keyshift.vaults.local_crypto import LoadedKey, load_secret, material_ad, public_pem
 from keyshift.vaults.master_key import MasterKey, load_master_key
 
 if TYPE_CHECKING:
@@ -201,8 +203,6 @@ class LocalVault(LocalKeyAdmin):
         self.calls["unwrap"] += 1
         loaded, _ = self._usable(wrapped.key, identity, Permission.UNWRAP)
         if wrapped.algorithm != loaded.algorithm:
-            from keyshift.vaults.base import UnwrapError
-
             raise UnwrapError("wrapped key could not be unwrapped")
         return loaded.unwrap(wrapped.ciphertext)
 
@@ -217,8 +217,6 @@ class LocalVault(LocalKeyAdmin):
 
     def public_key_pem(self, name: str, version: str | None = None) -> bytes:
         """PEM SubjectPublicKeyInfo of an RSA key version (the current one by default)."""
-        from keyshift.vaults.local_crypto import public_pem
-
         with self.rt.transaction() as session:
             row = self._find(session, name)
             v = self._version_row(session, row, version or row.current_version)
@@ -226,7 +224,7 @@ class LocalVault(LocalKeyAdmin):
                 raise UsageError(f"key {self.name}/{name} is {row.key_type}; only RSA keys have a public key")
             return public_pem(v.public_key)
 
-    def _grant_of(self, session: Any, row: LocalKey, identity: str) -> frozenset[Permission]:
+    def _grant_of(self, session: Session, row: LocalKey, identity: str) -> frozenset[Permission]:
         perms = session.scalars(
             select(LocalKeyGrant.permissions).where(
                 LocalKeyGrant.key_id == row.id, LocalKeyGrant.identity == identity
