@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "control"))
 
-from control_support import ensure_platform_vault, snapshot
+from control_support import Cli, ensure_platform_vault, snapshot
 
-from keyshift.cli.main import app
 from keyshift.runtime import Runtime
-
-
-class Cli:
-    def __init__(self, rt: Runtime, home: Path, db_url: str | None) -> None:
-        self.rt, self.home, self.db_url = rt, home, db_url
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, code: int = 0) -> Any:
-        base = ["--home", str(self.home), "--json"]
-        if self.db_url:
-            base += ["--database-url", self.db_url]
-        res = self.runner.invoke(app, [*base, *args], env={"KEYSHIFT_NOW": ""})
-        assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
-        if code == 0:
-            return json.loads(res.stdout)
-        assert res.stdout == ""
-        return json.loads(res.stderr)["error"]
 
 
 @pytest.fixture
@@ -126,7 +105,4 @@ def test_human_env_show_renders_customer_via_platform(cli: Cli) -> None:
     with cli.rt.transaction() as s:
         env = s.query(Environment).filter_by(name="e1").one()
         env.enc_mode, env.enc_managed_by = "cmk", "customer_via_platform"
-    base = ["--home", str(cli.home)] + (["--database-url", cli.db_url] if cli.db_url else [])
-    res = cli.runner.invoke(app, [*base, "env", "show", "e1"])
-    assert res.exit_code == 0, res.output
-    assert f"CustomerVia{cli.rt.settings.platform_name}" in res.stdout
+    assert f"CustomerVia{cli.rt.settings.platform_name}" in cli.human("env", "show", "e1")

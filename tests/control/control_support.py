@@ -53,3 +53,41 @@ def audit_rows(rt: Runtime, action: str | None = None) -> list[AdminAuditEvent]:
         for r in rows:
             s.expunge(r)
         return rows
+
+
+class Cli:
+    """Runs `keyshift --json ...` in-process (typer's CliRunner) against one home.
+
+    Returns the parsed JSON on success; on failure asserts the exit code, an empty stdout and the
+    SPEC error shape on stderr, and returns the error object.
+    """
+
+    def __init__(self, rt: Runtime, home: Any, db_url: str | None) -> None:
+        from typer.testing import CliRunner
+
+        self.rt, self.home, self.db_url = rt, home, db_url
+        self.runner = CliRunner()
+
+    def base(self) -> list[str]:
+        return ["--home", str(self.home)] + (["--database-url", self.db_url] if self.db_url else [])
+
+    def __call__(self, *args: str, code: int = 0) -> Any:
+        import json
+
+        from keyshift.cli.main import app
+
+        res = self.runner.invoke(app, [*self.base(), "--json", *args], env={"KEYSHIFT_NOW": ""})
+        assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
+        if code == 0:
+            return json.loads(res.stdout)
+        assert res.stdout == ""
+        err = json.loads(res.stderr)["error"]
+        assert set(err) == {"code", "message"}
+        return err
+
+    def human(self, *args: str) -> str:
+        from keyshift.cli.main import app
+
+        res = self.runner.invoke(app, [*self.base(), *args], env={"KEYSHIFT_NOW": ""})
+        assert res.exit_code == 0, (res.exit_code, res.stdout, res.stderr)
+        return str(res.stdout)

@@ -171,7 +171,7 @@ def set_managed(rt: Runtime, ref: str, managed: bool) -> dict[str, Any]:
     action = "environment.managed." + ("enable" if managed else "disable")
     with operation(rt, action, target_type="environment", details={"managed": managed}) as op:
         s = op.session
-        env = get_environment(s, ref)
+        env = get_environment(s, ref, lock=True)
         op.target_id, op.tenant_id = env.id, env.tenant_id
         require_not_deleted(env)
         if not managed and env.policy_id is not None:
@@ -195,7 +195,7 @@ def enable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
                 code="invalid_feature",
             )
         s = op.session
-        env = get_environment(s, ref)
+        env = get_environment(s, ref, lock=True)
         op.target_id, op.tenant_id = env.id, env.tenant_id
         require_not_deleted(env)
         if env.state != "enabled":
