@@ -56,3 +56,14 @@ def test_service_audit_records_name_the_token_principal(
     assert r.status_code == 201, r.text
     created = [e for e in audit_trail.query(rt) if e["action"] == "tenant.create"]
     assert [e["principal"] for e in created] == [f"token:{tid}:operator"]
+
+
+def test_operator_requests_on_a_tenants_object_appear_in_that_tenants_trail(
+    client: TestClient, rt: Runtime, operator_token: str
+) -> None:
+    from keyshift.control import tenants
+
+    t = tenants.create_tenant(rt, "contoso")
+    assert client.get(f"/api/v1/tenants/{t['id']}", headers=bearer(operator_token)).status_code == 200
+    rows = [e for e in audit_trail.query(rt, tenant_id=t["id"]) if e["action"] == "api.request"]
+    assert [r["target_id"] for r in rows] == [f"GET /api/v1/tenants/{t['id']}"]

@@ -72,6 +72,8 @@ class Ctx:
     rt: Runtime
     principal: Principal | None
     rule: Rule
+    # Tenant of the last object resolved in scope (tags the request's audit record).
+    object_tenant: str | None = None
 
     @property
     def tenant_filter(self) -> str | None:
@@ -84,6 +86,10 @@ class Ctx:
 
     # -- resolving objects to their tenant ----------------------------------------------------
     def _in_scope(self, tenant_id: str | None, kind: str, ref: str) -> None:
+        self._check_scope(tenant_id, kind, ref)
+        self.object_tenant = tenant_id
+
+    def _check_scope(self, tenant_id: str | None, kind: str, ref: str) -> None:
         p = self.principal
         if p is None or p.role in ("operator", "service"):
             return  # a service token is scoped by its environment grants (require_env)
@@ -194,6 +200,8 @@ class Guard:
             return Ctx(base.with_principal("anonymous"), None, self.rule)
         principal = tokens.authenticate(base, self.token_source(request))
         request.state.principal = principal.label
+        if principal.tenant_id is not None:
+            request.state.tenant_id = principal.tenant_id
         ctx = Ctx(base.with_principal(principal.label), principal, self.rule)
         if not _role_allows(principal, self.rule):
             raise PermissionDeniedError(
@@ -205,8 +213,8 @@ class Guard:
             if ref is None:  # pragma: no cover - a route declared a scope without its parameter
                 raise PermissionDeniedError("route has no object to authorize")
             _RESOLVERS[self.rule.scope](ctx, ref)
-        if principal.tenant_id is not None:
-            request.state.tenant_id = principal.tenant_id
+        if principal.tenant_id is None and ctx.object_tenant is not None:
+            request.state.tenant_id = ctx.object_tenant  # operator / global reader on a tenant's object
         return ctx
 
 
