@@ -84,8 +84,7 @@ def copy_files(
             key = keys.reserve(rt, env, STORE, 1)
 
             def produce(sink: Any, reader: Any = reader, key: Any = key, ad: bytes = ad) -> int:
-                ctx.point("move:mid-file")
-                return encrypt_stream(key, reader, sink, ad)
+                return encrypt_stream(key, _Marked(reader, ctx), sink, ad)
 
             if isinstance(dst_b, DirectoryFiles):
                 size = _put_if_absent(dst_b, env_id, path, produce)
@@ -98,6 +97,23 @@ def copy_files(
             copied += 1
             nbytes += size
     return copied, nbytes
+
+
+class _Marked(io.RawIOBase):
+    """Passes reads through; after the first chunk marks the point "move:mid-file" (tests crash there)."""
+
+    def __init__(self, inner: Any, ctx: BatchContext) -> None:
+        self.inner, self.ctx, self.reads = inner, ctx, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = int(self.inner.readinto(b))
+        self.reads += 1
+        if self.reads == 2:
+            self.ctx.point("move:mid-file")
+        return n
 
 
 def _put_if_absent(b: DirectoryFiles, env_id: str, path: str, produce: Any) -> int | None:

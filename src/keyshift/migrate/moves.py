@@ -75,8 +75,9 @@ def plan(rt: Runtime, session: Session, job: Job, phase: str) -> list[dict[str, 
     kind = "audit" if phase.endswith("audit") else "files"
     backward = phase.startswith("return_")
     if not backward:
+        # (the worker's cached primary DEK is dropped at the start of each batch, outside any
+        # transaction: flushing here would take the key cache's lock while holding the DB's)
         _retire(session, env_id, "audit" if kind == "audit" else "files")
-        data_keys(rt).flush(env_id)
     if kind == "audit":
         seqs = _audit_seqs(rt, session, env_id, source="document" if backward else "sql")
         size = int(job.params.get("audit_batch", AUDIT_BATCH))
@@ -127,6 +128,8 @@ def _file_paths(rt: Runtime, session: Session, env_id: str, source: str) -> list
 def run_batch(rt: Runtime, ctx: BatchContext) -> None:
     spec = ctx.spec
     env_id = ctx.job.environment_id or ""
+    if not spec["backward"]:
+        data_keys(rt).flush(env_id)  # copies go under a fresh DEK (the retired one is not reused)
     if spec["kind"] == "audit":
         n = _copy_events(rt, env_id, spec["items"], source="document" if spec["backward"] else "sql", ctx=ctx)
         nbytes = 0

@@ -43,7 +43,6 @@ def plan(rt: Runtime, session: Session, job: Job) -> list[dict[str, Any]]:
         .execution_options(synchronize_session=False)
     )
     job.checkpoint = {**(job.checkpoint or {}), "old_record_deks": old}
-    data_keys(rt).flush(env_id)
     size = int(job.params.get("row_batch", ROW_BATCH))
     rows = session.execute(
         select(DataRecord.table_name, DataRecord.record_id)
@@ -123,6 +122,7 @@ def run_batch(rt: Runtime, ctx: BatchContext) -> None:
     if not old:  # planned by another worker: read the checkpoint it committed
         with rt.transaction() as s:
             old = list(s.get(Job, ctx.job.id).checkpoint.get("old_record_deks") or [])  # type: ignore[union-attr]
+    data_keys(rt).flush(env_id)  # drop a cached (retired) primary: rows go under the fresh DEK
     ids = [rid for _t, rid in _old_ids(rt, env_id, old, spec["table"], spec["first"], spec["last"])]
     _rewrite(rt, env_id, spec["table"], ids)
     ctx.point("reencrypt:rows")
