@@ -1,17 +1,61 @@
 """The shared vault conformance suite, run against the embedded local vault.
 
-AES-256 runs on SQLite and PostgreSQL; RSA-2048 (slower key generation, same SQL) on SQLite.
+AES-256 and RSA-2048, each on SQLite and PostgreSQL. Each test makes its own vault and keys, so one
+state home per backend serves the whole module.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
 from conformance import MakeKey, VaultConformance
 from local_support import IDENTITY, new_key, new_vault
+from sqlalchemy import create_engine, text
 
+from keyshift.bootstrap import init_home
+from keyshift.clock import FixedClock
 from keyshift.runtime import Runtime
 from keyshift.vaults.base import KeyNotFoundError, KeyRef, KeyType
 from keyshift.vaults.local import LocalVault
+
+PG_BASE = os.environ.get("KEYSHIFT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """One initialised home per backend for this module (PostgreSQL: a throwaway schema)."""
+    home: Path = tmp_path_factory.mktemp("conformance") / "home"
+    url: str | None = None
+    admin = None
+    schema = f"ks_{secrets.token_hex(6)}"
+    if request.param == "postgres":
+        admin = create_engine(PG_BASE, connect_args={"connect_timeout": 3})
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        except Exception as exc:
+            admin.dispose()
+            pytest.skip(f"PostgreSQL at {PG_BASE} unreachable: {type(exc).__name__}")
+        sep = "&" if "?" in PG_BASE else "?"
+        url = f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+    init_home(home, database_url=url, allow_fake_clock=True)
+    rt = Runtime.open(
+        home=home,
+        database_url=url,
+        clock=FixedClock(datetime(2026, 1, 5, 12, tzinfo=UTC)),
+        principal="operator:test",
+    )
+    yield rt
+    rt.close()
+    if admin is not None:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 class _LocalHooks(VaultConformance):
@@ -34,8 +78,8 @@ class TestLocalVaultAES(_LocalHooks):
     key_spec = (KeyType.AES, 256)
 
     @pytest.fixture
-    def vault(self, rt: Runtime) -> LocalVault:
-        return new_vault(rt)
+    def vault(self, module_rt: Runtime) -> LocalVault:
+        return new_vault(module_rt)
 
     @pytest.fixture
     def make_key(self, vault: LocalVault) -> MakeKey:
@@ -46,8 +90,8 @@ class TestLocalVaultRSA(_LocalHooks):
     key_spec = (KeyType.RSA, 2048)
 
     @pytest.fixture
-    def vault(self, sqlite_rt: Runtime) -> LocalVault:
-        return new_vault(sqlite_rt)
+    def vault(self, module_rt: Runtime) -> LocalVault:
+        return new_vault(module_rt)
 
     @pytest.fixture
     def make_key(self, vault: LocalVault) -> MakeKey:
