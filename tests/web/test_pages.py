@@ -111,3 +111,25 @@ def test_signed_out_pages_redirect_and_other_tenants_are_not_found(
     login(client, tokens.create_token(sqlite_rt, "reader", tenant=b["id"])["token"])
     page = client.get(f"/environments/{env_b['id']}").text
     assert "Enable managed environment" not in page and "Create a policy" not in client.get("/policies").text
+
+
+def test_operator_turns_the_byok_flag_off_from_the_tenant_page(
+    client: TestClient, sqlite_rt: Runtime
+) -> None:
+    t = tenants.create_tenant(sqlite_rt, "contoso", byok=True)
+    admin = tokens.create_token(sqlite_rt, "tenant_admin", tenant="contoso")["token"]
+    login(client, admin)
+    assert "Turn off the BYOK feature" not in client.get(f"/tenants/{t['id']}").text
+    client.cookies.clear()
+    login(client, tokens.create_token(sqlite_rt, "operator")["token"])
+    page = client.get(f"/tenants/{t['id']}").text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert csrf and "Turn off the BYOK feature" in page
+    r = client.post(
+        f"/tenants/{t['id']}/byok-flag/remove",
+        data={"ticket": "CASE-42", "csrf": csrf.group(1)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    view = tenants.show_tenant(sqlite_rt, t["id"])
+    assert view["byok_feature"] is False and view["byok_flag_ticket"] == "CASE-42"

@@ -184,6 +184,20 @@ def tenant_page(request: Request, tenant: str, ctx: Ctx = web_allow("tenant")) -
     return page(request, "tenant.html", tenant=view, countdown=countdown)
 
 
+@router.post("/tenants/{tenant}/byok-flag/remove")
+def tenant_remove_byok_flag(
+    request: Request,
+    tenant: str,
+    ticket: str = Form(..., max_length=200),
+    csrf_token: str = Form(..., alias="csrf", max_length=128),
+    ctx: Ctx = web_allow("operator", write=True),
+) -> Response:
+    """Operator only: turn the tenant's legacy BYOK feature off, recording the ticket reference."""
+    csrf(request, ctx, csrf_token)
+    view = tenants.byok_flag_remove(ctx.rt, tenant, ticket=ticket)
+    return see_other(f"/tenants/{view['id']}")
+
+
 def install(app: FastAPI) -> None:
     from keyshift.web.render import html_error
 
