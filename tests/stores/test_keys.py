@@ -178,3 +178,19 @@ def test_rewrap_environment_moves_every_dek_to_the_target_kek(fresh_rt: Runtime)
     wraps = _wraps(rt, dek.id)
     assert [w.state for w in wraps] == ["retained", "destroyed", "current"]
     assert wraps[1].wrapped == b""
+
+
+@pytest.mark.parametrize(("bound", "value"), [("dek_cache_max_uses", 5), ("dek_cache_max_bytes", 2000)])
+def test_cache_use_and_byte_bounds_force_a_fresh_unwrap(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, bound: str, value: int
+) -> None:
+    rt.settings = rt.settings.model_copy(update={bound: value})  # before the runtime's cache exists
+    counters = count_vault_calls(rt, monkeypatch)
+    env_id = make_env(rt)
+    store = RecordStore(rt, env_id)
+    store.put("t", "r", {"pad": "x" * 500})
+    for _ in range(12):
+        assert store.get("t", "r") == {"pad": "x" * 500}
+    unwraps = sum(c.calls["unwrap"] for c in counters.values())
+    assert unwraps >= 2  # the bound evicted the key at least once and it was unwrapped again
+    assert unwraps <= 6
