@@ -104,3 +104,23 @@ def test_cli_policy_monitor_and_re_enable(rt, clock, home, db_url):  # type: ign
     assert out["state"] == "enabled" and out["identity"] == world.identity
     assert cli("data", "get", "contoso-prod", "t", "r00001") == before["r00001"]
     assert read_all(rt, eid) == before
+
+
+def test_unhealthy_for_configuration_only_keeps_serving(sqlite_rt, clock):  # type: ignore[no-untyped-def]
+    """Purge protection turned off makes the policy unhealthy (no new links), but the key still
+    wraps and unwraps: the monitor does not take the environments down."""
+    from sqlalchemy import update
+
+    from keyshift.db.models import VaultRecord
+
+    rt = sqlite_rt
+    world = cmk_world(rt)
+    eid = world.envs["contoso-prod"]
+    with rt.transaction() as s:
+        s.execute(update(VaultRecord).where(VaultRecord.name == VAULT).values(purge_protection=False))
+    out = monitor_once(rt)[world.policy]
+    assert out["health"] == "unhealthy" and out["disabled"] == [] and out["key_usable"] is True
+    assert any("purge protection" in r for r in out["reasons"])
+    assert env_row(rt, eid).state == "enabled" and len(read_all(rt, eid)) == 20
+    vaults.set_key_enabled(rt, VAULT, KEY, False)  # now the key itself goes: disabled
+    assert monitor_once(rt)[world.policy]["disabled"] == [eid]

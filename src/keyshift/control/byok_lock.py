@@ -263,9 +263,12 @@ def _unlock_env(rt: Runtime, tenant_id: str, env_id: str) -> str:
             for w in wraps:
                 s.expunge(w)
             stores = {w.dek_id: w for w in wraps}
-            dek_stores = dict(
-                s.execute(select(Dek.id, Dek.store).where(Dek.id.in_(list(stores) or [""]))).tuples().all()
-            )
+            dek_stores = {
+                dek_id: store
+                for dek_id, store in s.execute(
+                    select(Dek.id, Dek.store).where(Dek.id.in_(list(stores) or [""]))
+                )
+            }
             vault_id, new_name, new_id, version = (
                 tenant.byok_vault_id,
                 new.vault_key_name,

@@ -27,6 +27,7 @@ health_interval_seconds + state_refresh_seconds <= revocation_bound_seconds (def
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from datetime import timedelta
@@ -41,7 +42,7 @@ from keyshift.control.revocation import disable_policy_environments, linked_poli
 from keyshift.db.models import Dek, DekWrap, Environment, Policy, VaultRecord
 from keyshift.errors import KeyshiftError
 from keyshift.runtime import Runtime
-from keyshift.vaults.base import KeyRef
+from keyshift.vaults.base import KeyRef, with_retries
 
 log = logging.getLogger("keyshift.monitor")
 
@@ -68,9 +69,40 @@ def check_one(rt: Runtime, policy_id: str) -> dict[str, Any]:
         if extra:
             _store_warnings(rt, policy_id, report, extra)
     disabled: list[str] = []
+    kept = False
     if report.status == "unhealthy":
-        disabled = disable_policy_environments(rt, policy_id, "; ".join(report.reasons), source="monitor")
-    return {"health": report.status, "reasons": list(report.reasons), "disabled": disabled}
+        if report.vault_reachable and _key_still_usable(rt, policy_id):
+            # Unhealthy for a configuration reason only (e.g. purge protection turned off, key type):
+            # the key still wraps and unwraps, so the environments keep serving; the policy's health
+            # says why, and linking new environments is refused until it is fixed.
+            kept = True
+        else:
+            disabled = disable_policy_environments(rt, policy_id, "; ".join(report.reasons), source="monitor")
+    return {
+        "health": report.status,
+        "reasons": list(report.reasons),
+        "disabled": disabled,
+        "key_usable": kept,
+    }
+
+
+def _key_still_usable(rt: Runtime, policy_id: str) -> bool:
+    """A real wrap/unwrap round trip as the policy identity, under the key version in use."""
+    with rt.transaction() as s:
+        p = s.get(Policy, policy_id)
+        if p is None:
+            return False
+        vault_id, key_name, version, identity = p.vault_id, p.key_name, p.key_version, p.identity
+    probe = secrets.token_bytes(32)
+    ctx = {"purpose": "revocation-probe", "policy": policy_id}
+    try:
+        vault = rt.vault(vault_id)
+        ref = KeyRef(vault.name, key_name, version)
+        wrapped = with_retries(lambda: vault.wrap(ref, probe, identity=identity, context=ctx))
+        back = with_retries(lambda: vault.unwrap(wrapped, identity=identity, context=ctx))
+    except KeyshiftError:
+        return False
+    return secrets.compare_digest(back, probe)
 
 
 def _early_warnings(rt: Runtime, policy_id: str) -> list[str]:
