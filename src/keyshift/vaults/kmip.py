@@ -120,6 +120,10 @@ class KmipVault:
 
     # -- connection -------------------------------------------------------------------------------
     def _connect(self) -> Any:
+        # PyKMIP logs connection failures at ERROR with no handler configured, which Python's
+        # last-resort handler prints on stderr; keep them out of CLI output (applications that
+        # configure logging still receive them through propagation).
+        _quiet_pykmip()
         try:
             from kmip.pie.client import ProxyKmipClient
         except ImportError:
@@ -522,6 +526,14 @@ class KmipVault:
             return sorted(names)
 
         return [self.describe(KeyRef(self.name, n)) for n in self._run("vault", go)]
+
+
+def _quiet_pykmip() -> None:
+    import logging
+
+    logger = logging.getLogger("kmip")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
 
 
 def _check_server_name(cert: Any, host: str) -> None:
