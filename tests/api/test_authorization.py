@@ -89,8 +89,9 @@ def test_every_route_declares_one_rule_and_known_parameters(app: Any, world: Wor
         build(route, method, world.beta.refs())  # asserts one rule and known parameters
 
 
-def test_tenant_admin_cannot_see_or_touch_another_tenant_on_any_route(
-    app: Any, client: Any, rt: Runtime, world: World
+@pytest.mark.parametrize("who", ["alpha_admin", "alpha_reader"])
+def test_tenant_scoped_tokens_cannot_see_or_touch_another_tenant_on_any_route(
+    app: Any, client: Any, rt: Runtime, world: World, who: str
 ) -> None:
     beta_ids = world.beta.identifiers()
     checked = 0
@@ -104,7 +105,7 @@ def test_tenant_admin_cannot_see_or_touch_another_tenant_on_any_route(
             scope = probe.guard.rule.scope
             sent += repr((probe.path, probe.json, probe.form))
             before = _snapshot(rt)
-            resp = _send(client, app, world, probe, "alpha_admin")
+            resp = _send(client, app, world, probe, who)
             after = _snapshot(rt)
             leaked = _leaks(resp, beta_ids, sent)
             assert not leaked, f"{probe.label} leaked {leaked}"
@@ -168,4 +169,19 @@ def test_operator_reaches_every_object_read_route(app: Any, client: Any, world: 
             continue
         resp = _send(client, app, world, probe, "operator")
         expected = 303 if probe.path == "/" else 200  # the home page redirects to /environments
+        assert resp.status_code == expected, f"{probe.label} -> {resp.status_code} {resp.text[:300]}"
+
+
+def test_tenant_admin_reaches_its_own_objects_on_every_read_route(
+    app: Any, client: Any, world: World
+) -> None:
+    """The positive control of the isolation test: refusals above are about the other tenant."""
+    for route, method in _probes(app):
+        if method != "GET":
+            continue
+        probe = build(route, method, world.alpha.refs())
+        if probe.guard.rule.scope in ("public", "data", "operator"):
+            continue
+        resp = _send(client, app, world, probe, "alpha_admin")
+        expected = 303 if probe.path == "/" else 200
         assert resp.status_code == expected, f"{probe.label} -> {resp.status_code} {resp.text[:300]}"
