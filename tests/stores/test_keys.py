@@ -194,3 +194,33 @@ def test_cache_use_and_byte_bounds_force_a_fresh_unwrap(
     unwraps = sum(c.calls["unwrap"] for c in counters.values())
     assert unwraps >= 2  # the bound evicted the key at least once and it was unwrapped again
     assert unwraps <= 6
+
+
+def test_a_dek_retired_elsewhere_stops_taking_writes_within_the_refresh_bound(rt: Runtime) -> None:
+    from sqlalchemy import update
+
+    env_id = make_env(rt)
+    dk = keys.data_keys(rt)
+    now = [1000.0]
+    dk.monotonic = lambda: now[0]
+    store = RecordStore(rt, env_id)
+    store.put("t", "a", 1)
+    [old] = _deks(rt, env_id)
+    with rt.transaction() as s:  # another process (a re-encrypting migration) retires it
+        s.execute(update(Dek).where(Dek.id == old.id).values(state="retired"))
+    store.put("t", "b", 2)  # within the bound this process may still use its reserved block
+    now[0] += rt.settings.state_refresh_seconds
+    store.put("t", "c", 3)
+    deks = _deks(rt, env_id)
+    assert len(deks) == 2
+    [new] = [d for d in deks if d.id != old.id]
+    with rt.transaction() as s:
+        from keyshift.db.models import DataRecord
+
+        by_id = dict(
+            s.execute(
+                select(DataRecord.record_id, DataRecord.dek_id).where(DataRecord.environment_id == env_id)
+            ).all()
+        )
+    assert by_id["c"] == new.id and by_id["a"] == old.id
+    assert [store.get("t", r) for r in "abc"] == [1, 2, 3]  # retired DEKs still decrypt

@@ -19,6 +19,7 @@ rolling, flush, and rewrapping an environment under another KEK.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,7 +113,11 @@ class DataKeys:
         self.max_block = DEFAULT_BLOCK
         self.vault_calls: dict[str, int] = {"wrap": 0, "unwrap": 0}
         self._budgets: dict[str, BlockBudget] = {}
-        self._primary: dict[tuple[str, str], str] = {}
+        # (env, store) -> (primary DEK id, monotonic time it was read). Re-read after
+        # settings.state_refresh_seconds, so a DEK retired elsewhere (a re-encrypting migration,
+        # another process rolling it) stops taking writes here within that bound.
+        self._primary: dict[tuple[str, str], tuple[str, float]] = {}
+        self.monotonic = time.monotonic
         self._ciphers: dict[tuple[str, str], tuple[DataKey, RecordCipher]] = {}
         self._decrypters: dict[tuple[str, str, bytes], tuple[DataKey, RecordCipher]] = {}
         self._lock = threading.RLock()
@@ -198,8 +203,10 @@ class DataKeys:
         """The store's primary DEK (created on first use) and its usage budget."""
         if store not in STORES:
             raise ValueError(f"unknown store {store!r}")
-        dek_hex = self._primary.get((env.id, store))
-        if dek_hex is None:
+        hint = self._primary.get((env.id, store))
+        if hint is not None and self.monotonic() - hint[1] < rt.settings.state_refresh_seconds:
+            dek_hex = hint[0]
+        else:
             dek_hex = self._load_or_create_primary(rt, env, store)
         return self.key_for(rt, env, store, bytes.fromhex(dek_hex)), self._budget(rt, dek_hex)
 
@@ -208,7 +215,8 @@ class DataKeys:
         dek_hex = dek_id.hex()
         self._retire(rt, dek_hex)
         with self._lock:
-            if self._primary.get((env.id, store)) == dek_hex:
+            hint = self._primary.get((env.id, store))
+            if hint is not None and hint[0] == dek_hex:
                 del self._primary[(env.id, store)]
             self._budgets.pop(dek_hex, None)
             self._ciphers.pop((env.id, store), None)
@@ -307,7 +315,7 @@ class DataKeys:
         if dek_hex is None:
             dek_hex = self._create(rt, env.id, store)
         with self._lock:
-            self._primary[(env.id, store)] = dek_hex
+            self._primary[(env.id, store)] = (dek_hex, self.monotonic())
         return dek_hex
 
     def _create(self, rt: Runtime, env_id: str, store: str) -> str:
