@@ -34,6 +34,13 @@ def test_key_lifecycle_through_the_cli(cli: VaultCli, rt: Runtime) -> None:
     k = cli("key", "create", "cust", "k1", "--type", "RSA", "--size", "2048", "--expires", "2030-01-01")
     assert (k["type"], k["size"], k["current_version"], k["enabled"]) == ("RSA", 2048, "1", True)
     assert k["versions"][0]["expires"].startswith("2030-01-01T00:00:00")
+    nb = cli(
+        "key", "create", "cust", "k0", "--type", "AES", "--size", "256", "--not-before", "2026-02-01T08:00Z"
+    )
+    assert (
+        nb["versions"][0]["not_before"].startswith("2026-02-01T08:00:00")
+        and nb["versions"][0]["expires"] is None
+    )
     g = cli("key", "grant", "cust", "k1", "--identity", "pol-1", "--permissions", "get, wrapKey,unwrapKey")
     assert g["permissions"] == ["get", "unwrapKey", "wrapKey"]
     assert cli("key", "rotate", "cust", "k1")["current_version"] == "2"
@@ -46,7 +53,7 @@ def test_key_lifecycle_through_the_cli(cli: VaultCli, rt: Runtime) -> None:
     assert show["grants"] == [{"identity": "pol-1", "permissions": ["get", "unwrapKey", "wrapKey"]}]
     assert {"versions", "enabled", "grants"} <= set(show)
     assert not {"material", "private_key", "secret"} & set(show)
-    assert [r["name"] for r in cli("key", "list", "cust")] == ["k1"]
+    assert [r["name"] for r in cli("key", "list", "cust")] == ["k0", "k1"]
     deleted = cli("key", "delete", "cust", "k1")
     assert deleted["deleted"] is True and deleted["state"] == "deleted" and deleted["purge_after"]
     err = cli("key", "purge", "cust", "k1", code=4)
