@@ -18,8 +18,7 @@ from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
 
 
-@pytest.fixture
-def fab(rt: Runtime, tmp_path: Path) -> dict[str, Any]:
+def _fab(rt: Runtime, tmp_path: Path) -> dict[str, Any]:
     w = byok_world(rt, tmp_path)
     env_id = w["envs"]["fab-prod"]
     w["env"] = env_id
@@ -29,7 +28,19 @@ def fab(rt: Runtime, tmp_path: Path) -> dict[str, Any]:
     return w
 
 
-def test_byok_link_refused_while_the_flag_is_on(rt: Runtime, fab: dict[str, Any]) -> None:
+@pytest.fixture
+def fab(sqlite_rt: Runtime, tmp_path: Path) -> dict[str, Any]:
+    """SQLite only: these rules are not about the SQL backend (the main migration runs on both)."""
+    return _fab(sqlite_rt, tmp_path)
+
+
+@pytest.fixture
+def fab_any(rt: Runtime, tmp_path: Path) -> dict[str, Any]:
+    return _fab(rt, tmp_path)
+
+
+def test_byok_link_refused_while_the_flag_is_on(sqlite_rt: Runtime, fab: dict[str, Any]) -> None:
+    rt = sqlite_rt
     before = env_row(rt, "fab-prod")
     with pytest.raises(ConflictError) as exc:
         start_link(rt, "fab-pol", "fab-prod")
@@ -44,7 +55,8 @@ def _migrate(rt: Runtime, fab: dict[str, Any]) -> str:
     return str(view["id"])
 
 
-def test_byok_to_cmk_moves_audit_keeps_everything_and_finalizes(rt: Runtime, fab: dict[str, Any]) -> None:
+def test_byok_to_cmk_moves_audit_keeps_everything_and_finalizes(rt: Runtime, fab_any: dict[str, Any]) -> None:
+    fab = fab_any
     now = rt.clock.now()
     job_id = _migrate(rt, fab)
     env = env_row(rt, "fab-prod")
@@ -68,7 +80,8 @@ def test_byok_to_cmk_moves_audit_keeps_everything_and_finalizes(rt: Runtime, fab
     assert job(rt, job_id)["done"] == job(rt, job_id)["total"]
 
 
-def test_env_list_with_policies_lists_the_migrated_env(rt: Runtime, fab: dict[str, Any]) -> None:
+def test_env_list_with_policies_lists_the_migrated_env(sqlite_rt: Runtime, fab: dict[str, Any]) -> None:
+    rt = sqlite_rt
     from keyshift.control import environments
 
     _migrate(rt, fab)
@@ -77,7 +90,10 @@ def test_env_list_with_policies_lists_the_migrated_env(rt: Runtime, fab: dict[st
     assert "fab-prod" in names
 
 
-def test_unlink_blocked_for_seven_days_after_migration(rt: Runtime, fab: dict[str, Any], clock: Any) -> None:
+def test_unlink_blocked_for_seven_days_after_migration(
+    sqlite_rt: Runtime, fab: dict[str, Any], clock: Any
+) -> None:
+    rt = sqlite_rt
     _migrate(rt, fab)
     with pytest.raises(ConflictError) as exc:
         start_unlink(rt, "fab-pol", "fab-prod")
@@ -91,7 +107,8 @@ def test_unlink_blocked_for_seven_days_after_migration(rt: Runtime, fab: dict[st
     assert read_all(rt, fab["env"])["rows"] == fab["data"]["rows"]
 
 
-def test_byok_apply_refused_after_migration(rt: Runtime, fab: dict[str, Any]) -> None:
+def test_byok_apply_refused_after_migration(sqlite_rt: Runtime, fab: dict[str, Any]) -> None:
+    rt = sqlite_rt
     from keyshift.control import byok
 
     _migrate(rt, fab)
@@ -101,8 +118,9 @@ def test_byok_apply_refused_after_migration(rt: Runtime, fab: dict[str, Any]) ->
 
 
 def test_restore_before_migration_brings_back_byok_and_keeps_later_writes(
-    rt: Runtime, fab: dict[str, Any], clock: Any
+    sqlite_rt: Runtime, fab: dict[str, Any], clock: Any
 ) -> None:
+    rt = sqlite_rt
     from keyshift.stores.audit import AuditLog
     from keyshift.stores.records import RecordStore
 
@@ -137,8 +155,9 @@ def test_restore_before_migration_brings_back_byok_and_keeps_later_writes(
 
 
 def test_restore_refused_after_the_window_and_maintenance_purges(
-    rt: Runtime, fab: dict[str, Any], clock: Any
+    sqlite_rt: Runtime, fab: dict[str, Any], clock: Any
 ) -> None:
+    rt = sqlite_rt
     from sqlalchemy import func, select
 
     from keyshift.db.models import DataAuditRow
@@ -164,8 +183,9 @@ def test_restore_refused_after_the_window_and_maintenance_purges(
 
 
 def test_maintenance_deletes_the_byok_vault_when_due_and_not_before(
-    rt: Runtime, fab: dict[str, Any], clock: Any
+    sqlite_rt: Runtime, fab: dict[str, Any], clock: Any
 ) -> None:
+    rt = sqlite_rt
     _migrate(rt, fab)
     clock.advance(days=28, seconds=-1)
     out = schedule.run_due(rt, only=("delete_byok_vaults",))["delete_byok_vaults"]
