@@ -28,7 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, intersect, select
 from sqlalchemy.orm import Session
 
 from keyshift.crypto.dek import DataKey
@@ -323,14 +323,11 @@ def _match_query(index_id: str, toks: list[bytes], limit: int) -> Any:
             .order_by(_P.c.record_id)
             .limit(limit)
         )
-    return (
-        select(_P.c.record_id)
-        .where(_P.c.index_id == index_id, _P.c.token.in_(toks))
-        .group_by(_P.c.record_id)
-        .having(func.count() == len(toks))
-        .order_by(_P.c.record_id)
-        .limit(limit)
-    )
+    # An INTERSECT of per-token lookups: each part walks the (index, token, record) key, never the
+    # whole generation (a GROUP BY over record ids made SQLite scan every posting).
+    parts = [select(_P.c.record_id).where(_P.c.index_id == index_id, _P.c.token == t) for t in toks]
+    inter = intersect(*parts).subquery()
+    return select(inter.c.record_id).order_by(inter.c.record_id).limit(limit)
 
 
 def index_size(rt: Runtime, env_id: str) -> dict[str, Any]:
