@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, literal, select
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from keyshift.clock import utc
@@ -43,6 +43,40 @@ if TYPE_CHECKING:
     from keyshift.runtime import Runtime
 
 MASTER_KEY_EXTENSION = "vaults.local.master_key"
+
+
+def _state_query(pinned: bool) -> Select:
+    """The one query behind every wrap/unwrap: key, version and grant state, built once."""
+    version_match = LocalKeyVersion.version == (bindparam("version") if pinned else LocalKey.current_version)
+    return (
+        select(
+            LocalKey.id,
+            LocalKey.key_type,
+            LocalKey.size,
+            LocalKey.enabled,
+            LocalKey.deleted_at,
+            LocalKeyVersion.version,
+            LocalKeyVersion.enabled,
+            LocalKeyVersion.not_before,
+            LocalKeyVersion.expires,
+            LocalKeyGrant.permissions,
+        )
+        .join(VaultRecord, VaultRecord.id == LocalKey.vault_id)
+        .outerjoin(LocalKeyVersion, and_(LocalKeyVersion.key_id == LocalKey.id, version_match))
+        .outerjoin(
+            LocalKeyGrant,
+            and_(LocalKeyGrant.key_id == LocalKey.id, LocalKeyGrant.identity == bindparam("identity")),
+        )
+        .where(
+            LocalKey.vault_id == bindparam("vault_id"),
+            LocalKey.name == bindparam("name"),
+            VaultRecord.state != "deleted",
+        )
+    )
+
+
+_STATE_PINNED = _state_query(pinned=True)
+_STATE_CURRENT = _state_query(pinned=False)
 
 
 def master_key_for(rt: Runtime) -> MasterKey:
@@ -106,31 +140,12 @@ class LocalVault(LocalKeyAdmin):
     def _usable(self, key: KeyRef, identity: str, needed: Permission) -> tuple[LoadedKey, str]:
         """Re-check every condition for using `key` now; return the key object and concrete version."""
         wanted = key.version
-        version_match = LocalKeyVersion.version == (
-            literal(wanted) if wanted is not None else LocalKey.current_version
-        )
-        stmt = (
-            select(
-                LocalKey.id,
-                LocalKey.key_type,
-                LocalKey.size,
-                LocalKey.enabled,
-                LocalKey.deleted_at,
-                LocalKeyVersion.version,
-                LocalKeyVersion.enabled,
-                LocalKeyVersion.not_before,
-                LocalKeyVersion.expires,
-                LocalKeyGrant.permissions,
-            )
-            .join(VaultRecord, VaultRecord.id == LocalKey.vault_id)
-            .outerjoin(LocalKeyVersion, and_(LocalKeyVersion.key_id == LocalKey.id, version_match))
-            .outerjoin(
-                LocalKeyGrant, and_(LocalKeyGrant.key_id == LocalKey.id, LocalKeyGrant.identity == identity)
-            )
-            .where(LocalKey.vault_id == self.id, LocalKey.name == key.name, VaultRecord.state != "deleted")
-        )
+        stmt = _STATE_PINNED if wanted is not None else _STATE_CURRENT
+        params = {"vault_id": self.id, "name": key.name, "identity": identity}
+        if wanted is not None:
+            params["version"] = wanted
         with self.rt.engine.connect() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt, params).first()
         label = f"{self.name}/{key.name}"
         if row is None:
             raise KeyNotFoundError(f"key {label} not found")
