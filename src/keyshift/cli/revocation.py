@@ -107,7 +107,12 @@ def monitor(ctx: typer.Context) -> None:
 
     with runtime(ctx) as rt:
         out = monitor_once(rt)
-    emit(ctx, out, lambda v: [stdout.print(f"{k}: {r}", highlight=False) for k, r in v.items()])
+
+    def human(v: dict[str, Any]) -> None:
+        for policy, r in v.items():
+            stdout.print(f"{policy}: {r}", highlight=False)
+
+    emit(ctx, out, human)
 
 
 def register(app: typer.Typer) -> None:

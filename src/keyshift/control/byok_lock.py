@@ -282,9 +282,11 @@ def _unlock_env(rt: Runtime, tenant_id: str, env_id: str) -> str:
             wk = WrappedKey(key=ref, algorithm=w.algorithm, ciphertext=w.wrapped, meta=dict(w.meta or {}))
             ctx = {"tenant": tenant_id, "environment": env_id, "store": dek_stores.get(w.dek_id, "")}
             identity = w.identity or rt.settings.platform_identity
-            with_retries(
-                lambda wk=wk, ctx=ctx, identity=identity: vault.unwrap(wk, identity=identity, context=ctx)
-            )
+
+            def _unwrap(wk: WrappedKey = wk, ctx: dict[str, str] = ctx, identity: str = identity) -> bytes:
+                return vault.unwrap(wk, identity=identity, context=ctx)
+
+            with_retries(_unwrap)
     except KeyshiftError as err:
         raise refuse(rt, action, err, **fields) from None
     with operation(rt, action, target_type="environment", target_id=env_id, tenant_id=tenant_id) as op:

@@ -255,37 +255,45 @@ def reenable_environment(rt: Runtime, env_ref: str) -> dict[str, Any]:
         proof = _prove_key(rt, env_id)
     except KeyshiftError as err:
         raise refuse(rt, action, err, **fields) from None
+    changed: KeyshiftError | None = None
+    name = ""
     with rt.transaction() as s:
         env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).one()
         if env.state != "disabled" or env.version != version:
-            err = ConflictError(
+            changed = ConflictError(
                 f"environment {env.name!r} changed while its key was checked; run it again",
                 code="concurrent_update",
             )
-            raise refuse(rt, action, err, **fields)
-        previous = {"state_reason": env.state_reason, "delete_after": _iso(env.delete_after)}
-        now = rt.clock.now()
-        env.state, env.state_reason, env.state_changed_at = "enabled", None, now
-        env.delete_after = None
-        audit_trail.record(
-            rt,
-            s,
-            action,
-            target_type="environment",
-            target_id=env.id,
-            tenant_id=env.tenant_id,
-            reason="key access restored and verified by a wrap/unwrap round trip",
-            details={
-                **proof,
-                "previous": previous,
-                "deletion_cancelled": previous["delete_after"] is not None,
-            },
-        )
-        name = env.name
+        else:
+            name = _enable(rt, s, env, action, proof)
+    if changed is not None:  # recorded outside the transaction that held the row lock
+        raise refuse(rt, action, changed, **fields)
     from keyshift.stores.envstate import env_states
 
     env_states(rt).invalidate(env_id)
     return {"environment": env_id, "name": name, "state": "enabled", **proof}
+
+
+def _enable(rt: Runtime, s: Any, env: Environment, action: str, proof: dict[str, Any]) -> str:
+    previous = {"state_reason": env.state_reason, "delete_after": _iso(env.delete_after)}
+    now = rt.clock.now()
+    env.state, env.state_reason, env.state_changed_at = "enabled", None, now
+    env.delete_after = None
+    audit_trail.record(
+        rt,
+        s,
+        action,
+        target_type="environment",
+        target_id=env.id,
+        tenant_id=env.tenant_id,
+        reason="key access restored and verified by a wrap/unwrap round trip",
+        details={
+            **proof,
+            "previous": previous,
+            "deletion_cancelled": previous["delete_after"] is not None,
+        },
+    )
+    return env.name
 
 
 def _iso(value: datetime | None) -> str | None:
