@@ -114,6 +114,10 @@ def test_policy_add_environment_job_and_customer_via_platform(page: Any, served:
     page.goto(f"{served.url}/tenants/{ids['tenant_id']}")
     assert page.get_by_role("heading", name="Legacy BYOK status").count() == 1
     shot(page, "07-tenant-byok-status")
+    page.goto(f"{served.url}/policies")
+    row = page.get_by_role("row", name=re.compile("contoso-cmk"))
+    assert "healthy" in row.inner_text()
+    shot(page, "10-policies")
 
 
 def _api(served: Served, token: str, method: str, path: str, **kw: Any) -> httpx.Response:
