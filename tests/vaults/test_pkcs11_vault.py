@@ -209,3 +209,33 @@ def test_session_loss_reconnects(hsm: Pkcs11Vault) -> None:
     w = hsm.wrap(KeyRef("hsm", name), b"s" * 32, identity=WHO)
     hsm._session.close()  # the token closed our session under us
     assert hsm.unwrap(w, identity=WHO) == b"s" * 32
+
+
+def test_foreign_rsa_key_with_only_wrap_unwrap_capabilities(hsm: Pkcs11Vault) -> None:
+    """HSM key-transport keys often allow C_WrapKey/C_UnwrapKey but not C_Encrypt/C_Decrypt."""
+    from pkcs11 import Attribute, MechanismFlag
+    from pkcs11 import KeyType as P11KeyType
+
+    name = f"rsa-wrap-only-{secrets.token_hex(3)}"
+    hsm._run(
+        "customer key",
+        lambda s: s.generate_keypair(
+            P11KeyType.RSA,
+            2048,
+            label=name,
+            id=b"7",
+            store=True,
+            capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
+        ),
+    )
+    pub_encrypt = hsm._run(
+        "t", lambda s: next(iter(s.get_objects({Attribute.LABEL: name, Attribute.ENCRYPT: True})), None)
+    )
+    assert pub_encrypt is None  # really no C_Encrypt on this key
+    dek = os.urandom(32)
+    w = hsm.wrap(KeyRef("hsm", name), dek, identity=WHO)
+    assert w.key.version == "7" and w.algorithm in (ALG_OAEP1, ALG_OAEP256)
+    assert hsm.unwrap(w, identity=WHO) == dek
+    bad = WrappedKey(w.key, w.algorithm, w.ciphertext[:-1] + bytes([w.ciphertext[-1] ^ 1]), {})
+    with pytest.raises(UnwrapError):
+        hsm.unwrap(bad, identity=WHO)

@@ -428,18 +428,43 @@ class Pkcs11Vault:
             return (Mechanism.SHA256, MGF.SHA256, None)
         return (Mechanism.SHA_1, MGF.SHA1, None)
 
-    def _probe_oaep(self, pub: Any) -> str:
+    @staticmethod
+    def _has(obj: Any, attribute: Any) -> bool:
+        try:
+            return bool(obj[attribute])
+        except Exception:
+            return False
+
+    def _oaep_wrap(self, session: Any, pub: Any, dek: bytes, alg: str) -> bytes:
+        """C_Encrypt when the public key allows it, else C_WrapKey of a session copy of the DEK."""
+        from pkcs11 import Attribute, Mechanism, ObjectClass
+        from pkcs11 import KeyType as P11KeyType
+
+        params = self._oaep_params(alg)
+        if self._has(pub, Attribute.ENCRYPT):
+            return bytes(pub.encrypt(dek, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=params))
+        tmp = session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: P11KeyType.GENERIC_SECRET,
+                Attribute.VALUE: dek,
+                Attribute.TOKEN: False,
+                Attribute.EXTRACTABLE: True,
+                Attribute.SENSITIVE: False,
+            }
+        )
+        try:
+            return bytes(pub.wrap_key(tmp, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=params))
+        finally:
+            tmp.destroy()
+
+    def _probe_oaep(self, session: Any, pub: Any) -> str:
         """SHA-256 OAEP if the token accepts it, else SHA-1 (decided once per adapter)."""
         import pkcs11
-        from pkcs11 import Mechanism
 
         if self._oaep is None:
             try:
-                pub.encrypt(
-                    os.urandom(32),
-                    mechanism=Mechanism.RSA_PKCS_OAEP,
-                    mechanism_param=self._oaep_params(ALG_OAEP256),
-                )
+                self._oaep_wrap(session, pub, os.urandom(32), ALG_OAEP256)
                 self._oaep = ALG_OAEP256
             except (
                 pkcs11.ArgumentsBad,
@@ -451,28 +476,38 @@ class Pkcs11Vault:
         return self._oaep
 
     def _rsa_wrap(self, session: Any, pub: Any, dek: bytes) -> tuple[str, bytes]:
-        from pkcs11 import Mechanism
-
-        alg = self._probe_oaep(pub)
-        return alg, bytes(
-            pub.encrypt(dek, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=self._oaep_params(alg))
-        )
+        alg = self._probe_oaep(session, pub)
+        return alg, self._oaep_wrap(session, pub, dek, alg)
 
     def _rsa_unwrap(self, priv: Any, wrapped: WrappedKey) -> bytes:
+        """C_Decrypt when the private key allows it, else C_UnwrapKey into an extractable session
+        object whose value is read back and destroyed."""
         import pkcs11
-        from pkcs11 import Mechanism
+        from pkcs11 import Attribute, Mechanism, ObjectClass
+        from pkcs11 import KeyType as P11KeyType
 
+        params = self._oaep_params(wrapped.algorithm)
         try:
-            return bytes(
-                priv.decrypt(
-                    bytes(wrapped.ciphertext),
-                    mechanism=Mechanism.RSA_PKCS_OAEP,
-                    mechanism_param=self._oaep_params(wrapped.algorithm),
+            if self._has(priv, Attribute.DECRYPT):
+                return bytes(
+                    priv.decrypt(
+                        bytes(wrapped.ciphertext), mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=params
+                    )
                 )
+            obj = priv.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                P11KeyType.GENERIC_SECRET,
+                bytes(wrapped.ciphertext),
+                mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=params,
+                store=False,
+                template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False, Attribute.TOKEN: False},
             )
         except (
             pkcs11.EncryptedDataInvalid,
             pkcs11.EncryptedDataLenRange,
+            pkcs11.WrappedKeyInvalid,
+            pkcs11.WrappedKeyLenRange,
             pkcs11.DataInvalid,
             pkcs11.DataLenRange,
             pkcs11.FunctionFailed,
@@ -483,6 +518,10 @@ class Pkcs11Vault:
             # SoftHSM2 answers CKR_GENERAL_ERROR when OAEP decoding fails, and CKR_ARGUMENTS_BAD
             # for an OAEP hash it does not support (a record claiming another algorithm).
             raise UnwrapError("wrapped key failed to unwrap") from None
+        try:
+            return bytes(obj[Attribute.VALUE])
+        finally:
+            obj.destroy()
 
     # -- KeyManager ---------------------------------------------------------------------------------
     def create_key(
