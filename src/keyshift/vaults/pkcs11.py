@@ -17,6 +17,7 @@ Wrapping:
 - RSA keys: OAEP. SHA-256 with MGF1-SHA-256 when the token supports it, else SHA-1/MGF1-SHA-1
   (SoftHSM2 2.6 supports only SHA-1 for OAEP); probed once per adapter; the choice is recorded in
   WrappedKey.algorithm (``RSA-OAEP-256`` / ``RSA-OAEP``) so unwrap uses the same.
+  C_Encrypt/C_Decrypt when the key allows them, else C_WrapKey/C_UnwrapKey of a session object.
 PKCS#11 key wrap has no associated data, so the caller's context is not bound cryptographically
 here; records stay bound to tenant/environment by the record cipher's associated data.
 
