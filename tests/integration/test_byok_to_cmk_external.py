@@ -3,8 +3,8 @@ in SoftHSM2 (pkcs11), an AES-256 key on the PyKMIP server (kmip) and in moto's K
 
 Every row, audit event and file written under BYOK reads back unchanged under the CMK; the DEKs'
 current wraps name the external vault; the vault is called per DEK, not per row; and when the
-customer disables the key in their vault, the policy turns unhealthy."""
-
+customer disables the key in their vault, the policy turns unhealthy and the environment is
+disabled on its next read (fail closed)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import pytest
 
 from keyshift.control import policies, tenants, vaults
 from keyshift.control.health import check_policy
+from keyshift.errors import EnvironmentUnavailableError, KeyInaccessibleError
 from keyshift.migrate.link import start_link
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
+from keyshift.stores.records import RecordStore
 from keyshift.vaults.external import add_external_vault
 from keyshift.vaults.faults import FaultyVault
 from migrate.helpers import byok_world, env_row, fill, job, read_all, run, wraps
@@ -92,3 +94,8 @@ def test_byok_to_cmk_with_the_cmk_in_an_external_vault(
     vaults.set_key_enabled(rt, "cust-ext", key_name, False)
     after = check_policy(rt, pol["id"])
     assert after.status == "unhealthy" and any("disabled" in r for r in after.reasons), after.reasons
+    # ... and the data plane fails closed: with no cached DEK, a read disables the environment.
+    data_keys(rt).flush()
+    with pytest.raises((EnvironmentUnavailableError, KeyInaccessibleError)):
+        RecordStore(rt, env_id).get("t", next(iter(written["rows"])))
+    assert env_row(rt, "fab-prod").state == "disabled"
