@@ -166,3 +166,46 @@ def _try_reenable(rt: Runtime, env_id: str) -> bool:
     except KeyshiftError:
         return False
     return True
+
+
+def test_a_real_worker_process_disables_on_its_health_interval(tmp_path):  # type: ignore[no-untyped-def]
+    """`keyshift worker` (a separate process) runs the monitor as due maintenance: removing the grant
+    disables the environment within health interval + a poll."""
+    from .helpers import KEY, VAULT, env_row
+
+    home = tmp_path / "home"
+    init_home(home, allow_fake_clock=True)
+    rt = Runtime.open(home=home, principal="operator:test")
+    world = cmk_world(rt, rows=3)
+    env_id = world.envs["contoso-prod"]
+    env = {**os.environ, "KEYSHIFT_HEALTH_INTERVAL_SECONDS": "0.3"}
+    env.pop("KEYSHIFT_NOW", None)
+    keyshift = Path(sys.executable).with_name("keyshift")
+    proc = subprocess.Popen(
+        [str(keyshift), "--home", str(home), "worker", "--idle-seconds", "0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        from keyshift.control import vaults
+        from keyshift.db.models import Policy
+
+        def checked() -> object:
+            with rt.transaction() as s:
+                return s.get(Policy, world.policy).health_checked_at  # type: ignore[union-attr]
+
+        first = checked()
+        _wait(lambda: checked() != first, 30, "the worker's first health round")  # it is up and polling
+        t0 = time.monotonic()
+        vaults.revoke_key_grant(rt, VAULT, KEY, world.identity)
+        _wait(lambda: env_row(rt, env_id).state == "disabled", 20, "the worker to disable the environment")
+        elapsed = time.monotonic() - t0
+        assert elapsed < 5.0, elapsed
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -15), err.decode()[-2000:]
+    assert env_row(rt, env_id).state_reason.startswith("key revoked: identity")
+    rt.close()
+    print(f"\nworker process: grant removed -> environment disabled in {elapsed:.2f}s (interval 0.3s)")
