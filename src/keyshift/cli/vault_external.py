@@ -77,9 +77,11 @@ def _human(v: dict[str, Any]) -> None:
         if isinstance(val, dict):
             val = ", ".join(f"{a}={b}" for a, b in val.items())
         lines.append(f"  {k}: {val}")
+    days = v["soft_delete_days"]
     lines.append(
-        f"  soft delete: {v['soft_delete_days']} days, purge protection: {v['purge_protection']} "
-        "(declared; not verifiable on HSM/KMIP)"
+        f"  soft delete: {'not declared' if days is None else f'{days} days'}, "
+        f"purge protection: {'on' if v['purge_protection'] else 'off'} "
+        "(as declared; Keyshift cannot verify these on an HSM or KMIP server)"
     )
     stdout.print("\n".join(lines), highlight=False)
 
