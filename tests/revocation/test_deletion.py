@@ -8,9 +8,12 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from keyshift.control import environments
 from keyshift.control.monitor import monitor_once
 from keyshift.db.models import DataRecord, Dek, DekWrap
+from keyshift.features import backups
 from keyshift.jobs import schedule
+from keyshift.stores.file_backends import backend as file_backend
 from keyshift.stores.service import EnvironmentData
 
 from .helpers import Cli, audit_actions, cmk_world, env_row, read_all, revoke, snapshot
@@ -28,6 +31,9 @@ def test_schedule_warn_delete_when_due_and_cancel(rt, clock, home, db_url):  # t
         data = EnvironmentData(rt, eid)
         data.audit.append({"who": "alice", "what": "login"})
         data.files.put("docs/a.txt", b"hello " * 100)
+    environments.enable_feature(rt, "contoso-sbx", "long-term-retention")
+    backup = backups.create_backup(rt, "contoso-sbx")
+    assert file_backend(rt, "file_storage").list(f"{sbx}.backups", "") != []
     revoke(rt, "key_disabled", world, clock)
     t0 = clock.now()
     monitor_once(rt)
@@ -60,10 +66,11 @@ def test_schedule_warn_delete_when_due_and_cancel(rt, clock, home, db_url):  # t
         )
     assert states == {"destroyed"} and wrapped == {b""}
     from keyshift.stores.audit import backend as audit_backend
-    from keyshift.stores.file_backends import backend as file_backend
 
     assert audit_backend(rt, "document").count(sbx) == 0
     assert file_backend(rt, "file_storage").list(sbx, "") == []
+    assert file_backend(rt, "file_storage").list(f"{sbx}.backups", "") == []
+    assert backups.list_backups(rt, sbx, include_purged=True) == [] and backup["id"]
     assert "environment.delete" in [a for a, _, _ in audit_actions(rt, sbx)]
     # The production environment is untouched so far; an operator cancels its deletion.
     assert env_row(rt, prod).state == "disabled" and _count(rt, DataRecord, prod) == 10

@@ -223,6 +223,7 @@ def _delete_sql_data(s: Any, env_id: str) -> dict[str, int]:
         delete(DataFileChunk).where(DataFileChunk.file_id.in_(file_ids))
     ).rowcount
     counts["files"] = s.execute(delete(DataFile).where(DataFile.environment_id == env_id)).rowcount
+    counts.update(_delete_feature_rows(s, env_id))
     dek_ids = select(Dek.id).where(Dek.environment_id == env_id).scalar_subquery()
     counts["wraps_destroyed"] = s.execute(
         update(DekWrap)
@@ -238,6 +239,21 @@ def _delete_sql_data(s: Any, env_id: str) -> dict[str, int]:
     return {k: int(v or 0) for k, v in counts.items()}
 
 
+def _delete_feature_rows(s: Any, env_id: str) -> dict[str, int]:
+    """Search indexes and postings, lake export and backup records (their objects go below)."""
+    from keyshift.db.models.features import Backup, LakeExport, SearchIndex, SearchPosting
+
+    index_ids = select(SearchIndex.id).where(SearchIndex.environment_id == env_id).scalar_subquery()
+    return {
+        "search_postings": s.execute(
+            delete(SearchPosting).where(SearchPosting.index_id.in_(index_ids))
+        ).rowcount,
+        "search_indexes": s.execute(delete(SearchIndex).where(SearchIndex.environment_id == env_id)).rowcount,
+        "lake_exports": s.execute(delete(LakeExport).where(LakeExport.environment_id == env_id)).rowcount,
+        "backups": s.execute(delete(Backup).where(Backup.environment_id == env_id)).rowcount,
+    }
+
+
 def _delete_external(rt: Runtime, env_id: str, stores: dict[str, str]) -> None:
     """Empty the environment's document-store audit and file-storage files (outside SQL)."""
     far = datetime(9999, 1, 1, tzinfo=UTC)
@@ -248,12 +264,17 @@ def _delete_external(rt: Runtime, env_id: str, stores: dict[str, str]) -> None:
             audit_backend(rt, "document").purge(env_id, far)
         except Exception:  # pragma: no cover - logged; DEKs are destroyed already
             log.exception("purging the document-store audit of a deleted environment failed")
-    if stores.get("files") == "file_storage" or stores.get("files_from"):
-        from keyshift.stores.file_backends import backend as file_backend
+    from keyshift.stores.file_backends import backend as file_backend
 
-        try:
-            files = file_backend(rt, "file_storage")
-            for info in files.list(env_id, ""):
-                files.delete(env_id, info.path)
-        except Exception:  # pragma: no cover
-            log.exception("deleting the file storage of a deleted environment failed")
+    # The environment's files, then the feature objects (lake exports, backup archives) that live
+    # in file storage under "<env>.<kind>" namespaces (keyshift.features.common.namespace).
+    spaces = [f"{env_id}.lake", f"{env_id}.backups"]
+    if stores.get("files") == "file_storage" or stores.get("files_from"):
+        spaces.insert(0, env_id)
+    try:
+        files = file_backend(rt, "file_storage")
+        for space in spaces:
+            for info in files.list(space, ""):
+                files.delete(space, info.path)
+    except Exception:  # pragma: no cover - logged; the DEKs are destroyed already
+        log.exception("deleting the file storage of a deleted environment failed")
