@@ -362,3 +362,29 @@ def _vault_key(rt: Runtime, name: str) -> str:
 
     with rt.transaction() as s:
         return s.query(ByokKey).filter_by(name=name).one().vault_key_name
+
+
+def test_no_key_material_or_password_reaches_the_database(fab: Runtime, tmp_path: Path) -> None:
+    out = tmp_path / "k.pfx"
+    byok.generate(fab, "fab", "k1", out=out, password="pw-never-stored-42")
+    key, _, _ = pkcs12.load_key_and_certificates(out.read_bytes(), b"pw-never-stored-42")
+    assert isinstance(key, rsa.RSAPrivateKey)
+    nums = key.private_numbers()
+    secrets_ = [
+        nums.d.to_bytes((nums.d.bit_length() + 7) // 8, "big"),
+        nums.p.to_bytes((nums.p.bit_length() + 7) // 8, "big"),
+        key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    ]
+    from sqlalchemy import inspect, text
+
+    with fab.engine.connect() as conn:
+        blob = b""
+        for table in inspect(conn).get_table_names():
+            for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                for col in row:
+                    blob += col if isinstance(col, bytes) else str(col).encode()
+    assert b"pw-never-stored-42" not in blob
+    for secret in secrets_:
+        assert secret not in blob and secret.hex().encode() not in blob

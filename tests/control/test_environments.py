@@ -195,6 +195,8 @@ BAD_INPUT = (
         "environment_not_found",
     ),
     (lambda rt: environments.list_environments(rt, tenant="nobody"), NotFoundError, "tenant_not_found"),
+    # Conflicting request: --byok for a tenant without the legacy BYOK feature.
+    (lambda rt: environments.create_environment(rt, "t", "e2", byok=True), ConflictError, "byok_feature_off"),
 )
 
 

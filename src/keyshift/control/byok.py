@@ -226,11 +226,12 @@ def activate(rt: Runtime, tenant_ref: str, key_ref: str) -> dict[str, Any]:
         s = op.session
         tenant = get_tenant(s, tenant_ref, lock=True)
         op.tenant_id = tenant.id
-        key = s.get(ByokKey, key_id)
-        if key is None or key.state != "installing":
+        installing = s.get(ByokKey, key_id)
+        if installing is None or installing.state != "installing":
             raise ConflictError(
                 "the key's activation was interrupted; run it again", code="activation_aborted"
             )
+        key = installing
         now = rt.clock.now()
         previous = s.scalars(
             select(ByokKey).where(

@@ -172,11 +172,16 @@ def operation(
         )
         _refused(rt, action, err2, op, target_type, target_id, tenant_id)
         raise err2 from None
-    except SqlIntegrityError:
-        err2 = AlreadyExistsError(
-            f"{target_type} conflicts with an existing one (duplicate name or concurrent create)",
-            code="already_exists",
-        )
+    except SqlIntegrityError as exc:
+        if "unique" in str(exc.orig).lower():
+            err2 = AlreadyExistsError(
+                f"{target_type} conflicts with an existing one (duplicate name or concurrent create)",
+                code="already_exists",
+            )
+        else:  # e.g. a row it refers to was removed meanwhile
+            err2 = ConflictError(
+                f"{target_type} refers to something that changed meanwhile; retry", code="integrity_conflict"
+            )
         _refused(rt, action, err2, op, target_type, target_id, tenant_id)
         raise err2 from None
 
