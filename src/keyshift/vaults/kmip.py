@@ -19,6 +19,9 @@ whoever cannot use K on the server cannot forge T. Unwrap checks T (constant-tim
 the server to decrypt; any mismatch — a tampered envelope, another key, another context — is one
 opaque UnwrapError. Km is cached in memory per key object for `MAC_KEY_TTL` seconds; every wrap and
 unwrap still calls the server, so revocation is enforced on each call.
+A wrap is one Encrypt round trip (name -> current version is cached for NAME_TTL seconds), an
+unwrap one Decrypt; the server enforces the state and a refusal is turned into the typed error
+by reading the object's attributes.
 
 States: Pre-Active / Deactivated (revoked) -> KeyDisabledError; Compromised -> KeyDeletedError;
 destroyed objects are gone -> KeyNotFoundError. Access is the TLS client identity's (the server's
@@ -67,6 +70,7 @@ ALGORITHM = "kmip:AES-CBC+HMAC-SHA256"
 ENVELOPE_VERSION = 1
 MAC_LABEL = b"keyshift-kmip-mac-key-v1".ljust(32, b"\x00")
 MAC_KEY_TTL = 300.0
+NAME_TTL = 2.0  # how long a name -> current version resolution is reused (rotation shows up after it)
 MAX_ENVELOPE = 1024
 T = TypeVar("T")
 
@@ -117,6 +121,7 @@ class KmipVault:
         self._client: Any = None
         self._lock = threading.RLock()
         self._mac_keys: dict[str, tuple[float, bytes]] = {}
+        self._names: dict[str, tuple[float, str]] = {}
 
     # -- connection -------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -349,20 +354,58 @@ class KmipVault:
 
         return self._run(f"key {key}", go)
 
+    def _current_uid(self, client: Any, name: str) -> str:
+        """The uid a name resolves to now (cached for NAME_TTL seconds: one Locate per name)."""
+        cached = self._names.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < NAME_TTL:
+            return cached[1]
+        versions = self._versions(client, name)
+        uid = self._current(versions)
+        self._names[name] = (now, uid)
+        return uid
+
+    def _refused(self, client: Any, ref: KeyRef, exc: Any) -> KeyshiftError:
+        """Why the server refused an operation on `ref`: look at the object's state for a typed error."""
+        from kmip import enums
+        from kmip.pie.exceptions import KmipOperationFailure
+
+        self._names.pop(ref.name, None)
+        if getattr(exc, "reason", None) == enums.ResultReason.ITEM_NOT_FOUND:
+            self._mac_keys.pop(str(ref.version), None)
+            return KeyNotFoundError(f"key {ref} not found")
+        try:
+            attrs = self._attrs(client, str(ref.version))
+        except KmipOperationFailure as again:
+            return _map_failure(again, f"key {ref}")
+        try:
+            self._state_check(ref, attrs)
+        except KeyshiftError as typed:
+            return typed
+        return _map_failure(exc, f"key {ref}")
+
     def wrap(
         self, key: KeyRef, dek: bytes, *, identity: str, context: Mapping[str, str] | None = None
     ) -> WrappedKey:
+        """One Encrypt round trip (the server enforces the key state; its refusal is typed here)."""
+        from kmip.pie.exceptions import KmipOperationFailure
+
         dek = check_dek(dek)
         ctx = canonical_context(context)
 
         def go(client: Any) -> WrappedKey:
-            uid, attrs = self._resolve(client, key)
+            uid = key.version or self._current_uid(client, key.name)
             ref = KeyRef(self.name, key.name, uid)
-            self._state_check(ref, attrs)
             iv = os.urandom(16)
-            ct, _ = client.encrypt(dek, uid=uid, cryptographic_parameters=self._params(), iv_counter_nonce=iv)
+            try:
+                ct, _ = client.encrypt(
+                    dek, uid=uid, cryptographic_parameters=self._params(), iv_counter_nonce=iv
+                )
+                mac_key = self._mac_key(client, uid)
+            except KmipOperationFailure as exc:
+                raise self._refused(client, ref, exc) from None
             ct = bytes(ct)
-            tag = self._tag(self._mac_key(client, uid), uid, key.name, iv, ct, ctx)
+            tag = self._tag(mac_key, uid, key.name, iv, ct, ctx)
             blob = bytes([ENVELOPE_VERSION]) + iv + struct.pack(">H", len(ct)) + ct + tag
             return WrappedKey(key=ref, algorithm=ALGORITHM, ciphertext=blob, meta={"envelope": "1"})
 
@@ -371,6 +414,9 @@ class KmipVault:
     def unwrap(
         self, wrapped: WrappedKey, *, identity: str, context: Mapping[str, str] | None = None
     ) -> bytes:
+        """Check the tag, then one Decrypt round trip (the server enforces the key state)."""
+        from kmip.pie.exceptions import KmipOperationFailure
+
         if wrapped.algorithm != ALGORITHM or wrapped.key.version is None:
             raise UnwrapError("wrapped key was not made by a kmip vault")
         iv, ct, tag = _parse(bytes(wrapped.ciphertext))
@@ -378,12 +424,19 @@ class KmipVault:
         uid = wrapped.key.version
 
         def go(client: Any) -> bytes:
-            _, attrs = self._resolve(client, wrapped.key)
-            self._state_check(wrapped.key, attrs)
-            expected = self._tag(self._mac_key(client, uid), uid, wrapped.key.name, iv, ct, ctx)
+            try:
+                mac_key = self._mac_key(client, uid)
+            except KmipOperationFailure as exc:
+                raise self._refused(client, wrapped.key, exc) from None
+            expected = self._tag(mac_key, uid, wrapped.key.name, iv, ct, ctx)
             if not hmac.compare_digest(expected, tag):
                 raise UnwrapError("wrapped key failed to unwrap")
-            plain = client.decrypt(ct, uid=uid, cryptographic_parameters=self._params(), iv_counter_nonce=iv)
+            try:
+                plain = client.decrypt(
+                    ct, uid=uid, cryptographic_parameters=self._params(), iv_counter_nonce=iv
+                )
+            except KmipOperationFailure as exc:
+                raise self._refused(client, wrapped.key, exc) from None
             return bytes(plain)
 
         return self._run(f"key {wrapped.key}", go)
@@ -447,6 +500,7 @@ class KmipVault:
                 )
 
         self._run(f"key {name}", go)
+        self._names.pop(name, None)
         return self.describe(KeyRef(self.name, name))
 
     def rotate_key(self, name: str) -> KeyInfo:
@@ -457,6 +511,7 @@ class KmipVault:
             self._create(client, name)
 
         self._run(f"key {name}", go)
+        self._names.pop(name, None)
         return self.describe(KeyRef(self.name, name))
 
     def set_enabled(self, name: str, enabled: bool, *, version: str | None = None) -> KeyInfo:
@@ -482,6 +537,7 @@ class KmipVault:
                 self._mac_keys.pop(uid, None)
 
         self._run(f"key {name}", go)
+        self._names.pop(name, None)
         return self.describe(KeyRef(self.name, name))
 
     def delete_key(self, name: str) -> KeyInfo:
@@ -501,6 +557,7 @@ class KmipVault:
                 self._mac_keys.pop(uid, None)
 
         self._run(f"key {name}", go)
+        self._names.pop(name, None)
 
     def grant(self, name: str, identity: str, permissions: frozenset[Permission]) -> None:
         raise unsupported(KIND, "grants", "access is the TLS client identity's, set by the server's policy")
