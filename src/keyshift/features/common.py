@@ -34,6 +34,7 @@ SEARCH = "search"
 LAKE = "data-lake"
 RETENTION = "long-term-retention"
 STORE_OF = {SEARCH: "search", LAKE: "lake", RETENTION: "backup"}
+_IDS = "keyshift.features.env_ids"
 
 
 def refuse(rt: Runtime, action: str, env: EnvView, err: KeyshiftError) -> KeyshiftError:
@@ -49,7 +50,14 @@ def refuse(rt: Runtime, action: str, env: EnvView, err: KeyshiftError) -> Keyshi
 def usable_env(rt: Runtime, ref: str, feature: str | None, action: str) -> EnvView:
     """The environment (enabled), with `feature` on and not SQL-restricted; else a clear refusal."""
     states = env_states(rt)
-    env = states.require_usable(states.resolve(ref).id)
+    ids: dict[str, str] = rt.extension(_IDS, lambda _rt: {})
+    env_id = ids.get(ref)
+    if env_id is None:  # names never change: resolve once per process, then use the state snapshot
+        env_id = states.resolve(ref).id
+        if len(ids) > 10_000:
+            ids.clear()
+        ids[ref] = env_id
+    env = states.require_usable(env_id)
     if sql_only(env):
         raise refuse(
             rt,

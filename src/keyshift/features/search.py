@@ -220,7 +220,21 @@ def record_write_hook(
 # -- queries -----------------------------------------------------------------------------------
 
 
-def _pick_active(gens: list[SearchIndex], env: EnvView, table: str) -> SearchIndex:
+_I = SearchIndex.__table__
+
+
+def _live_rows(s: Session, env_id: str, table: str) -> list[Any]:
+    """Live generations as plain rows (the query path avoids ORM overhead)."""
+    return list(
+        s.execute(
+            select(_I.c.id, _I.c.generation, _I.c.state, _I.c.dek_id, _I.c.job_id)
+            .where(_I.c.environment_id == env_id, _I.c.table_name == table, _I.c.state.in_(LIVE))
+            .order_by(_I.c.generation)
+        ).all()
+    )
+
+
+def _pick_active(gens: list[Any], env: EnvView, table: str) -> Any:
     active = [g for g in gens if g.state == "active"]
     if active:
         return active[-1]
@@ -288,9 +302,7 @@ def search(rt: Runtime, env_ref: str, table: str, text: str, *, limit: int = 10)
     env = usable_env(rt, env_ref, SEARCH, "data.search")
     # One transaction: the active generation, the matching ids, their rows (a consistent answer).
     with rt.transaction() as s:
-        gens = live_indexes(s, env.id, table)
-        index = _pick_active(gens, env, table)
-        s.expunge(index)
+        index = _pick_active(_live_rows(s, env.id, table), env, table)
         # The table key may need the vault the first time: never inside this transaction.
         key = _cached_table_key(rt, env, table, index.dek_id)
         if key is None:
