@@ -275,6 +275,7 @@ def _unlock_env(rt: Runtime, tenant_id: str, env_id: str) -> str:
                 new.id,
                 env.version,
             )
+            fp = new.fingerprint
         vault = rt.vault(vault_id)  # type: ignore[arg-type]
         current = vault.describe(KeyRef(vault.name, new_name)).current_version
         ref = KeyRef(vault.name, new_name, current)
@@ -303,6 +304,8 @@ def _unlock_env(rt: Runtime, tenant_id: str, env_id: str) -> str:
         )
         now = rt.clock.now()
         op.details.update(
+            reason=f"unlocked: the same key (fingerprint {fp[:16]}...) was re-imported and activated, "
+            "and every data key of the environment unwraps under it",
             key=new_name,
             deks=len(wraps),
             cancelled_delete_after=utc(env.delete_after).isoformat() if env.delete_after else None,

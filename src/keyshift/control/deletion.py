@@ -85,6 +85,7 @@ def cancel_deletion(rt: Runtime, env_ref: str) -> dict[str, Any]:
                 f"environment {env.name!r} has no scheduled deletion", code="no_deletion_scheduled"
             )
         op.details["cancelled_delete_after"] = utc(env.delete_after).isoformat()
+        op.details["reason"] = f"deletion cancelled by {rt.principal}; the environment stays {env.state}"
         env.delete_after = None
         return _view(env)
 
