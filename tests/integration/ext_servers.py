@@ -238,15 +238,26 @@ sys.exit(server.main())
 
 
 @contextlib.contextmanager
-def run_kmip_server(workdir: Path, *, timeout: float = 30.0) -> Iterator[KmipServer]:
-    """Start a PyKMIP server over mutual TLS on 127.0.0.1 and stop it afterwards."""
+def run_kmip_server(workdir: Path, *, timeout: float = 30.0, port: int | None = None) -> Iterator[KmipServer]:
+    """Start a PyKMIP server over mutual TLS on 127.0.0.1 and stop it afterwards.
+
+    Started again on the same `workdir` and `port`, it reuses the certificates and the key
+    database: the same server coming back after an outage.
+    """
     try:
         import kmip  # noqa: F401
     except ImportError as exc:  # pragma: no cover - extra not installed
         raise ServerUnavailable(f"PyKMIP not installed: {exc}") from None
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = make_pki(workdir / "pki")
-    port = free_port()
+    existing = Pki(
+        ca=workdir / "pki" / "ca.pem",
+        server_cert=workdir / "pki" / "server.pem",
+        server_key=workdir / "pki" / "server.key",
+        client_cert=workdir / "pki" / "client.pem",
+        client_key=workdir / "pki" / "client.key",
+    )
+    pki = existing if existing.client_key.exists() else make_pki(workdir / "pki")
+    port = port or free_port()
     policies = workdir / "policies"
     policies.mkdir(exist_ok=True)
     conf = workdir / "server.conf"
@@ -284,7 +295,7 @@ def run_kmip_server(workdir: Path, *, timeout: float = 30.0) -> Iterator[KmipSer
         stop_process(proc)
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 1.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 0.3) -> None:
     """Stop a server we started (its own process group), escalating to SIGKILL."""
     if proc.poll() is not None:
         return

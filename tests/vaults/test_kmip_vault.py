@@ -223,3 +223,28 @@ def test_server_certificate_must_name_the_host(kmip_server: Any) -> None:  # noq
         _check_server_name({"subjectAltName": (("DNS", "*.example.com"),)}, "a.b.example.com")
     with pytest.raises(VaultUnavailableError):
         _check_server_name({}, "kms.example.com")
+
+
+def test_server_goes_away_and_comes_back(tmp_path: Any) -> None:
+    """A real outage: the KMIP server stops (typed, retryable errors) and restarts on the same port
+    with the same key database; the adapter reconnects and old wrapped keys still unwrap."""
+    from integration.ext_servers import ServerUnavailable, run_kmip_server
+
+    try:
+        first = run_kmip_server(tmp_path / "srv")
+        srv = first.__enter__()
+    except ServerUnavailable as exc:
+        pytest.skip(f"PyKMIP server unavailable: {exc}")
+    try:
+        v = KmipVault("kmip-flaky", {**kmip_config(srv), "timeout": 3.0})
+        ref = _new_key(v)
+        w = v.wrap(ref, b"o" * 32, identity=WHO)
+    finally:
+        first.__exit__(None, None, None)
+    with pytest.raises(VaultUnavailableError) as err:
+        v.unwrap(w, identity=WHO)
+    assert err.value.retryable
+    assert v.info().reachable is False
+    with run_kmip_server(tmp_path / "srv", port=srv.port):
+        assert v.unwrap(w, identity=WHO) == b"o" * 32
+        assert v.info().reachable is True
