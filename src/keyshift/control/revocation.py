@@ -176,6 +176,12 @@ def _confirm_and_disable(rt: Runtime, env_id: str, error: KeyshiftError) -> Keys
         disable_policy_environments(rt, policy_id, "; ".join(report.reasons) or reason, source="data_plane")
     # The environment itself is disabled either way (no vault call needed): its key was refused.
     disable_environment(rt, env_id, reason, source="data_plane")
+    with rt.transaction() as s:
+        state = s.scalar(select(Environment.state).where(Environment.id == env_id))
+    if state == "locked":  # a BYOK tenant lock got there first
+        return EnvironmentUnavailableError(
+            f"environment {name!r} is locked; reads and writes are refused", code="environment_locked"
+        )
     return EnvironmentUnavailableError(
         f"environment {name!r} is disabled: its encryption key is inaccessible ({error.code}); "
         "reads and writes are refused",
