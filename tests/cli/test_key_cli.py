@@ -88,6 +88,24 @@ BAD = [
         2,
         "invalid_argument",
     ),
+    (
+        (
+            "key",
+            "create",
+            "cust",
+            "k2",
+            "--type",
+            "AES",
+            "--size",
+            "256",
+            "--not-before",
+            "2030-01-01",
+            "--expires",
+            "2029-01-01",
+        ),
+        2,
+        "invalid_argument",
+    ),
     (("key", "create", "nope", "k2", "--type", "AES", "--size", "256"), 3, "vault_not_found"),
     (("key", "create", "cust", "k1", "--type", "AES", "--size", "256"), 4, "already_exists"),
     (("key", "rotate", "cust", "missing"), 3, "key_not_found"),
@@ -111,6 +129,14 @@ def test_bad_input_gives_clear_errors_and_changes_nothing(sqlite_cli: VaultCli, 
         assert err["code"] == code, (args, err)
         assert err["message"]
     assert snapshot(rt) == before
+    refused = [e for e in audit_trail.query(rt) if e["outcome"] == "error"]
+    # Every refusal that reached the service layer left an audit record (date parsing is the CLI's).
+    assert sum(e["action"] == "key.create" for e in refused) == 6, "\n".join(
+        e["action"] + " " + e["reason"] for e in refused
+    )
+    assert {"key.rotate", "key.disable", "key.grant", "key.revoke_grant", "key.purge", "key.recover"} <= {
+        e["action"] for e in refused
+    }
 
 
 class _FakeReadOnlyVault:

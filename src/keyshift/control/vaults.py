@@ -231,11 +231,21 @@ def create_key(
     not_before: datetime | None = None,
     expires: datetime | None = None,
 ) -> dict[str, Any]:
-    def run(km: KeyManager) -> KeyInfo:
-        kt = validate_type_size(key_type, size) if not getattr(km, "audits_key_admin", False) else key_type
-        return km.create_key(name, kt, size, not_before=not_before, expires=expires)  # type: ignore[arg-type]
-
-    return key_view(_admin(rt, vault, name, "key.create", run))
+    try:  # type and size are checked (and a refusal audited) before any adapter is involved
+        kt = validate_type_size(key_type, size)
+    except UsageError as exc:
+        audit_trail.record_failure(
+            rt, "key.create", exc, target_type="key", target_id=f"{vault}/{name}"[:200]
+        )
+        raise
+    info = _admin(
+        rt,
+        vault,
+        name,
+        "key.create",
+        lambda km: km.create_key(name, kt, size, not_before=not_before, expires=expires),
+    )
+    return key_view(info)
 
 
 def rotate_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
