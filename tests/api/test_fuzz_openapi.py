@@ -23,7 +23,7 @@ from keyshift.runtime import Runtime
 
 from .world import build_world
 
-EXAMPLES = 8
+EXAMPLES = 6
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

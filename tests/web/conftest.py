@@ -45,16 +45,6 @@ class Served:
     env: dict[str, str]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "keyshift.cli.main", "--json", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
     def start(self, *args: str, log: str) -> subprocess.Popen[bytes]:
         out = open(self.home / log, "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
