@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "control"))
-
-from control_support import Cli, ensure_platform_vault
+from control_support import Cli
 
 from keyshift.runtime import Runtime
 
 
 @pytest.fixture
 def cli(rt: Runtime, home: Path, db_url: str | None) -> Cli:
-    ensure_platform_vault(rt)
     return Cli(rt, home, db_url)
 
 
