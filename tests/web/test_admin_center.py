@@ -92,7 +92,10 @@ def test_policy_add_environment_job_and_customer_via_platform(page: Any, served:
     page.get_by_role("link", name="Policies", exact=True).click()
     page.get_by_role("link", name="contoso-cmk").click()
     page.get_by_label("Environment").select_option(label="contoso-prod")
-    page.get_by_role("button", name="Add environment").click()
+    # The job page polls its progress endpoint (live progress) until the job has ended.
+    with page.expect_response(lambda r: r.url.endswith("/progress") and r.status == 200) as polled:
+        page.get_by_role("button", name="Add environment").click()
+    assert polled.value.json()["kind"] == "link"
     page.wait_for_url(re.compile(r".*/jobs/job_[0-9a-f]+$"))
     state = page.locator("#job-state")
     page.wait_for_function(
@@ -101,6 +104,7 @@ def test_policy_add_environment_job_and_customer_via_platform(page: Any, served:
     )
     shot(page, "04-job-finished")
     assert state.inner_text() == "succeeded", page.locator("#job-error").inner_text()
+    assert page.locator("#job-done").is_visible()
 
     # The environment encryption page shows CustomerVia<PlatformName>.
     page.get_by_role("link", name="Open the environment").click()
