@@ -127,12 +127,12 @@ def test_pkcs11_add_show_and_key_create_store_no_pin(rt: Runtime, hsm_cli: Cli, 
 
 
 def test_pin_file_reference_is_stored_absolute(
-    rt: Runtime,
-    hsm_cli: Cli,
+    shared_rt: Runtime,
     softhsm_token: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    rt, hsm_cli = shared_rt, Cli(shared_rt.home.path, None)
     (tmp_path / "pin.txt").write_text(softhsm_token.pin)
     (tmp_path / "pin.txt").chmod(0o600)
     monkeypatch.chdir(tmp_path)

@@ -161,7 +161,7 @@ def test_seeded_faults_are_reproducible_and_never_corrupt(provider: Provider) ->
             sleep=lambda s: None,
         )
         trace: list[str] = []
-        for i in range(12):
+        for i in range(8):
             dek = bytes([i]) * 32
             try:
                 w = with_retries(
