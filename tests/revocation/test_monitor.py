@@ -92,8 +92,10 @@ def test_cli_policy_monitor_and_re_enable(rt, clock, home, db_url):  # type: ign
     assert cli("env", "re-enable", "nope", code=3)["code"] == "environment_not_found"
     assert snapshot(rt) == state0
     vaults.delete_key(rt, VAULT, KEY)
-    out = cli("policy", "monitor")
+    assert cli("policy", "monitor", "no-such-policy", code=3)["code"] == "policy_not_found"
+    out = cli("policy", "monitor", "pol")
     assert out[world.policy]["health"] == "unhealthy" and out[world.policy]["disabled"] == [eid]
+    assert cli("policy", "monitor")[world.policy]["disabled"] == []  # already disabled
     assert cli("data", "get", "contoso-prod", "t", "r00001", code=7)["code"] == "environment_disabled"
     state1 = snapshot(rt)
     err = cli("env", "re-enable", "contoso-prod", code=6)

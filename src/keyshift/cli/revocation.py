@@ -1,5 +1,5 @@
 """`env re-enable ENV`, `env deletion show|cancel ENV`, `byok lock T ...`, `byok unlock T [ENV]`,
-`policy monitor` (one health-monitor round now).
+`policy monitor [P]` (one health-monitor round now).
 
 Adds commands to groups owned by other modules: `env_app` (cli/env.py), `byok_app` (cli/byok.py),
 `policy_app` (cli/policy.py).
@@ -101,12 +101,20 @@ def unlock(ctx: typer.Context, tenant: str, env: Annotated[str | None, typer.Arg
     )
 
 
-def monitor(ctx: typer.Context) -> None:
-    """Run one health-monitor round now: check every linked policy, disable revoked environments."""
-    from keyshift.control.monitor import monitor_once
+def monitor(ctx: typer.Context, policy: Annotated[str | None, typer.Argument()] = None) -> None:
+    """Run the health monitor now (every linked policy, or POLICY): record health, disable the
+    environments of a policy whose key is unusable."""
+    from keyshift.control.monitor import check_one, monitor_once
 
     with runtime(ctx) as rt:
-        out = monitor_once(rt)
+        if policy is None:
+            out = monitor_once(rt)
+        else:
+            from keyshift.control.common import get_policy
+
+            with rt.transaction() as s:
+                policy_id = get_policy(s, policy).id
+            out = {policy_id: check_one(rt, policy_id)}
 
     def human(v: dict[str, Any]) -> None:
         for policy, r in v.items():
