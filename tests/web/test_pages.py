@@ -133,3 +133,37 @@ def test_operator_turns_the_byok_flag_off_from_the_tenant_page(
     assert r.status_code == 303
     view = tenants.show_tenant(sqlite_rt, t["id"])
     assert view["byok_feature"] is False and view["byok_flag_ticket"] == "CASE-42"
+
+
+def test_remove_environment_from_the_policy_page(client: TestClient, sqlite_rt: Runtime) -> None:
+    from keyshift.control import health, policies, vaults
+    from keyshift.jobs.runner import Worker
+    from keyshift.migrate import link
+
+    rt = sqlite_rt
+    t = tenants.create_tenant(rt, "contoso")
+    env = environments.create_environment(rt, t["id"], "contoso-prod")
+    vaults.create_local_vault(rt, "contoso-vault", purge_protection=True, tenant_id=t["id"])
+    vaults.create_key(rt, "contoso-vault", "cmk", "RSA", 2048)
+    pol = policies.create_policy(
+        rt, t["id"], "cmk-eu", region=env["region"], vault="contoso-vault", key="cmk"
+    )
+    vaults.grant_key(rt, "contoso-vault", "cmk", pol["identity"], "get,wrapKey,unwrapKey")
+    health.policy_health(rt, pol["id"])
+    environments.set_managed(rt, env["id"], True)
+    link.start_link(rt, pol["id"], env["id"])
+    Worker(rt).run_once()
+    assert environments.show_environment(rt, env["id"])["encryption"]["mode"] == "cmk"
+
+    login(client, tokens.create_token(rt, "tenant_admin", tenant="contoso")["token"])
+    page = client.get(f"/policies/{pol['id']}").text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert csrf and "Remove contoso-prod from the policy" in page
+    r = client.post(
+        f"/policies/{pol['id']}/environments/{env['id']}/remove",
+        data={"csrf": csrf.group(1)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/jobs/job_")
+    Worker(rt).run_once()
+    assert environments.show_environment(rt, env["id"])["encryption"]["mode"] == "platform"

@@ -90,3 +90,18 @@ def policy_add_environment(
     ctx.require_env(environment)
     job = link.start_link(ctx.rt, policy, environment)
     return see_other(f"/jobs/{job['id']}")
+
+
+@router.post("/policies/{policy}/environments/{env}/remove")
+def policy_remove_environment(
+    request: Request,
+    policy: str,
+    env: str,
+    csrf_token: str = Form(..., alias="csrf", max_length=128),
+    ctx: Ctx = web_allow("policy", write=True),
+) -> Response:
+    """Return the environment to the platform key (a job; refused within 7 days of a BYOK migration)."""
+    csrf(request, ctx, csrf_token)
+    ctx.require_env(env)
+    job = link.start_unlink(ctx.rt, policy, env)
+    return see_other(f"/jobs/{job['id']}")
