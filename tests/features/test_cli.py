@@ -69,8 +69,7 @@ def test_search_lake_and_backups_through_the_cli(cli) -> None:  # type: ignore[n
     code, _, err = cli("env", "restore", "prod", "--from", "bak_missing")
     assert code == 3 and json.loads(err)["error"]["code"] == "backup_not_found"
 
-
-def test_copy_and_sql_restriction_refusals(cli) -> None:  # type: ignore[no-untyped-def]
+    # copy, and the SQL-restriction refusals
     assert cli("env", "create", "contoso", "dev")[0] == 0
     code, out, err = cli("env", "copy", "prod", "dev")
     assert code == 0, err

@@ -157,23 +157,18 @@ def test_corrupt_backup_restores_nothing(rt: Runtime) -> None:
         assert RecordStore(rt, env).get("accounts", "a9") == {"name": "after"}
 
 
-def test_restore_of_another_environments_backup_is_refused(rt: Runtime) -> None:
-    _populate(rt)
-    make_env(rt, "contoso-dev")
-    b = backups.create_backup(rt, "contoso-prod")
-    before = snapshot(rt)
-    with pytest.raises(ConflictError) as e:
-        restore.restore_backup(rt, "contoso-dev", b["id"])
-    assert e.value.code == "backup_other_environment"
-    with pytest.raises(NotFoundError):
-        restore.restore_backup(rt, "contoso-prod", "bak_nope")
-    assert snapshot(rt) == before
-
-
 def test_copy_only_within_one_tenant_and_key(rt: Runtime) -> None:
     _populate(rt)
     dev = make_env(rt, "contoso-dev")
     make_env(rt, "fabrikam-prod", tenant="fabrikam")
+    b = backups.create_backup(rt, "contoso-prod")
+    before = snapshot(rt)
+    with pytest.raises(ConflictError) as e:
+        restore.restore_backup(rt, "contoso-dev", b["id"])  # another environment's backup
+    assert e.value.code == "backup_other_environment"
+    with pytest.raises(NotFoundError):
+        restore.restore_backup(rt, "contoso-prod", "bak_nope")
+    assert snapshot(rt) == before
     out = restore.copy_environment(rt, "contoso-prod", "contoso-dev")
     assert out["restored"]["records"] == 5
     assert RecordStore(rt, dev).get("accounts", "a2")["name"] == f"{SECRET} 2"

@@ -13,6 +13,7 @@ from keyshift.db.types import new_id
 from keyshift.errors import ConflictError, UsageError
 from keyshift.features import search, search_jobs
 from keyshift.jobs.runner import Worker
+from keyshift.jobs.store import request_cancel
 from keyshift.runtime import Runtime
 from keyshift.stores.records import RecordStore
 
@@ -39,7 +40,7 @@ def _indexed(rt: Runtime, fields: list[str] | None = None) -> tuple[str, RecordS
 
 
 def test_search_finds_all_words_and_fetches_decrypted_records(rt: Runtime) -> None:
-    _indexed(rt)
+    env, _ = _indexed(rt)
     assert _ids(search.search(rt, "contoso-prod", "accounts", "paris")) == ["a1", "a2"]
     assert _ids(search.search(rt, "contoso-prod", "accounts", "Paris CONTOSO")) == ["a2"]
     assert _ids(search.search(rt, "contoso-prod", "accounts", "énorme")) == ["a2"]
@@ -49,6 +50,19 @@ def test_search_finds_all_words_and_fetches_decrypted_records(rt: Runtime) -> No
     assert _ids(search.search(rt, "contoso-prod", "accounts", "paris", limit=1)) == ["a1"]
     out = search.search(rt, "contoso-prod", "accounts", "oslo")
     assert out["results"][0]["value"] == ROWS["a3"]
+    # Postings hold only tokens; the search key is a DEK of store "search" of the environment.
+    with rt.engine.connect() as conn:
+        rows = conn.execute(text("select * from search_postings")).all()
+        meta = conn.execute(text("select * from search_indexes")).all()
+    assert rows
+    blob = b"".join(repr(tuple(r)).encode() for r in rows + meta).lower()
+    for word in (b"paris", b"fabrikam", b"contoso", b"gold", b"enorme", b"northwind", b"oslo"):
+        assert word not in blob
+    assert all(len(bytes(r[1])) == 16 for r in rows)
+    with rt.transaction() as s:
+        g = s.scalars(select(SearchIndex).where(SearchIndex.environment_id == env)).one()
+        dek = s.get(Dek, g.dek_id)
+        assert dek is not None and dek.store == "search" and dek.environment_id == env
 
 
 def test_index_follows_puts_and_deletes(rt: Runtime) -> None:
@@ -60,26 +74,6 @@ def test_index_follows_puts_and_deletes(rt: Runtime) -> None:
     assert _ids(search.search(rt, "contoso-prod", "accounts", "paris")) == ["a4", "a5"]
     assert _ids(search.search(rt, "contoso-prod", "accounts", "berlin")) == ["a1"]
     assert _ids(search.search(rt, "contoso-prod", "accounts", "contoso")) == []
-
-
-def test_postings_hold_no_plaintext(rt: Runtime) -> None:
-    _indexed(rt)
-    with rt.engine.connect() as conn:
-        rows = conn.execute(text("select * from search_postings")).all()
-        meta = conn.execute(text("select * from search_indexes")).all()
-    assert rows
-    blob = b"".join(repr(tuple(r)).encode() for r in rows + meta).lower()
-    for word in (b"paris", b"fabrikam", b"contoso", b"gold", b"enorme", b"northwind", b"oslo"):
-        assert word not in blob
-    assert all(len(bytes(r[1])) == 16 for r in rows)
-
-
-def test_search_key_is_a_dek_of_store_search_wrapped_by_the_env_key(rt: Runtime) -> None:
-    env, _ = _indexed(rt)
-    with rt.transaction() as s:
-        g = s.scalars(select(SearchIndex).where(SearchIndex.environment_id == env)).one()
-        dek = s.get(Dek, g.dek_id)
-        assert dek is not None and dek.store == "search" and dek.environment_id == env
 
 
 def test_new_fields_rebuild_while_the_old_generation_answers(rt: Runtime) -> None:
@@ -97,6 +91,19 @@ def test_new_fields_rebuild_while_the_old_generation_answers(rt: Runtime) -> Non
     with rt.transaction() as s:
         states = sorted(g.state for g in s.scalars(select(SearchIndex)))
     assert states == ["active", "retired"]
+    # A cancelled rebuild leaves the active generation answering and drops the half-built one.
+    third = search_jobs.set_fields(rt, "contoso-prod", "accounts", ["city"])
+    request_cancel(rt, third["job"])
+    assert Worker(rt).run_job(third["job"]) == "cancelled"
+    assert _ids(search.search(rt, "contoso-prod", "accounts", "late")) == ["a7"]
+    with rt.transaction() as s:
+        states = sorted(g.state for g in s.scalars(select(SearchIndex)))
+        left = s.execute(text("select count(*) from search_postings")).scalar_one()
+        active = s.scalars(select(SearchIndex.id).where(SearchIndex.state == "active")).one()
+        mine = s.execute(
+            text("select count(*) from search_postings where index_id = :i"), {"i": active}
+        ).scalar_one()
+    assert states == ["active", "retired", "retired"] and left == mine
 
 
 def test_rekey_replaces_the_search_key_and_rebuilds(rt: Runtime) -> None:
