@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -73,5 +75,38 @@ def _load() -> None:
 _load()
 
 
-def main() -> None:
-    app()
+def _wants_json(argv: list[str]) -> bool:
+    # Global options come before the command; `--json` there asks for JSON errors too.
+    for arg in argv:
+        if arg == "--json":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. With `--json`, usage errors found by the parser are JSON on stderr too (exit 2)."""
+    args = sys.argv[1:] if argv is None else argv
+    if not _wants_json(args):
+        app(args=args)
+        return
+    try:
+        # Without standalone mode the parser returns a command's exit code instead of exiting.
+        rc = app(args=args, standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write(json.dumps({"error": {"code": "aborted", "message": "aborted"}}) + "\n")
+        sys.exit(1)
+    except Exception as exc:
+        # The parser's own errors (missing/unknown option, bad value) carry exit_code + format_message.
+        fmt = getattr(exc, "format_message", None)
+        code = getattr(exc, "exit_code", None)
+        if not callable(fmt) or not isinstance(code, int):
+            raise
+        body = {"error": {"code": "invalid_argument", "message": str(fmt())}}
+        sys.stderr.write(json.dumps(body) + "\n")
+        sys.exit(code)
