@@ -29,7 +29,7 @@ class DemoFailed(InternalError):
 
 
 # The demo's throw-away PKCS#12 file lives in the demo's own temp home; not a secret.
-DEMO_PFX_PASSWORD = "demo-" + "Passw0rd!x"
+DEMO_PFX_PASSWORD = "demo-Passw0rd!x"  # noqa: S105
 ENVS = (("fabrikam-prod", "production"), ("fabrikam-uat", "sandbox"), ("fabrikam-dev", "developer"))
 ROWS, EVENTS, FILES = 400, 40, 6
 
