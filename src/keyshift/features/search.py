@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import threading
@@ -142,7 +141,7 @@ def table_key(rt: Runtime, env: EnvView, table: str, dek_hex: str) -> bytes:
 
 
 def tokens(key: bytes, ws: Iterable[str]) -> set[bytes]:
-    return {hmac.new(key, w.encode("utf-8"), hashlib.sha256).digest()[:TOKEN_LEN] for w in ws}
+    return {hmac.digest(key, w.encode("utf-8"), "sha256")[:TOKEN_LEN] for w in ws}
 
 
 # -- index rows --------------------------------------------------------------------------------

@@ -336,6 +336,9 @@ class RebuildPlan:
             ctx.advance(s)
 
     def _sweep(self, rt: Runtime, g: SearchIndex) -> None:
+        # A write stamped within SWEEP_MARGIN of the generation's start may have read the list of
+        # live generations before this one was committed: re-index those. Later writes index into
+        # it themselves; earlier ones were committed before the batches read them.
         since = g.started_at - SWEEP_MARGIN
         with rt.transaction() as s:
             ids = list(
@@ -345,6 +348,7 @@ class RebuildPlan:
                         _R.c.environment_id == g.environment_id,
                         _R.c.table_name == g.table_name,
                         _R.c.updated_at >= since,
+                        _R.c.updated_at <= g.started_at + SWEEP_MARGIN,
                     )
                     .order_by(_R.c.record_id)
                 )
