@@ -11,7 +11,8 @@ Applying rewraps every DEK of the environment under the active key (`stores.keys
 which also flips the binding and writes the audit row in one transaction); reverting rewraps them
 under the platform key (production environments need the name typed as confirmation).
 
-Vault calls never run inside an open state-DB transaction (see control.common).
+Vault calls never run inside an open state-DB transaction (see control.common). Apply and revert
+live in `byok_apply` (re-exported here).
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
+from keyshift.control.byok_apply import apply, revert
 from keyshift.control.common import (
     get_byok_key,
-    get_environment,
     get_tenant,
     operation,
-    platform_vault,
     refuse,
     validate_name,
     validate_region,
 )
-from keyshift.control.environments import active_byok_key, require_not_deleted, show_environment
+from keyshift.control.environments import require_byok_tenant
 from keyshift.control.pkcs12_files import (
     check_password,
     fingerprint,
@@ -45,33 +45,19 @@ from keyshift.control.pkcs12_files import (
     to_pkcs12,
     write_new_file,
 )
-from keyshift.control.preconditions import running_job
 from keyshift.control.tenants import byok_key_view
-from keyshift.db.models import ByokKey, Environment, Tenant, VaultRecord
+from keyshift.db.models import ByokKey, Tenant
 from keyshift.db.types import new_id
 from keyshift.errors import (
     AlreadyExistsError,
     ConflictError,
     KeyshiftError,
-    UsageError,
 )
 from keyshift.runtime import Runtime
 from keyshift.vaults.base import ALL_PERMISSIONS, KeyRef
 
 ACTIVATION_INTERVAL = timedelta(hours=24)
 INSTALL_TIMEOUT = timedelta(minutes=15)
-
-
-def _require_byok_tenant(tenant: Tenant, *, allow_locked: bool = False) -> None:
-    # A locked tenant may only import and activate keys: that is how it unlocks (SPEC §2; byok_lock.py).
-    if tenant.locked_at is not None and not allow_locked:
-        raise ConflictError(f"tenant {tenant.name!r} is locked", code="tenant_locked")
-    if not tenant.byok_feature:
-        raise ConflictError(
-            f"tenant {tenant.name!r} does not have the legacy BYOK feature on", code="byok_feature_off"
-        )
-    if tenant.byok_vault_id is None:
-        raise ConflictError(f"tenant {tenant.name!r} has no BYOK vault", code="no_byok_vault")
 
 
 # -- adding keys ----------------------------------------------------------------------------------
@@ -123,7 +109,7 @@ def _prevalidate(
     region = validate_region(rt, region)
     with rt.transaction() as s:
         tenant = get_tenant(s, tenant_ref)
-        _require_byok_tenant(tenant, allow_locked=allow_locked)
+        require_byok_tenant(tenant, allow_locked=allow_locked)
         _check_unique(s, tenant, name, fp)
         return tenant.id, region
 
@@ -159,7 +145,7 @@ def _add_key(
             rt, action, target_type="byok_key", tenant_id=tenant_id, details={"name": name, "region": region}
         ) as op:
             tenant = get_tenant(op.session, tenant_id, lock=True)
-            _require_byok_tenant(tenant, allow_locked=source == "imported")
+            require_byok_tenant(tenant, allow_locked=source == "imported")
             _check_unique(op.session, tenant, name, fingerprint(key))
             now = rt.clock.now()
             row = ByokKey(
@@ -206,7 +192,7 @@ def activate(rt: Runtime, tenant_ref: str, key_ref: str) -> dict[str, Any]:
         s = op.session
         tenant = get_tenant(s, tenant_ref, lock=True)
         op.tenant_id = tenant.id
-        _require_byok_tenant(tenant, allow_locked=True)
+        require_byok_tenant(tenant, allow_locked=True)
         key = get_byok_key(s, tenant, key_ref)
         op.target_id, op.details["name"] = key.id, key.name
         _check_can_activate(rt, s, tenant, key)
@@ -293,110 +279,4 @@ def _round_trip(rt: Runtime, vault_id: str, vault_key: str) -> None:
         raise ConflictError("the key failed its wrap/unwrap check", code="key_check_failed")
 
 
-# -- apply / revert -------------------------------------------------------------------------------
-
-
-def apply(rt: Runtime, env_ref: str) -> dict[str, Any]:
-    """Rewrap the environment under its tenant's active BYOK key of the environment's region."""
-    from keyshift.stores.keys import KekTarget, rewrap_environment
-
-    action = "byok.apply"
-    fields: dict[str, Any] = {"target_type": "environment"}
-    try:
-        with rt.transaction() as s:
-            env = get_environment(s, env_ref)
-            fields.update(target_id=env.id, tenant_id=env.tenant_id)
-            tenant = s.get(Tenant, env.tenant_id)
-            assert tenant is not None
-            _require_byok_tenant(tenant)
-            _require_rewrappable(s, env)
-            if env.enc_mode == "cmk" or env.policy_id is not None:
-                raise ConflictError(
-                    f"environment {env.name!r} uses a customer-managed key (policy)", code="policy_linked"
-                )
-            if env.migrated_from_byok_at is not None:
-                raise ConflictError(
-                    f"environment {env.name!r} migrated from BYOK to a customer-managed key and can "
-                    "never be re-encrypted with the BYOK key",
-                    code="migrated_from_byok",
-                )
-            key = active_byok_key(s, tenant, env.region)
-            if env.enc_mode == "byok" and env.byok_key_id == key.id:
-                raise ConflictError(
-                    f"environment {env.name!r} is already encrypted with key {key.name!r}",
-                    code="already_applied",
-                )
-            target = KekTarget(tenant.byok_vault_id, key.vault_key_name, rt.settings.platform_identity)  # type: ignore[arg-type]
-            binding = {
-                "enc_mode": "byok",
-                "enc_managed_by": "customer",
-                "enc_status": "encrypted",
-                "byok_key_id": key.id,
-            }
-            env_id = env.id
-    except KeyshiftError as err:
-        raise refuse(rt, action, err, **fields) from None
-    _rewrap(rt, rewrap_environment, action, env_id, target, binding, fields)
-    return show_environment(rt, env_id)
-
-
-def revert(rt: Runtime, env_ref: str, *, confirm: str | None = None) -> dict[str, Any]:
-    """Return a BYOK environment to the platform key (production: `confirm` must be its name)."""
-    from keyshift.stores.keys import KekTarget, rewrap_environment
-
-    action = "byok.revert"
-    fields: dict[str, Any] = {"target_type": "environment"}
-    try:
-        with rt.transaction() as s:
-            env = get_environment(s, env_ref)
-            fields.update(target_id=env.id, tenant_id=env.tenant_id)
-            if env.enc_mode != "byok":
-                raise ConflictError(
-                    f"environment {env.name!r} is not encrypted with a BYOK key (mode {env.enc_mode})",
-                    code="not_byok",
-                )
-            if env.type == "production" and confirm != env.name:
-                raise UsageError(
-                    f"{env.name!r} is a production environment: type its name with --confirm to revert",
-                    code="confirmation_required" if confirm is None else "confirmation_mismatch",
-                )
-            _require_rewrappable(s, env)
-            vault: VaultRecord = platform_vault(rt, s)
-            target = KekTarget(vault.id, rt.settings.platform_key, rt.settings.platform_identity)
-            binding = {
-                "enc_mode": "platform",
-                "enc_managed_by": "platform",
-                "enc_status": "encrypted",
-                "byok_key_id": None,
-            }
-            env_id = env.id
-    except KeyshiftError as err:
-        raise refuse(rt, action, err, **fields) from None
-    _rewrap(rt, rewrap_environment, action, env_id, target, binding, fields)
-    return show_environment(rt, env_id)
-
-
-def _require_rewrappable(s: Any, env: Environment) -> None:
-    require_not_deleted(env)
-    if env.state != "enabled":
-        raise ConflictError(f"environment {env.name!r} is {env.state}", code="environment_not_enabled")
-    job = running_job(s, env.id)
-    if job is not None:
-        raise ConflictError(
-            f"environment {env.name!r} has a job in progress ({job}); wait for it", code="job_running"
-        )
-
-
-def _rewrap(
-    rt: Runtime,
-    fn: Any,
-    action: str,
-    env_id: str,
-    target: Any,
-    binding: dict[str, Any],
-    fields: dict[str, Any],
-) -> None:
-    try:
-        fn(rt, env_id, target, old_wraps="destroyed", binding=binding, action=action)
-    except KeyshiftError as err:
-        raise refuse(rt, action, err, **fields) from None
+__all__ = ["activate", "apply", "generate", "import_key", "list_keys", "revert"]

@@ -222,14 +222,22 @@ def enable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
         return environment_view(rt, s, env)
 
 
-def active_byok_key(s: Session, tenant: Tenant, region: str) -> ByokKey:
-    """The tenant's active BYOK key in `region`; ConflictError when BYOK does not apply or none is."""
+def require_byok_tenant(tenant: Tenant, *, allow_locked: bool = False) -> None:
+    """The tenant may use legacy BYOK now: not locked (unless allowed), feature on, has its vault."""
+    # A locked tenant may only import and activate keys: that is how it unlocks (SPEC §2; byok_lock.py).
+    if tenant.locked_at is not None and not allow_locked:
+        raise ConflictError(f"tenant {tenant.name!r} is locked", code="tenant_locked")
     if not tenant.byok_feature:
         raise ConflictError(
             f"tenant {tenant.name!r} does not have the legacy BYOK feature on", code="byok_feature_off"
         )
     if tenant.byok_vault_id is None:
         raise ConflictError(f"tenant {tenant.name!r} has no BYOK vault", code="no_byok_vault")
+
+
+def active_byok_key(s: Session, tenant: Tenant, region: str) -> ByokKey:
+    """The tenant's active BYOK key in `region`; ConflictError when BYOK does not apply or none is."""
+    require_byok_tenant(tenant)
     key = s.scalars(
         select(ByokKey).where(
             ByokKey.tenant_id == tenant.id, ByokKey.region == region, ByokKey.state == "active"
