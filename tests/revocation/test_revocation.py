@@ -17,6 +17,7 @@ from keyshift.control.revocation import reenable_environment
 from keyshift.db.models import Policy
 from keyshift.errors import EnvironmentUnavailableError, KeyInaccessibleError, VaultUnavailableError
 from keyshift.stores.keys import data_keys
+from keyshift.stores.service import EnvironmentData
 
 from .helpers import KINDS, audit_actions, cmk_world, env_row, read_all, records_store, revoke
 
@@ -98,11 +99,20 @@ def test_data_plane_refusal_disables_without_the_monitor(sqlite_rt, clock, monke
     world = cmk_world(rt, key_expires=clock.now() + timedelta(days=60))
     eid = world.envs["contoso-prod"]
     before = read_all(rt, eid)
+    from keyshift.db.models import Dek
+
+    with rt.transaction() as s:  # no audit DEK yet: the first audit event must wrap a new one
+        assert (
+            s.scalars(select(Dek.id).where(Dek.environment_id == eid, Dek.store == "audit")).first() is None
+        )
     for kind in [k for k in KINDS if k != "vault_unreachable"]:
         undo = revoke(rt, kind, world, clock)
         data_keys(rt).flush(eid)  # the cached DEK reached its max age (<= the revocation bound)
         with pytest.raises(EnvironmentUnavailableError) as err:
-            records_store(rt, eid).get("t", "r00001")
+            if kind == "grant_removed":  # a first audit event needs a new DEK: the *wrap* is refused
+                EnvironmentData(rt, eid).audit.append({"first": True})
+            else:  # a read needs the cached-out DEK: the *unwrap* is refused
+                records_store(rt, eid).get("t", "r00001")
         assert err.value.code == "environment_disabled", kind
         row = env_row(rt, eid)
         assert row.state == "disabled" and row.state_reason.startswith("key revoked: "), kind
