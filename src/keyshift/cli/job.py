@@ -69,7 +69,11 @@ def finish(ctx: typer.Context, rt: Runtime, view: dict[str, Any], wait: bool) ->
         if view["state"] == "failed":
             raise typer.Exit(_exit_for(view["error"]["code"]))
         return
-    emit(ctx, view, lambda v: sys.stdout.write(f"job {v['id']} ({v['kind']}) started: {v['state']}\n"))
+    emit(ctx, view, _started)
+
+
+def _started(v: dict[str, Any]) -> None:
+    sys.stdout.write(f"job {v['id']} ({v['kind']}) started: {v['state']}\n")
 
 
 def _exit_for(code: str) -> int:

@@ -49,7 +49,12 @@ def maintenance_run(ctx: typer.Context) -> None:
     key rotations."""
     with runtime(ctx) as rt:
         out = schedule.run_due(rt)
-    emit(ctx, out, lambda v: [typer.echo(f"{k}: {r}") for k, r in v.items()])
+    emit(ctx, out, _human_maintenance)
+
+
+def _human_maintenance(out: dict[str, Any]) -> None:
+    for name, res in out.items():
+        typer.echo(f"{name}: {res}")
 
 
 def register(app: typer.Typer) -> None:

@@ -84,7 +84,7 @@ def copy_files(
             key = keys.reserve(rt, env, STORE, 1)
 
             def produce(sink: Any, reader: Any = reader, key: Any = key, ad: bytes = ad) -> int:
-                return encrypt_stream(key, _Marked(reader, ctx), sink, ad)
+                return encrypt_stream(key, _Marked(reader, ctx), sink, ad)  # type: ignore[arg-type]
 
             if isinstance(dst_b, DirectoryFiles):
                 size = _put_if_absent(dst_b, env_id, path, produce)

@@ -147,7 +147,7 @@ class KeyChangePlan:
             if job.params.get("return_files"):
                 from keyshift.migrate.files_bridge import sql_snapshot
 
-                extra["sql_files_at_cut"] = sql_snapshot(s, job.environment_id)
+                extra["sql_files_at_cut"] = sql_snapshot(s, job.environment_id or "")
             ctx.advance(s, {"cut": True, "cut_at": now.isoformat(), **extra})
             audit_trail.record(
                 rt,

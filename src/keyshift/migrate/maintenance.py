@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from keyshift.control import audit_trail
 from keyshift.db.models import DekWrap, Environment, Policy
 from keyshift.errors import KeyshiftError
+from keyshift.migrate.rewrap import rowcount
 from keyshift.runtime import Runtime
 from keyshift.vaults.base import KeyRef
 
@@ -18,13 +19,17 @@ def purge_expired_retention(rt: Runtime) -> dict[str, Any]:
     restore window ended lose their pre-migration SQL copy of audit events and files."""
     now = rt.clock.now()
     with rt.transaction() as s:
-        wraps = s.execute(
-            update(DekWrap)
-            .where(
-                DekWrap.state == "retained", DekWrap.retain_until.is_not(None), DekWrap.retain_until <= now
+        wraps = rowcount(
+            s.execute(
+                update(DekWrap)
+                .where(
+                    DekWrap.state == "retained",
+                    DekWrap.retain_until.is_not(None),
+                    DekWrap.retain_until <= now,
+                )
+                .values(state="destroyed", wrapped=b"")
             )
-            .values(state="destroyed", wrapped=b"")
-        ).rowcount
+        )
         envs = list(
             s.scalars(
                 select(Environment).where(

@@ -26,6 +26,7 @@ from keyshift.clock import utc
 from keyshift.db.models import DataAuditRow, DataFile, DataFileChunk, Dek, Environment, Job
 from keyshift.errors import AlreadyExistsError, InternalError
 from keyshift.jobs.context import BatchContext
+from keyshift.migrate.rewrap import rowcount
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
 
@@ -198,15 +199,13 @@ def purge_sql_copy(session: Session, env: Environment) -> dict[str, int]:
     stores = env.stores or {}
     out = {"audit_rows": 0, "files": 0}
     if stores.get("audit") not in (None, "sql") and "audit_from" not in stores:
-        out["audit_rows"] = int(
-            session.execute(delete(DataAuditRow).where(DataAuditRow.environment_id == env.id)).rowcount or 0
+        out["audit_rows"] = rowcount(
+            session.execute(delete(DataAuditRow).where(DataAuditRow.environment_id == env.id))
         )
     if stores.get("files") not in (None, "sql") and "files_from" not in stores:
         fids = select(DataFile.file_id).where(DataFile.environment_id == env.id).scalar_subquery()
         session.execute(delete(DataFileChunk).where(DataFileChunk.file_id.in_(fids)))
-        out["files"] = int(
-            session.execute(delete(DataFile).where(DataFile.environment_id == env.id)).rowcount or 0
-        )
+        out["files"] = rowcount(session.execute(delete(DataFile).where(DataFile.environment_id == env.id)))
     return out
 
 

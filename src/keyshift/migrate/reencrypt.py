@@ -106,13 +106,13 @@ def _old_ids(
                 DataRecord.record_id <= last,
             ]
         return [
-            tuple(r)
-            for r in s.execute(
+            (str(t), str(r))
+            for t, r in s.execute(
                 select(DataRecord.table_name, DataRecord.record_id)
                 .where(and_(*cond))
                 .order_by(DataRecord.table_name, DataRecord.record_id)
             ).all()
-        ]  # type: ignore[misc]
+        ]
 
 
 def run_batch(rt: Runtime, ctx: BatchContext) -> None:

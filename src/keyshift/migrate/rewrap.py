@@ -108,8 +108,13 @@ def insert_pending(rt: Runtime, session: Session, wraps: list[tuple[str, Any]], 
 def drop_pending(session: Session, env_id: str) -> int:
     """Rollback of an unfinished key change: forget its pending wraps."""
     ids = select(Dek.id).where(Dek.environment_id == env_id).scalar_subquery()
-    res = session.execute(delete(DekWrap).where(DekWrap.state == "pending", DekWrap.dek_id.in_(ids)))
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(
+        session.execute(delete(DekWrap).where(DekWrap.state == "pending", DekWrap.dek_id.in_(ids)))
+    )
+
+
+def rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def cutover(
@@ -141,16 +146,20 @@ def cutover(
             values: dict[str, Any] = {"state": old_wraps, "retain_until": retain_until}
             if old_wraps == "destroyed":
                 values["wrapped"] = b""
-            flipped_old = s.execute(
-                update(DekWrap)
-                .where(DekWrap.state == "current", DekWrap.dek_id.in_(dek_ids))
-                .values(**values)
-            ).rowcount
-            flipped = s.execute(
-                update(DekWrap)
-                .where(DekWrap.state == "pending", DekWrap.dek_id.in_(dek_ids))
-                .values(state="current")
-            ).rowcount
+            flipped_old = rowcount(
+                s.execute(
+                    update(DekWrap)
+                    .where(DekWrap.state == "current", DekWrap.dek_id.in_(dek_ids))
+                    .values(**values)
+                )
+            )
+            flipped = rowcount(
+                s.execute(
+                    update(DekWrap)
+                    .where(DekWrap.state == "pending", DekWrap.dek_id.in_(dek_ids))
+                    .values(state="current")
+                )
+            )
             version = s.scalars(
                 select(DekWrap.key_version)
                 .where(DekWrap.state == "current", DekWrap.dek_id.in_(dek_ids))
