@@ -58,11 +58,6 @@ def revoked_reason(reason: str) -> str:
     return f"{REASON_PREFIX}: {reason}"
 
 
-def is_revocation(env: Environment) -> bool:
-    """Was this environment disabled because its key became unusable (not by an operator)?"""
-    return env.state == "disabled" and (env.state_reason or "").startswith(REASON_PREFIX)
-
-
 # -- disabling ------------------------------------------------------------------------------------
 
 
@@ -304,17 +299,6 @@ def _enable(rt: Runtime, s: Any, env: Environment, action: str, proof: dict[str,
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def policy_envs(rt: Runtime, policy_id: str) -> list[str]:
-    with rt.transaction() as s:
-        return list(
-            s.scalars(
-                select(Environment.id).where(
-                    Environment.policy_id == policy_id, Environment.state != "deleted"
-                )
-            )
-        )
 
 
 def linked_policies(rt: Runtime) -> list[str]:
