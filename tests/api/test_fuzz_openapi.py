@@ -1,6 +1,6 @@
 """Schemathesis against the OpenAPI document: no 5xx, responses match the documented schemas, and
 status codes and content types are documented — over every operation, a bounded number of examples,
-as an operator (who may call everything) on SQLite."""
+as an operator (who may call everything), on SQLite and on PostgreSQL (stricter about input, e.g. NUL)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from keyshift.runtime import Runtime
 
 from .world import build_world
 
-EXAMPLES = 6
+EXAMPLES = 4
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -34,10 +34,10 @@ CHECKS = [
 
 
 @pytest.fixture
-def fuzz_app(sqlite_rt: Runtime) -> Any:
-    build_world(sqlite_rt)  # real objects exist, so some generated names hit them
-    app = create_app(sqlite_rt)
-    app.state.fuzz_token = tokens.create_token(sqlite_rt, "operator")["token"]
+def fuzz_app(rt: Runtime) -> Any:
+    build_world(rt)  # real objects exist, so some generated names hit them
+    app = create_app(rt)
+    app.state.fuzz_token = tokens.create_token(rt, "operator")["token"]
     return app
 
 
@@ -72,7 +72,7 @@ def test_openapi_fuzz_finds_no_server_error_or_schema_violation(fuzz_app: Any) -
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{op.label}: {type(exc).__name__}: {str(exc)[:800]}")
     assert not failures, "\n\n".join(failures)
-    assert calls >= len(operations) * 5
+    assert calls >= len(operations) * 3
     # The probes were authenticated and reached real handlers, not just the auth wall.
     assert all(401 not in codes for codes in statuses.values())
     ok_ops = [label for label, codes in statuses.items() if any(200 <= c < 300 for c in codes)]

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from keyshift.control import tokens
 from keyshift.control.common import get_environment, get_policy, get_tenant, get_vault_record
 from keyshift.control.tokens import Principal
-from keyshift.errors import NotFoundError, PermissionDeniedError
+from keyshift.errors import NotFoundError, PermissionDeniedError, UsageError
 from keyshift.runtime import Runtime
 
 # Rule scopes and the path parameter that names their object.
@@ -187,6 +187,13 @@ def presented_token(request: Request) -> str | None:
     return None
 
 
+def _refuse_nul(request: Request) -> None:
+    """No name, id or path anywhere contains NUL: refuse it before it reaches a database."""
+    values = [*request.path_params.values(), *request.query_params.values()]
+    if any("\x00" in str(v) for v in values):
+        raise UsageError("names, ids and paths must not contain NUL characters", code="invalid_argument")
+
+
 class Guard:
     """The dependency behind `allow(...)`; the route test finds it on every route."""
 
@@ -196,6 +203,7 @@ class Guard:
 
     def __call__(self, request: Request) -> Ctx:
         base: Runtime = request.app.state.runtime
+        _refuse_nul(request)
         if self.rule.scope == "public":
             return Ctx(base.with_principal("anonymous"), None, self.rule)
         principal = tokens.authenticate(base, self.token_source(request))

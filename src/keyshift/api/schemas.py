@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Ref = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Short = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+def _no_control_chars(value: str) -> str:
+    """Names and references never contain NUL or other control characters."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_chars)]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_chars)]
+Short = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_control_chars)]
 
 
 class Body(BaseModel):

@@ -31,6 +31,8 @@ from keyshift.web.session import (
 )
 
 log = logging.getLogger("keyshift.web")
+# Form text fields that name things: no control characters (NUL never reaches a database).
+SAFE_TEXT = r"^[^\x00-\x1f\x7f]*$"
 router = APIRouter(include_in_schema=False)
 
 
@@ -188,7 +190,7 @@ def tenant_page(request: Request, tenant: str, ctx: Ctx = web_allow("tenant")) -
 def tenant_remove_byok_flag(
     request: Request,
     tenant: str,
-    ticket: str = Form(..., max_length=200),
+    ticket: str = Form(..., max_length=200, pattern=SAFE_TEXT),
     csrf_token: str = Form(..., alias="csrf", max_length=128),
     ctx: Ctx = web_allow("operator", write=True),
 ) -> Response:

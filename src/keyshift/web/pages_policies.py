@@ -9,7 +9,7 @@ from starlette.responses import Response
 from keyshift.api.access import Ctx
 from keyshift.control import environments, health, policies, vaults
 from keyshift.migrate import link
-from keyshift.web.pages import csrf, see_other, web_allow
+from keyshift.web.pages import SAFE_TEXT, csrf, see_other, web_allow
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -40,11 +40,11 @@ def policies_page(request: Request, ctx: Ctx = web_allow("collection")) -> Respo
 @router.post("/policies")
 def create_policy(
     request: Request,
-    tenant: str = Form(..., max_length=200),
-    name: str = Form(..., max_length=200),
-    region: str = Form(..., max_length=100),
-    vault: str = Form(..., max_length=200),
-    key: str = Form(..., max_length=200),
+    tenant: str = Form(..., max_length=200, pattern=SAFE_TEXT),
+    name: str = Form(..., max_length=200, pattern=SAFE_TEXT),
+    region: str = Form(..., max_length=100, pattern=SAFE_TEXT),
+    vault: str = Form(..., max_length=200, pattern=SAFE_TEXT),
+    key: str = Form(..., max_length=200, pattern=SAFE_TEXT),
     csrf_token: str = Form(..., alias="csrf", max_length=128),
     ctx: Ctx = web_allow("collection", write=True),
 ) -> Response:
@@ -82,7 +82,7 @@ def policy_check(
 def policy_add_environment(
     request: Request,
     policy: str,
-    environment: str = Form(..., max_length=200),
+    environment: str = Form(..., max_length=200, pattern=SAFE_TEXT),
     csrf_token: str = Form(..., alias="csrf", max_length=128),
     ctx: Ctx = web_allow("policy", write=True),
 ) -> Response:
