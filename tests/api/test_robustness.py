@@ -83,6 +83,8 @@ def test_bad_bodies_are_refused_clearly_and_change_nothing(small_client: TestCli
     _is_error(small_client.get("/api/v1/environments/contoso%00prod", headers=h), 400, "invalid_argument")
     _is_error(small_client.get("/api/v1/environments?tenant=con%00toso", headers=h), 400, "invalid_argument")
     _is_error(post(env_url, json={"tenant": "con\u0000toso", "name": "x"}, headers=h), 422)
+    lone_surrogate = b'{"tenant": "\\ud800", "name": "x"}'
+    _is_error(post(env_url, content=lone_surrogate, headers={**h, "content-type": "application/json"}), 422)
     _is_error(small_client.get("/api/v1/vaults/platform/keys/k%00", headers=h), 400, "invalid_argument")
     _is_error(small_client.get("/api/v1/jobs?limit=0", headers=h), 422)
     _is_error(small_client.get("/api/v1/no/such/route", headers=h), 404, "not_found")
