@@ -11,7 +11,8 @@ import pytest
 from conformance import MakeKey, VaultConformance
 
 from keyshift.vaults.base import KeyNotFoundError, KeyRef, KeyType, UnwrapError, WrappedKey
-from keyshift.vaults.pkcs11 import ALG_KWP, ALG_OAEP1, ALG_OAEP256, Pkcs11Vault, id_of, version_of
+from keyshift.vaults.pkcs11 import Pkcs11Vault, id_of, version_of
+from keyshift.vaults.pkcs11_mech import ALG_KWP, ALG_OAEP1, ALG_OAEP256
 from keyshift.vaults.secrets import SecretUnavailableError
 from servers import softhsm_token  # noqa: F401 - fixture
 

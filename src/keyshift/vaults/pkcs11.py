@@ -9,15 +9,9 @@ the version string is the CKA_ID as text (Keyshift creates versions with IDs "1"
 ID that is not printable text shows as ``hex:<hex>``). The current version is the highest ID
 (decimal IDs compare as numbers).
 
-Wrapping:
-- AES keys: the token's key wrap, RFC 5649 (CKM_AES_KEY_WRAP_PAD) when the token has it, else
-  RFC 3394 (CKM_AES_KEY_WRAP). The DEK is imported as an extractable session object, wrapped with
-  C_WrapKey and destroyed; unwrap is C_UnwrapKey into an extractable session object whose value is
-  read back and the object destroyed.
-- RSA keys: OAEP. SHA-256 with MGF1-SHA-256 when the token supports it, else SHA-1/MGF1-SHA-1
-  (SoftHSM2 2.6 supports only SHA-1 for OAEP); probed once per adapter; the choice is recorded in
-  WrappedKey.algorithm (``RSA-OAEP-256`` / ``RSA-OAEP``) so unwrap uses the same.
-  C_Encrypt/C_Decrypt when the key allows them, else C_WrapKey/C_UnwrapKey of a session object.
+Wrapping (keyshift.vaults.pkcs11_mech): AES keys use the token's RFC 5649 / RFC 3394 key wrap;
+RSA keys use OAEP with SHA-256 when the token supports it, else SHA-1 (SoftHSM2 2.6), probed once
+per adapter and recorded in WrappedKey.algorithm so unwrap uses the same.
 PKCS#11 key wrap has no associated data, so the caller's context is not bound cryptographically
 here; records stay bound to tenant/environment by the record cipher's associated data.
 
@@ -40,6 +34,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keyshift.errors import AlreadyExistsError, KeyshiftError, UsageError, VaultUnavailableError
+from keyshift.vaults import pkcs11_mech as mech
 from keyshift.vaults.base import (
     AccessDeniedError,
     KeyDisabledError,
@@ -54,16 +49,14 @@ from keyshift.vaults.base import (
     WrappedKey,
 )
 from keyshift.vaults.external import check_dek, declared_info, unsupported
+from keyshift.vaults.pkcs11_mech import AES_ALGS, RSA_ALGS
 from keyshift.vaults.secrets import SecretRef
 
 if TYPE_CHECKING:
-    from keyshift.clock import Clock
     from keyshift.db.models import VaultRecord
     from keyshift.runtime import Runtime
 
 KIND = "pkcs11"
-ALG_KWP, ALG_KW = "AES-KWP", "AES-KW"
-ALG_OAEP256, ALG_OAEP1 = "RSA-OAEP-256", "RSA-OAEP"
 MAX_WRAPPED = 1024
 T = TypeVar("T")
 
@@ -114,7 +107,6 @@ class Pkcs11Vault:
         name: str,
         config: Mapping[str, Any],
         *,
-        clock: Clock | None = None,
         soft_delete_days: int | None = None,
         purge_protection: bool = False,
     ) -> None:
@@ -197,7 +189,7 @@ class Pkcs11Vault:
             except KeyshiftError:
                 raise
             except pkcs11.PKCS11Error as exc:
-                raise _map_error(exc, what) from None
+                raise mech.map_error(exc, what) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -245,18 +237,14 @@ class Pkcs11Vault:
         """(can wrap, can unwrap) from the usage attributes."""
         from pkcs11 import Attribute
 
-        def attr(obj: Any, a: Any) -> bool:
-            try:
-                return bool(obj[a])
-            except Exception:
-                return False
-
         if entry["type"] == KeyType.AES:
             s = entry["secret"]
-            return attr(s, Attribute.WRAP), attr(s, Attribute.UNWRAP)
+            return mech.has(s, Attribute.WRAP), mech.has(s, Attribute.UNWRAP)
         pub, priv = entry.get("public"), entry.get("private")
-        can_wrap = pub is not None and (attr(pub, Attribute.ENCRYPT) or attr(pub, Attribute.WRAP))
-        can_unwrap = priv is not None and (attr(priv, Attribute.DECRYPT) or attr(priv, Attribute.UNWRAP))
+        can_wrap = pub is not None and (mech.has(pub, Attribute.ENCRYPT) or mech.has(pub, Attribute.WRAP))
+        can_unwrap = priv is not None and (
+            mech.has(priv, Attribute.DECRYPT) or mech.has(priv, Attribute.UNWRAP)
+        )
         return can_wrap, can_unwrap
 
     def _version_info(self, version: str, entry: Mapping[str, Any]) -> KeyVersionInfo:
@@ -311,9 +299,13 @@ class Pkcs11Vault:
             if not self._flags(entry)[0]:
                 raise KeyDisabledError(f"key {ref} is disabled")
             if entry["type"] == KeyType.AES:
-                alg, blob = self._aes_wrap(session, entry["secret"], dek)
+                if self._aes is None:
+                    self._aes = mech.aes_algorithm(session)
+                alg, blob = self._aes, mech.aes_wrap(session, entry["secret"], dek, self._aes)
             else:
-                alg, blob = self._rsa_wrap(session, entry["public"], dek)
+                if self._oaep is None:  # the token's OAEP capability, probed once
+                    self._oaep = mech.probe_oaep(session, entry["public"])
+                alg, blob = self._oaep, mech.oaep_wrap(session, entry["public"], dek, self._oaep)
             return WrappedKey(key=ref, algorithm=alg, ciphertext=blob, meta={"mechanism": alg})
 
         return self._run(f"key {key}", go)
@@ -321,7 +313,7 @@ class Pkcs11Vault:
     def unwrap(
         self, wrapped: WrappedKey, *, identity: str, context: Mapping[str, str] | None = None
     ) -> bytes:
-        if wrapped.key.version is None or wrapped.algorithm not in (ALG_KWP, ALG_KW, ALG_OAEP256, ALG_OAEP1):
+        if wrapped.key.version is None or wrapped.algorithm not in AES_ALGS + RSA_ALGS:
             raise UnwrapError("wrapped key was not made by a pkcs11 vault")
         if not 8 <= len(wrapped.ciphertext) <= MAX_WRAPPED:
             raise UnwrapError("wrapped key has an invalid length")
@@ -330,12 +322,12 @@ class Pkcs11Vault:
             _, entry = self._pick(session, wrapped.key)
             if not self._flags(entry)[1]:
                 raise KeyDisabledError(f"key {wrapped.key} is disabled")
-            is_aes = wrapped.algorithm in (ALG_KWP, ALG_KW)
+            is_aes = wrapped.algorithm in AES_ALGS
             if is_aes != (entry["type"] == KeyType.AES):
                 raise UnwrapError("wrapped key failed to unwrap")
             if is_aes:
-                return self._aes_unwrap(session, entry["secret"], wrapped)
-            return self._rsa_unwrap(entry["private"], wrapped)
+                return mech.aes_unwrap(entry["secret"], wrapped.ciphertext, wrapped.algorithm)
+            return mech.oaep_unwrap(entry["private"], wrapped.ciphertext, wrapped.algorithm)
 
         return self._run(f"key {wrapped.key}", go)
 
@@ -351,178 +343,6 @@ class Pkcs11Vault:
             return frozenset(perms)
 
         return self._run(f"key {key}", go)
-
-    # -- mechanisms -------------------------------------------------------------------------------
-    def _aes_mechanism(self, session: Any) -> tuple[str, Any]:
-        from pkcs11 import Mechanism
-
-        if self._aes is None:
-            mechs = session.token.slot.get_mechanisms()
-            if Mechanism.AES_KEY_WRAP_PAD in mechs:
-                self._aes = ALG_KWP
-            elif Mechanism.AES_KEY_WRAP in mechs:
-                self._aes = ALG_KW
-            else:
-                raise unsupported(
-                    KIND, "AES key wrap", "the token has neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP"
-                )
-        return self._aes, (Mechanism.AES_KEY_WRAP_PAD if self._aes == ALG_KWP else Mechanism.AES_KEY_WRAP)
-
-    def _aes_wrap(self, session: Any, kek: Any, dek: bytes) -> tuple[str, bytes]:
-        from pkcs11 import Attribute, ObjectClass
-        from pkcs11 import KeyType as P11KeyType
-
-        alg, mech = self._aes_mechanism(session)
-        if alg == ALG_KW and len(dek) % 8:
-            raise UsageError("RFC 3394 key wrap needs a DEK whose length is a multiple of 8")
-        tmp = session.create_object(
-            {
-                Attribute.CLASS: ObjectClass.SECRET_KEY,
-                Attribute.KEY_TYPE: P11KeyType.GENERIC_SECRET,
-                Attribute.VALUE: dek,
-                Attribute.TOKEN: False,
-                Attribute.EXTRACTABLE: True,
-                Attribute.SENSITIVE: False,
-            }
-        )
-        try:
-            return alg, bytes(kek.wrap_key(tmp, mechanism=mech))
-        finally:
-            tmp.destroy()
-
-    def _aes_unwrap(self, session: Any, kek: Any, wrapped: WrappedKey) -> bytes:
-        import pkcs11
-        from pkcs11 import Attribute, Mechanism, ObjectClass
-        from pkcs11 import KeyType as P11KeyType
-
-        mech = Mechanism.AES_KEY_WRAP_PAD if wrapped.algorithm == ALG_KWP else Mechanism.AES_KEY_WRAP
-        try:
-            obj = kek.unwrap_key(
-                ObjectClass.SECRET_KEY,
-                P11KeyType.GENERIC_SECRET,
-                bytes(wrapped.ciphertext),
-                mechanism=mech,
-                store=False,
-                template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False, Attribute.TOKEN: False},
-            )
-        except (
-            pkcs11.WrappedKeyInvalid,
-            pkcs11.WrappedKeyLenRange,
-            pkcs11.EncryptedDataInvalid,
-            pkcs11.EncryptedDataLenRange,
-            pkcs11.DataInvalid,
-            pkcs11.DataLenRange,
-            pkcs11.TemplateInconsistent,
-            pkcs11.GeneralError,
-        ):
-            # SoftHSM2 answers CKR_GENERAL_ERROR when the integrity check of RFC 3394/5649 fails.
-            raise UnwrapError("wrapped key failed to unwrap") from None
-        try:
-            return bytes(obj[Attribute.VALUE])
-        finally:
-            obj.destroy()
-
-    def _oaep_params(self, alg: str) -> tuple[Any, Any, None]:
-        from pkcs11 import MGF, Mechanism
-
-        if alg == ALG_OAEP256:
-            return (Mechanism.SHA256, MGF.SHA256, None)
-        return (Mechanism.SHA_1, MGF.SHA1, None)
-
-    @staticmethod
-    def _has(obj: Any, attribute: Any) -> bool:
-        try:
-            return bool(obj[attribute])
-        except Exception:
-            return False
-
-    def _oaep_wrap(self, session: Any, pub: Any, dek: bytes, alg: str) -> bytes:
-        """C_Encrypt when the public key allows it, else C_WrapKey of a session copy of the DEK."""
-        from pkcs11 import Attribute, Mechanism, ObjectClass
-        from pkcs11 import KeyType as P11KeyType
-
-        params = self._oaep_params(alg)
-        if self._has(pub, Attribute.ENCRYPT):
-            return bytes(pub.encrypt(dek, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=params))
-        tmp = session.create_object(
-            {
-                Attribute.CLASS: ObjectClass.SECRET_KEY,
-                Attribute.KEY_TYPE: P11KeyType.GENERIC_SECRET,
-                Attribute.VALUE: dek,
-                Attribute.TOKEN: False,
-                Attribute.EXTRACTABLE: True,
-                Attribute.SENSITIVE: False,
-            }
-        )
-        try:
-            return bytes(pub.wrap_key(tmp, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=params))
-        finally:
-            tmp.destroy()
-
-    def _probe_oaep(self, session: Any, pub: Any) -> str:
-        """SHA-256 OAEP if the token accepts it, else SHA-1 (decided once per adapter)."""
-        import pkcs11
-
-        if self._oaep is None:
-            try:
-                self._oaep_wrap(session, pub, os.urandom(32), ALG_OAEP256)
-                self._oaep = ALG_OAEP256
-            except (
-                pkcs11.ArgumentsBad,
-                pkcs11.MechanismParamInvalid,
-                pkcs11.MechanismInvalid,
-                pkcs11.FunctionFailed,
-            ):
-                self._oaep = ALG_OAEP1
-        return self._oaep
-
-    def _rsa_wrap(self, session: Any, pub: Any, dek: bytes) -> tuple[str, bytes]:
-        alg = self._probe_oaep(session, pub)
-        return alg, self._oaep_wrap(session, pub, dek, alg)
-
-    def _rsa_unwrap(self, priv: Any, wrapped: WrappedKey) -> bytes:
-        """C_Decrypt when the private key allows it, else C_UnwrapKey into an extractable session
-        object whose value is read back and destroyed."""
-        import pkcs11
-        from pkcs11 import Attribute, Mechanism, ObjectClass
-        from pkcs11 import KeyType as P11KeyType
-
-        params = self._oaep_params(wrapped.algorithm)
-        try:
-            if self._has(priv, Attribute.DECRYPT):
-                return bytes(
-                    priv.decrypt(
-                        bytes(wrapped.ciphertext), mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=params
-                    )
-                )
-            obj = priv.unwrap_key(
-                ObjectClass.SECRET_KEY,
-                P11KeyType.GENERIC_SECRET,
-                bytes(wrapped.ciphertext),
-                mechanism=Mechanism.RSA_PKCS_OAEP,
-                mechanism_param=params,
-                store=False,
-                template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False, Attribute.TOKEN: False},
-            )
-        except (
-            pkcs11.EncryptedDataInvalid,
-            pkcs11.EncryptedDataLenRange,
-            pkcs11.WrappedKeyInvalid,
-            pkcs11.WrappedKeyLenRange,
-            pkcs11.DataInvalid,
-            pkcs11.DataLenRange,
-            pkcs11.FunctionFailed,
-            pkcs11.GeneralError,
-            pkcs11.ArgumentsBad,
-            pkcs11.MechanismParamInvalid,
-        ):
-            # SoftHSM2 answers CKR_GENERAL_ERROR when OAEP decoding fails, and CKR_ARGUMENTS_BAD
-            # for an OAEP hash it does not support (a record claiming another algorithm).
-            raise UnwrapError("wrapped key failed to unwrap") from None
-        try:
-            return bytes(obj[Attribute.VALUE])
-        finally:
-            obj.destroy()
 
     # -- KeyManager ---------------------------------------------------------------------------------
     def create_key(
@@ -664,33 +484,10 @@ def _check_type(key_type: KeyType, size: int) -> None:
         raise UsageError("RSA keys must be 2048 or 3072 bits")
 
 
-def _map_error(exc: Exception, what: str) -> KeyshiftError:
-    import pkcs11
-
-    name = type(exc).__name__
-    text = str(exc)
-    if isinstance(exc, (pkcs11.NoSuchKey, pkcs11.KeyHandleInvalid, pkcs11.ObjectHandleInvalid)):
-        return KeyNotFoundError(f"{what} not found")
-    if "0x68" in text or "KeyFunctionNotPermitted" in name:  # CKR_KEY_FUNCTION_NOT_PERMITTED
-        return KeyDisabledError(f"{what} is disabled on the token")
-    if isinstance(exc, (pkcs11.PinIncorrect, pkcs11.PinLocked, pkcs11.UserNotLoggedIn)):
-        return AccessDeniedError(f"pkcs11 login refused for {what}")
-    if isinstance(exc, (pkcs11.AttributeReadOnly, pkcs11.TokenWriteProtected, pkcs11.SessionReadOnly)):
-        return AccessDeniedError(f"the token does not allow this change to {what}")
-    if isinstance(exc, (pkcs11.MechanismInvalid, pkcs11.MechanismParamInvalid, pkcs11.KeyTypeInconsistent)):
-        from keyshift.errors import ConflictError
-
-        return ConflictError(
-            f"the token cannot perform this operation on {what} ({name})", code="not_supported"
-        )
-    return VaultUnavailableError(f"token error for {what} ({name})")
-
-
 def open_pkcs11_vault(rt: Runtime, record: VaultRecord) -> Pkcs11Vault:
     return Pkcs11Vault(
         record.name,
         record.config or {},
-        clock=rt.clock,
         soft_delete_days=record.soft_delete_days,
         purge_protection=bool(record.purge_protection),
     )
