@@ -35,6 +35,13 @@ def test_records_round_trip_with_compare_and_swap(client: TestClient, svc: dict[
     )
     assert stale.status_code == 409 and stale.json()["error"]["code"]
     assert client.get(f"{base}/records/accounts/a1", headers=h).json()["value"] == {"name": "Fabrikam"}
+    surrogate = client.put(
+        f"{base}/records/accounts/a1",
+        content=b'{"value": {"name": "\\ud800"}}',
+        headers={**h, "content-type": "application/json"},
+    )
+    assert surrogate.status_code == 422 and surrogate.json()["error"]["code"] == "invalid_request"
+    assert client.get(f"{base}/records/accounts/a1", headers=h).json()["value"] == {"name": "Fabrikam"}
     listed = client.get(f"{base}/records/accounts", headers=h).json()
     assert [x["id"] for x in listed] == ["a1"]
     assert client.delete(f"{base}/records/accounts/a1", headers=h).status_code == 200

@@ -97,13 +97,32 @@ class ReEnable(Body):
     confirm: bool = True
 
 
+def _valid_unicode(value: Any) -> Any:
+    """JSON values must be encodable as UTF-8: refuse lone surrogates anywhere inside."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in item):
+                raise ValueError("contains invalid Unicode (a lone surrogate)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+JsonValue = Annotated[Any, AfterValidator(_valid_unicode)]
+
+
 class RecordPut(Body):
-    value: Any = Field(description="Any JSON value.")
+    value: JsonValue = Field(description="Any JSON value.")
     expected_version: int | None = Field(default=None, ge=0)
 
 
 class AuditAppend(Body):
-    event: dict[str, Any]
+    event: Annotated[dict[str, Any], AfterValidator(_valid_unicode)]
 
 
 class ErrorDetail(BaseModel):
