@@ -173,7 +173,8 @@ def delete_environment(rt: Runtime, env_id: str, now: datetime) -> bool:
     The state flips in the same transaction that removes SQL data and destroys DEKs (re-checking
     that the deletion is still due and not cancelled); the document store and file storage live
     outside that transaction and are emptied afterwards — their ciphertexts are unreadable once the
-    DEKs are destroyed, and a rerun finishes the cleanup.
+    DEKs are destroyed; if emptying them fails it is logged and the leftovers stay unreadable
+    (there is no automatic retry yet).
     """
     with rt.transaction() as s:
         env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).first()
