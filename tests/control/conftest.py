@@ -53,13 +53,26 @@ def _tables(engine: Engine) -> list[Any]:
 
 
 def reset_to(engine: Engine, baseline: Baseline) -> None:
+    """Every table back to `baseline`. The admin audit trail is append-only in the database (a
+    trigger refuses DELETE), so the test reset lifts that guard for its own transaction only."""
     tables = _tables(engine)
+    pg = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
+        triggers = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'admin_audit'"
+        guards = [] if pg else [(name, sql) for name, sql in conn.execute(text(triggers))]
+        if pg:
+            conn.execute(text("ALTER TABLE admin_audit DISABLE TRIGGER USER"))
+        for name, _ in guards:
+            conn.execute(text(f'DROP TRIGGER "{name}"'))
         for t in reversed(tables):
             conn.execute(t.delete())
         for t in tables:
             if baseline.get(t.name):
                 conn.execute(t.insert(), baseline[t.name])
+        for _, sql in guards:
+            conn.execute(text(sql))
+        if pg:
+            conn.execute(text("ALTER TABLE admin_audit ENABLE TRIGGER USER"))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -42,3 +43,19 @@ def test_migrated_control_tables_match_models(rt: Runtime) -> None:
     mine = [d for d in diffs if _table_of(d) in CONTROL_TABLES]
     assert mine == []
     assert present >= CONTROL_TABLES
+
+
+def test_admin_audit_trail_is_append_only_in_the_database(rt: Runtime) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    from keyshift.control import audit_trail
+
+    with rt.transaction() as s:
+        audit_trail.record(rt, s, "test.event", target_type="test", target_id="x")
+    before = audit_trail.query(rt)
+    for stmt in ("UPDATE admin_audit SET outcome = 'error'", "DELETE FROM admin_audit"):
+        with pytest.raises(DatabaseError) as info, rt.engine.begin() as conn:
+            conn.execute(text(stmt))
+        assert "append-only" in str(info.value)
+    assert audit_trail.query(rt) == before

@@ -37,6 +37,7 @@ def upgrade() -> None:
     with op.batch_alter_table("admin_audit", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_admin_audit_at"), ["at"], unique=False)
         batch_op.create_index("ix_admin_audit_tenant_at", ["tenant_id", "at"], unique=False)
+    _append_only_guard_up()
 
     op.create_table(
         "vaults",
@@ -232,5 +233,37 @@ def downgrade() -> None:
         batch_op.drop_index("ix_admin_audit_tenant_at")
         batch_op.drop_index(batch_op.f("ix_admin_audit_at"))
 
+    _append_only_guard_down()
     op.drop_table("admin_audit")
     # ### end Alembic commands ###
+
+
+# The admin audit trail is append-only in the database itself: UPDATE and DELETE are refused.
+_GUARD_MESSAGE = "admin_audit is append-only"
+
+
+def _append_only_guard_up() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE FUNCTION admin_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{_GUARD_MESSAGE}'; END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER admin_audit_append_only BEFORE UPDATE OR DELETE ON admin_audit "
+            "FOR EACH ROW EXECUTE FUNCTION admin_audit_append_only()"
+        )
+    else:
+        for verb in ("UPDATE", "DELETE"):
+            op.execute(
+                f"CREATE TRIGGER admin_audit_no_{verb.lower()} BEFORE {verb} ON admin_audit "
+                f"BEGIN SELECT RAISE(ABORT, '{_GUARD_MESSAGE}'); END"
+            )
+
+
+def _append_only_guard_down() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS admin_audit_append_only ON admin_audit")
+        op.execute("DROP FUNCTION IF EXISTS admin_audit_append_only()")
+    else:
+        for verb in ("update", "delete"):
+            op.execute(f"DROP TRIGGER IF EXISTS admin_audit_no_{verb}")
