@@ -22,7 +22,8 @@ from keyshift.vaults.base import (
     UnwrapError,
     WrappedKey,
 )
-from keyshift.vaults.kmip import ALGORITHM, KmipVault
+from keyshift.vaults.kmip import KmipVault
+from keyshift.vaults.kmip_envelope import ALGORITHM
 from servers import kmip_server  # noqa: F401 - fixture
 
 WHO = "policy-identity-1"
@@ -206,7 +207,7 @@ def test_client_certificate_from_another_ca_is_refused(kmip_server: Any, tmp_pat
 
 
 def test_server_certificate_must_name_the_host(kmip_server: Any) -> None:  # noqa: F811
-    from keyshift.vaults.kmip import _check_server_name
+    from keyshift.vaults.kmip_envelope import check_server_name as _check_server_name
 
     # Real connection by DNS name: the test certificate names localhost and 127.0.0.1.
     ok = KmipVault("kmip-localhost", {**kmip_config(kmip_server), "host": "localhost"})

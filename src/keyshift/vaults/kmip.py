@@ -31,24 +31,15 @@ operation policy); Keyshift identities are not KMIP clients, so grants are unsup
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import hmac
-import ipaddress
 import os
-import struct
-import threading
-import time
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from keyshift.errors import AlreadyExistsError, KeyshiftError, UsageError, VaultUnavailableError
+from keyshift.errors import AlreadyExistsError, UsageError
+from keyshift.vaults import kmip_envelope as env
 from keyshift.vaults.base import (
-    AccessDeniedError,
-    KeyDeletedError,
-    KeyDisabledError,
     KeyInfo,
     KeyNotFoundError,
     KeyRef,
@@ -60,48 +51,15 @@ from keyshift.vaults.base import (
     WrappedKey,
 )
 from keyshift.vaults.external import canonical_context, check_dek, declared_info, unsupported
+from keyshift.vaults.kmip_connection import KmipConnection, uid_order
+from keyshift.vaults.kmip_envelope import ALGORITHM, KIND, validate_config  # noqa: F401 - registry uses validate_config
 
 if TYPE_CHECKING:
     from keyshift.db.models import VaultRecord
     from keyshift.runtime import Runtime
 
-KIND = "kmip"
-ALGORITHM = "kmip:AES-CBC+HMAC-SHA256"
-ENVELOPE_VERSION = 1
-MAC_LABEL = b"keyshift-kmip-mac-key-v1".ljust(32, b"\x00")
-MAC_KEY_TTL = 300.0
-NAME_TTL = 2.0  # how long a name -> current version resolution is reused (rotation shows up after it)
-MAX_ENVELOPE = 1024
-T = TypeVar("T")
 
-
-def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(raw) - {"host", "port", "cert", "key", "ca", "timeout"}
-    if extra:
-        raise UsageError(f"kmip vault: unknown settings {sorted(extra)}")
-    host, port = raw.get("host"), raw.get("port")
-    if not isinstance(host, str) or not host or len(host) > 253 or any(c.isspace() for c in host):
-        raise UsageError("kmip vault: --host is required")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise UsageError("kmip vault: --port must be 1..65535")
-    out: dict[str, Any] = {"host": host, "port": port}
-    for field in ("cert", "key", "ca"):
-        value = raw.get(field)
-        if not isinstance(value, str) or not os.path.isabs(value):
-            raise UsageError(f"kmip vault: --{field} must be an absolute file path")
-        out[field] = value
-    timeout = raw.get("timeout", 10.0)
-    if not isinstance(timeout, int | float) or not 0.1 <= float(timeout) <= 300:
-        raise UsageError("kmip vault: timeout must be 0.1..300 seconds")
-    out["timeout"] = float(timeout)
-    return out
-
-
-def _uid_order(uid: str) -> tuple[int, int, str]:
-    return (1, int(uid), "") if uid.isdigit() else (0, 0, uid)
-
-
-class KmipVault:
+class KmipVault(KmipConnection):
     """KeyVault + KeyManager (where KMIP allows) over one PyKMIP client connection."""
 
     kind = KIND
@@ -114,200 +72,9 @@ class KmipVault:
         soft_delete_days: int | None = None,
         purge_protection: bool = False,
     ) -> None:
-        self.name = name
-        self.config = validate_config(config)
+        super().__init__(name, config)
         self.soft_delete_days = soft_delete_days
         self.purge_protection = purge_protection
-        self._client: Any = None
-        self._lock = threading.RLock()
-        self._mac_keys: dict[str, tuple[float, bytes]] = {}
-        self._names: dict[str, tuple[float, str]] = {}
-
-    # -- connection -------------------------------------------------------------------------------
-    def _connect(self) -> Any:
-        # PyKMIP logs connection failures at ERROR with no handler configured, which Python's
-        # last-resort handler prints on stderr; keep them out of CLI output (applications that
-        # configure logging still receive them through propagation).
-        _quiet_pykmip()
-        try:
-            from kmip.pie.client import ProxyKmipClient
-        except ImportError:
-            raise VaultUnavailableError("PyKMIP is not installed (extra 'kmip')") from None
-        for field in ("cert", "key", "ca"):
-            if not os.access(self.config[field], os.R_OK):
-                raise VaultUnavailableError(
-                    f"kmip vault {self.name}: cannot read the {field} file {self.config[field]}"
-                )
-        client = ProxyKmipClient(
-            hostname=self.config["host"],
-            port=self.config["port"],
-            cert=self.config["cert"],
-            key=self.config["key"],
-            ca=self.config["ca"],
-            config_file=os.devnull,
-        )
-        client.proxy.timeout = self.config["timeout"]
-        try:
-            with warnings.catch_warnings():
-                # PyKMIP builds ssl.SSLContext(PROTOCOL_TLS), deprecated but still verifying.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                client.open()
-        except Exception as exc:
-            raise VaultUnavailableError(
-                f"kmip vault {self.name} unreachable ({type(exc).__name__})"
-            ) from None
-        try:
-            _check_server_name(client.proxy.socket.getpeercert(), self.config["host"])
-        except VaultUnavailableError:
-            with contextlib.suppress(Exception):
-                client.close()
-            raise
-        return client
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                with contextlib.suppress(Exception):  # already gone
-                    self._client.close()
-                self._client = None
-
-    def _run(self, what: str, fn: Callable[[Any], T]) -> T:
-        """fn(client) under the lock; one reconnect on a dropped connection; typed errors."""
-        from kmip.pie.exceptions import KmipOperationFailure
-
-        for attempt in (0, 1):
-            with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
-                try:
-                    return fn(self._client)
-                except KeyshiftError:
-                    raise
-                except KmipOperationFailure as exc:
-                    raise _map_failure(exc, what) from None
-                except (OSError, EOFError, ValueError, AttributeError) as exc:
-                    # socket closed by the server (idle timeout), TLS errors, truncated responses
-                    self.close()
-                    if attempt:
-                        raise VaultUnavailableError(
-                            f"kmip vault {self.name}: connection failed ({type(exc).__name__})"
-                        ) from None
-                except Exception as exc:
-                    self.close()
-                    raise VaultUnavailableError(
-                        f"kmip vault {self.name}: request failed ({type(exc).__name__})"
-                    ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    # -- objects ----------------------------------------------------------------------------------
-    @staticmethod
-    def _attrs(client: Any, uid: str) -> dict[str, Any]:
-        names = [
-            "State",
-            "Name",
-            "Cryptographic Length",
-            "Cryptographic Algorithm",
-            "Initial Date",
-            "Cryptographic Usage Mask",
-            "Object Type",
-        ]
-        _, attrs = client.get_attributes(uid, names)
-        out: dict[str, Any] = {}
-        for a in attrs:
-            key = a.attribute_name.value
-            value = a.attribute_value
-            if key == "Name":
-                out.setdefault("Name", value.name_value.value)
-            elif hasattr(value, "value"):
-                out[key] = value.value
-        return out
-
-    def _versions(self, client: Any, name: str) -> dict[str, dict[str, Any]]:
-        """uid -> attributes for every object named `name` (or the object whose uid is `name`)."""
-        from kmip import enums
-        from kmip.core.factories.attributes import AttributeFactory
-        from kmip.pie.exceptions import KmipOperationFailure
-
-        if not name or len(name) > 300:
-            raise UsageError("kmip key name must be 1..300 characters")
-        try:
-            attrs = self._attrs(client, name)
-        except KmipOperationFailure as exc:
-            if exc.reason != enums.ResultReason.ITEM_NOT_FOUND:
-                raise
-        else:
-            return {name: attrs}
-        uids = client.locate(attributes=[AttributeFactory().create_attribute(enums.AttributeType.NAME, name)])
-        out: dict[str, dict[str, Any]] = {}
-        for uid in uids:
-            try:
-                out[str(uid)] = self._attrs(client, str(uid))
-            except KmipOperationFailure as exc:
-                if exc.reason != enums.ResultReason.ITEM_NOT_FOUND:
-                    raise
-        if not out:
-            raise KeyNotFoundError(f"key {self.name}/{name} not found")
-        return out
-
-    @staticmethod
-    def _current(versions: Mapping[str, Mapping[str, Any]]) -> str:
-        return max(versions, key=lambda u: (_uid_order(u), versions[u].get("Initial Date") or 0))
-
-    def _resolve(self, client: Any, key: KeyRef) -> tuple[str, dict[str, Any]]:
-        """The concrete uid to use (and its attributes). An explicit version is trusted as a uid."""
-        from kmip import enums
-        from kmip.pie.exceptions import KmipOperationFailure
-
-        if key.version is not None:
-            try:
-                return key.version, self._attrs(client, key.version)
-            except KmipOperationFailure as exc:
-                if exc.reason == enums.ResultReason.ITEM_NOT_FOUND:
-                    raise KeyNotFoundError(f"key {key} not found") from None
-                raise
-        versions = self._versions(client, key.name)
-        uid = self._current(versions)
-        return uid, versions[uid]
-
-    def _state_check(self, key: KeyRef, attrs: Mapping[str, Any]) -> None:
-        from kmip import enums
-
-        state = attrs.get("State")
-        if state == enums.State.ACTIVE:
-            return
-        if state in (enums.State.COMPROMISED, enums.State.DESTROYED, enums.State.DESTROYED_COMPROMISED):
-            raise KeyDeletedError(f"key {key} is {str(getattr(state, 'name', state)).lower()}")
-        raise KeyDisabledError(f"key {key} is not active ({str(getattr(state, 'name', state)).lower()})")
-
-    # -- server-side crypto -----------------------------------------------------------------------
-    @staticmethod
-    def _params() -> dict[str, Any]:
-        from kmip import enums
-
-        return {
-            "cryptographic_algorithm": enums.CryptographicAlgorithm.AES,
-            "block_cipher_mode": enums.BlockCipherMode.CBC,
-            "padding_method": enums.PaddingMethod.PKCS5,
-        }
-
-    def _mac_key(self, client: Any, uid: str) -> bytes:
-        cached = self._mac_keys.get(uid)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < MAC_KEY_TTL:
-            return cached[1]
-        block, _ = client.encrypt(
-            MAC_LABEL, uid=uid, cryptographic_parameters=self._params(), iv_counter_nonce=b"\x00" * 16
-        )
-        key = hashlib.sha256(b"keyshift-kmip-mac|" + bytes(block)).digest()
-        self._mac_keys[uid] = (now, key)
-        return key
-
-    @staticmethod
-    def _tag(mac_key: bytes, uid: str, name: str, iv: bytes, ct: bytes, context: bytes) -> bytes:
-        msg = b"keyshift-kmip-wrap-v1"
-        for part in (uid.encode(), name.encode(), iv, ct, context):
-            msg += struct.pack(">I", len(part)) + part
-        return hmac.new(mac_key, msg, hashlib.sha256).digest()
 
     # -- KeyVault ---------------------------------------------------------------------------------
     def info(self) -> VaultInfo:
@@ -332,7 +99,7 @@ class KmipVault:
             versions = self._versions(client, key.name)
             current = self._current(versions)
             infos = []
-            for uid in sorted(versions, key=_uid_order):
+            for uid in sorted(versions, key=uid_order):
                 a = versions[uid]
                 created = a.get("Initial Date")
                 infos.append(
@@ -354,36 +121,6 @@ class KmipVault:
 
         return self._run(f"key {key}", go)
 
-    def _current_uid(self, client: Any, name: str) -> str:
-        """The uid a name resolves to now (cached for NAME_TTL seconds: one Locate per name)."""
-        cached = self._names.get(name)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < NAME_TTL:
-            return cached[1]
-        versions = self._versions(client, name)
-        uid = self._current(versions)
-        self._names[name] = (now, uid)
-        return uid
-
-    def _refused(self, client: Any, ref: KeyRef, exc: Any) -> KeyshiftError:
-        """Why the server refused an operation on `ref`: look at the object's state for a typed error."""
-        from kmip import enums
-        from kmip.pie.exceptions import KmipOperationFailure
-
-        self._names.pop(ref.name, None)
-        if getattr(exc, "reason", None) == enums.ResultReason.ITEM_NOT_FOUND:
-            self._mac_keys.pop(str(ref.version), None)
-            return KeyNotFoundError(f"key {ref} not found")
-        try:
-            attrs = self._attrs(client, str(ref.version))
-        except KmipOperationFailure as again:
-            return _map_failure(again, f"key {ref}")
-        try:
-            self._state_check(ref, attrs)
-        except KeyshiftError as typed:
-            return typed
-        return _map_failure(exc, f"key {ref}")
-
     def wrap(
         self, key: KeyRef, dek: bytes, *, identity: str, context: Mapping[str, str] | None = None
     ) -> WrappedKey:
@@ -399,14 +136,14 @@ class KmipVault:
             iv = os.urandom(16)
             try:
                 ct, _ = client.encrypt(
-                    dek, uid=uid, cryptographic_parameters=self._params(), iv_counter_nonce=iv
+                    dek, uid=uid, cryptographic_parameters=env.cbc_params(), iv_counter_nonce=iv
                 )
                 mac_key = self._mac_key(client, uid)
             except KmipOperationFailure as exc:
                 raise self._refused(client, ref, exc) from None
             ct = bytes(ct)
-            tag = self._tag(mac_key, uid, key.name, iv, ct, ctx)
-            blob = bytes([ENVELOPE_VERSION]) + iv + struct.pack(">H", len(ct)) + ct + tag
+            tag = env.tag(mac_key, uid, key.name, iv, ct, ctx)
+            blob = env.seal(iv, ct, tag)
             return WrappedKey(key=ref, algorithm=ALGORITHM, ciphertext=blob, meta={"envelope": "1"})
 
         return self._run(f"key {key}", go)
@@ -419,7 +156,7 @@ class KmipVault:
 
         if wrapped.algorithm != ALGORITHM or wrapped.key.version is None:
             raise UnwrapError("wrapped key was not made by a kmip vault")
-        iv, ct, tag = _parse(bytes(wrapped.ciphertext))
+        iv, ct, tag = env.parse(bytes(wrapped.ciphertext))
         ctx = canonical_context(context)
         uid = wrapped.key.version
 
@@ -428,12 +165,12 @@ class KmipVault:
                 mac_key = self._mac_key(client, uid)
             except KmipOperationFailure as exc:
                 raise self._refused(client, wrapped.key, exc) from None
-            expected = self._tag(mac_key, uid, wrapped.key.name, iv, ct, ctx)
+            expected = env.tag(mac_key, uid, wrapped.key.name, iv, ct, ctx)
             if not hmac.compare_digest(expected, tag):
                 raise UnwrapError("wrapped key failed to unwrap")
             try:
                 plain = client.decrypt(
-                    ct, uid=uid, cryptographic_parameters=self._params(), iv_counter_nonce=iv
+                    ct, uid=uid, cryptographic_parameters=env.cbc_params(), iv_counter_nonce=iv
                 )
             except KmipOperationFailure as exc:
                 raise self._refused(client, wrapped.key, exc) from None
@@ -583,73 +320,6 @@ class KmipVault:
             return sorted(names)
 
         return [self.describe(KeyRef(self.name, n)) for n in self._run("vault", go)]
-
-
-def _quiet_pykmip() -> None:
-    import logging
-
-    logger = logging.getLogger("kmip")
-    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-        logger.addHandler(logging.NullHandler())
-
-
-def _check_server_name(cert: Any, host: str) -> None:
-    """PyKMIP verifies the server certificate against the CA but not the host name; do it here."""
-    if not cert:
-        raise VaultUnavailableError(f"KMIP server {host} presented no certificate")
-    sans = cert.get("subjectAltName", ())
-    try:
-        wanted_ip: Any = ipaddress.ip_address(host)
-    except ValueError:
-        wanted_ip = None
-    for kind, value in sans:
-        if wanted_ip is not None and kind == "IP Address":
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(value.strip()) == wanted_ip:
-                    return
-        elif wanted_ip is None and kind == "DNS":
-            pattern = value.lower()
-            name = host.lower()
-            if pattern == name or (
-                pattern.startswith("*.") and "." in name and name.split(".", 1)[1] == pattern[2:]
-            ):
-                return
-    raise VaultUnavailableError(f"KMIP server certificate does not name {host}")
-
-
-def _parse(blob: bytes) -> tuple[bytes, bytes, bytes]:
-    """Check lengths against hard caps before reading anything."""
-    if not 1 + 16 + 2 + 16 + 32 <= len(blob) <= MAX_ENVELOPE or blob[0] != ENVELOPE_VERSION:
-        raise UnwrapError("wrapped key failed to unwrap")
-    iv = blob[1:17]
-    (n,) = struct.unpack(">H", blob[17:19])
-    if n % 16 or 19 + n + 32 != len(blob):
-        raise UnwrapError("wrapped key failed to unwrap")
-    return iv, blob[19 : 19 + n], blob[19 + n :]
-
-
-def _map_failure(exc: Any, what: str) -> KeyshiftError:
-    from kmip import enums
-
-    reason = getattr(exc, "reason", None)
-    message = str(getattr(exc, "message", "") or "")
-    if reason == enums.ResultReason.ITEM_NOT_FOUND:
-        return KeyNotFoundError(f"{what} not found")
-    if reason == enums.ResultReason.PERMISSION_DENIED:
-        if "state" in message.lower():
-            return KeyDisabledError(f"{what} is not active")
-        return AccessDeniedError(f"the KMIP server denied access to {what}")
-    if reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL:
-        return AccessDeniedError(f"the KMIP server did not accept the client certificate for {what}")
-    if reason == enums.ResultReason.CRYPTOGRAPHIC_FAILURE:
-        return UnwrapError("wrapped key failed to unwrap")
-    if reason in (enums.ResultReason.OPERATION_NOT_SUPPORTED, enums.ResultReason.FEATURE_NOT_SUPPORTED):
-        return unsupported(KIND, f"this operation on {what}")
-    if reason == enums.ResultReason.ILLEGAL_OPERATION:
-        from keyshift.errors import ConflictError
-
-        return ConflictError(f"the KMIP server refused this operation on {what}", code="illegal_operation")
-    return VaultUnavailableError(f"KMIP server error for {what} ({getattr(reason, 'name', reason)})")
 
 
 def open_kmip_vault(rt: Runtime, record: VaultRecord) -> KmipVault:
