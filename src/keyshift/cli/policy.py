@@ -29,7 +29,7 @@ def _human_policy(v: dict[str, Any]) -> None:
 
 
 def _human_health(v: dict[str, Any]) -> None:
-    lines = [f"policy {v['policy']}: [bold]{v['health']}[/] (checked {v['checked_at']})"]
+    lines = [f"policy {v.get('name') or v['policy']}: [bold]{v['health']}[/] (checked {v['checked_at']})"]
     lines += [f"  - {r}" for r in v["reasons"]]
     if v.get("observed_key_version"):
         lines.append(f"  key version in use: {v['observed_key_version']}")

@@ -267,4 +267,7 @@ def _store_once(rt: Runtime, snap: _Snapshot, report: HealthReport, audit: bool)
 def policy_health(rt: Runtime, policy_ref: str) -> dict[str, Any]:
     """`policy health P`: check now (audited) and return the stored result."""
     report = check_policy(rt, policy_ref, audit=True)
-    return report.to_dict()
+    with rt.transaction() as s:
+        policy = s.get(Policy, report.policy_id)
+        name = policy.name if policy is not None else None
+    return {**report.to_dict(), "name": name}
