@@ -215,14 +215,18 @@ def _reindex(rt: Runtime, g: SearchIndex, records: list[Any], s_finish: Any) -> 
             return 0
         ids = [r.id for r in records]
         now: dict[str, int] = {}
+        # Lock the rows (a writer holds the same row lock while it replaces the record's postings),
+        # then keep only records still at the version we read.
         for i in range(0, len(ids), 500):
             now.update(
                 s.execute(
-                    select(_R.c.record_id, _R.c.version).where(
+                    select(_R.c.record_id, _R.c.version)
+                    .where(
                         _R.c.environment_id == g.environment_id,
                         _R.c.table_name == g.table_name,
                         _R.c.record_id.in_(ids[i : i + 500]),
                     )
+                    .with_for_update()
                 ).all()
             )
         fresh = [r for r in records if now.get(r.id) == r.version]
