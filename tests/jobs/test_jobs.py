@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import toy
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -21,6 +20,8 @@ from keyshift.errors import ConflictError
 from keyshift.jobs import leases, store
 from keyshift.jobs.runner import Worker
 from keyshift.runtime import Runtime
+
+from . import toy
 
 MY_TABLES = {"jobs", "job_batches"}
 

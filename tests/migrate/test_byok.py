@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import byok_world, customer_key, env_row, fill, job, make_policy, read_all, run, wraps
 
 from keyshift.control import tenants
 from keyshift.errors import ConflictError
@@ -16,6 +15,8 @@ from keyshift.migrate.link import start_link, start_unlink
 from keyshift.migrate.restore import start_restore
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
+
+from .helpers import byok_world, customer_key, env_row, fill, job, make_policy, read_all, run, wraps
 
 
 def _fab(rt: Runtime, tmp_path: Path) -> dict[str, Any]:

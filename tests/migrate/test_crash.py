@@ -12,14 +12,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from helpers import byok_world, customer_key, env_row, fill, job, make_policy, read_all, run
-
 from keyshift.control import tenants
 from keyshift.jobs import store
 from keyshift.jobs.runner import Worker
 from keyshift.migrate.link import start_link
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
+
+from .helpers import byok_world, customer_key, env_row, fill, job, make_policy, read_all, run
 
 LEASE = 0.4
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import customer_key, env_row, job, make_env, make_policy, make_tenant, records, run, wraps
 
 from keyshift.control import vaults
 from keyshift.errors import ConflictError
@@ -14,6 +13,8 @@ from keyshift.migrate.link import start_link, start_swap
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
 from keyshift.stores.records import RecordStore
+
+from .helpers import customer_key, env_row, job, make_env, make_policy, make_tenant, records, run, wraps
 
 
 @pytest.fixture

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from helpers import customer_key, env_row, job, make_env, make_policy, make_tenant, records, run, wraps
 
 from keyshift.errors import ConflictError
 from keyshift.migrate.link import start_link
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
 from keyshift.stores.records import RecordStore
+
+from .helpers import customer_key, env_row, job, make_env, make_policy, make_tenant, records, run, wraps
 
 
 @pytest.fixture

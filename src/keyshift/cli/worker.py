@@ -22,10 +22,13 @@ def worker_cmd(
     ] = False,
     lease_seconds: Annotated[float, typer.Option(help="Batch lease duration.")] = 30.0,
     idle_seconds: Annotated[float, typer.Option(help="Sleep between polls when idle.")] = 1.0,
+    pace: Annotated[
+        float, typer.Option(help="After each batch pause PACE x its duration (eases load on the database).")
+    ] = 0.0,
 ) -> None:
     """Run jobs and due maintenance (forever, or once)."""
     with runtime(ctx) as rt:
-        worker = Worker(rt, lease_seconds=lease_seconds)
+        worker = Worker(rt, lease_seconds=lease_seconds, pace=pace)
         if once:
             out = worker.run_once()
             emit(ctx, out, lambda v: _human(v))

@@ -46,6 +46,7 @@ class Worker:
         lease_clock: LeaseClock = wall_now,
         hooks: dict[str, Any] | None = None,
         on_progress: ProgressFn | None = None,
+        pace: float = 0.0,
     ) -> None:
         self.rt = rt
         self.owner = owner or worker_id()
@@ -54,6 +55,8 @@ class Worker:
         self.lease_clock = lease_clock
         self.hooks = hooks or {}
         self.on_progress = on_progress
+        # After each batch, pause `pace` x the batch's duration (a job's params["pace"] overrides).
+        self.pace = pace
 
     # -- one job -------------------------------------------------------------------------------
     def run_job(self, job_id: str, *, timeout: float | None = None) -> str:
@@ -131,6 +134,7 @@ class Worker:
             claim = leases.claim_batch(session, job.id, job.phase, self.owner, self.lease_seconds, now)
         if claim is not None:
             ctx = BatchContext(job, phase, claim, self.lease_seconds, self.lease_clock, hooks=self.hooks)
+            started = time.monotonic()
             try:
                 plan.run_batch(rt, ctx)
             except LeaseLost:
@@ -145,6 +149,9 @@ class Worker:
                 raise
             if not ctx.finished:
                 raise InternalError(f"plan {job.kind} did not finish batch {claim.seq} of {phase.name}")
+            pace = float(job.params.get("pace", self.pace))
+            if pace > 0:  # leave the database to clients for a share of the time (duty cycle)
+                time.sleep(min(5.0, (time.monotonic() - started) * pace))
             return True
         with rt.transaction() as session:
             counts = leases.phase_counts(session, job.id, job.phase)
