@@ -138,3 +138,18 @@ def test_cancel_before_cutover_drops_pending_wraps_and_changes_nothing(linked: d
     # the environment is free again
     view2 = start_link(rt, "pol1", "prod")
     assert run(rt, view2["id"]) == "succeeded"
+
+
+def test_unlink_warns_when_the_old_key_will_not_stay_usable_for_30_days(linked: dict[str, Any]) -> None:
+    from datetime import timedelta
+
+    from keyshift.control.common import get_vault_record
+    from keyshift.migrate.link import old_key_warnings
+
+    rt = linked["rt"]
+    vaults.create_key(rt, linked["vault"], "short", "RSA", 2048, expires=rt.clock.now() + timedelta(days=20))
+    with rt.transaction() as s:
+        vault_id = get_vault_record(s, linked["vault"]).id
+    warnings = old_key_warnings(rt, vault_id, "short")
+    assert warnings and "within 30 days" in warnings[0]
+    assert old_key_warnings(rt, vault_id, linked["key"]) == []
