@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from control_support import ensure_platform_vault, snapshot
+from control_support import snapshot
 
 from keyshift.bootstrap import init_home
 from keyshift.clock import FixedClock
@@ -82,13 +82,10 @@ def ctl_home(
     url = request.getfixturevalue("_ctl_pg_url") if request.param == "postgres" else None
     path = tmp_path_factory.mktemp(f"ctl-{request.param}") / "home"
     init_home(path, database_url=url, allow_fake_clock=True)
-    with Runtime.open(home=path, database_url=url) as runtime:
-        ensure_platform_vault(runtime)
-        with runtime.engine.connect() as conn:
-            baseline = {
-                t.name: [dict(r) for r in conn.execute(t.select()).mappings()]
-                for t in _tables(runtime.engine)
-            }
+    with Runtime.open(home=path, database_url=url) as runtime, runtime.engine.connect() as conn:
+        baseline = {
+            t.name: [dict(r) for r in conn.execute(t.select()).mappings()] for t in _tables(runtime.engine)
+        }
     return path, url, baseline
 
 

@@ -1,45 +1,26 @@
-"""Helpers shared by the control-plane tests (also imported by tests/cli/test_{tenant,env,...}*)."""
+"""Helpers shared by the control-plane tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
-from keyshift.db.models import AdminAuditEvent, VaultRecord
-from keyshift.db.types import new_id
+from keyshift.db.models import AdminAuditEvent
 from keyshift.runtime import Runtime
 
-STATE_TABLES = ("tenants", "environments", "policies", "byok_keys", "vaults")
-
-
-def ensure_platform_vault(rt: Runtime) -> None:
-    """`keyshift init` creates the platform vault (local-vault part). Until a home has one, add the
-    bare registry row so environment bindings can name it (a stand-in: no key material)."""
-    with rt.transaction() as s:
-        found = s.scalars(select(VaultRecord).where(VaultRecord.name == rt.settings.platform_vault)).first()
-        if found is None:
-            s.add(
-                VaultRecord(
-                    id=new_id("vlt"),
-                    name=rt.settings.platform_vault,
-                    kind="local",
-                    owner="platform",
-                    config={},
-                    soft_delete_days=90,
-                    purge_protection=True,
-                    state="active",
-                    created_at=rt.clock.now(),
-                )
-            )
+# The admin audit trail is left out: refusals are recorded there, on purpose.
+NOT_STATE = {"admin_audit", "alembic_version"}
 
 
 def snapshot(rt: Runtime, *tables: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the given tables (default: the control-plane state), ordered, for equality."""
+    """Every row of the given tables (default: every table of the state DB except the admin audit
+    trail: control plane, local vault keys, DEKs, data, jobs...), ordered, for equality."""
     out: dict[str, list[tuple[Any, ...]]] = {}
     with rt.engine.connect() as conn:
-        for t in tables or STATE_TABLES:
-            rows = conn.execute(text(f"SELECT * FROM {t}")).all()
+        names = tables or tuple(sorted(set(inspect(conn).get_table_names()) - NOT_STATE))
+        for t in names:
+            rows = conn.execute(text(f'SELECT * FROM "{t}"')).all()
             out[t] = sorted((tuple(str(c) for c in r) for r in rows), key=repr)
     return out
 
