@@ -52,12 +52,14 @@ class Cli:
     def base(self) -> list[str]:
         return ["--home", str(self.home)] + (["--database-url", self.db_url] if self.db_url else [])
 
-    def __call__(self, *args: str, code: int = 0) -> Any:
+    def __call__(self, *args: str, code: int = 0, env: dict[str, str] | None = None) -> Any:
         import json
 
         from keyshift.cli.main import app
 
-        res = self.runner.invoke(app, [*self.base(), "--json", *args], env={"KEYSHIFT_NOW": ""})
+        res = self.runner.invoke(
+            app, [*self.base(), "--json", *args], env={"KEYSHIFT_NOW": "", **(env or {})}
+        )
         assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
         if code == 0:
             return json.loads(res.stdout)

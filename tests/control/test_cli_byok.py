@@ -57,6 +57,22 @@ def test_byok_cli_flow_and_errors(cli: Cli, tmp_path: Path) -> None:
         assert err["code"] == code, (args, err)
         assert "s3cret-pw" not in err["message"]
         assert snapshot(cli.rt) == before
+    # The password may come from the environment instead of the command line (kept out of `ps`).
+    imported = cli(
+        "byok",
+        "key",
+        "import",
+        "fab",
+        "--name",
+        "k2",
+        "--file",
+        str(out),
+        "--region",
+        "us",
+        env={"KEYSHIFT_BYOK_PASSWORD": "s3cret-pw"},
+        code=4,
+    )
+    assert imported["code"] == "duplicate_key"  # the password worked: it got as far as the key itself
     assert cli("byok", "key", "activate", "fab", "k1")["state"] == "active"
     assert [x["state"] for x in cli("byok", "key", "list", "fab")] == ["active"]
     applied = cli("byok", "apply", "fab-prod")

@@ -18,7 +18,9 @@ byok_app = typer.Typer(help="Legacy bring-your-own-key (BYOK) tenant keys.", no_
 key_app = typer.Typer(help="BYOK tenant keys.", no_args_is_help=True)
 byok_app.add_typer(key_app, name="key")
 
-PASSWORD = typer.Option("--password", help="PKCS#12 password.", hide_input=True)
+PASSWORD = typer.Option(
+    "--password", envvar="KEYSHIFT_BYOK_PASSWORD", help="PKCS#12 password (or $KEYSHIFT_BYOK_PASSWORD)."
+)
 
 
 def _human_key(v: dict[str, Any]) -> None:
