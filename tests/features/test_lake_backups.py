@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 import keyshift.features  # noqa: F401
 from features.helpers import make_env, snapshot
-from keyshift.db.models import VaultRecord
-from keyshift.errors import ConflictError, IntegrityError, NotFoundError
+from keyshift.db.models import Environment, VaultRecord
+from keyshift.errors import ConflictError, EnvironmentUnavailableError, IntegrityError, NotFoundError
 from keyshift.features import backups, lake, restore, search, search_jobs
 from keyshift.jobs import schedule
 from keyshift.jobs.runner import Worker
@@ -186,6 +186,9 @@ def test_copy_only_within_one_tenant_and_key(rt: Runtime) -> None:
 
 
 def test_backups_refused_without_feature_or_under_sql_restriction(rt: Runtime) -> None:
+    disabled = make_env(rt, "contoso-off")
+    with rt.transaction() as s:
+        s.get(Environment, disabled).state = "disabled"  # type: ignore[union-attr]
     make_env(rt, features=["search"])
     make_env(rt, "legacy-prod", tenant="legacy", byok=True)
     before = snapshot(rt)
@@ -198,6 +201,16 @@ def test_backups_refused_without_feature_or_under_sql_restriction(rt: Runtime) -
     with pytest.raises(ConflictError) as e:
         lake.export_table(rt, "legacy-prod", "accounts")
     assert e.value.code == "sql_restriction"
+    # A disabled environment (e.g. its key revoked) fails closed for every feature storage: exit 7.
+    for call in (
+        lambda: backups.create_backup(rt, "contoso-off"),
+        lambda: lake.export_table(rt, "contoso-off", "accounts"),
+        lambda: search.search(rt, "contoso-off", "accounts", "paris"),
+        lambda: restore.copy_environment(rt, "contoso-off", "contoso-prod"),
+    ):
+        with pytest.raises(EnvironmentUnavailableError) as e2:
+            call()
+        assert e2.value.exit_code == 7
     assert snapshot(rt) == before
 
 

@@ -211,7 +211,13 @@ def export_table(rt: Runtime, env_ref: str, table: str) -> dict[str, Any]:
             raise _kms_error(clients) or IntegrityError("the Parquet export could not be written") from None
         return out.size
 
-    size = objects(rt).write(namespace(env.id, "lake"), path, produce, dek_hex)
+    try:
+        size = objects(rt).write(namespace(env.id, "lake"), path, produce, dek_hex)
+    except KeyshiftError as err:
+        audit_trail.record_failure(
+            rt, "lake.export", err, target_type="environment", target_id=env.id, tenant_id=env.tenant_id
+        )
+        raise
     with rt.transaction() as s:
         s.add(
             LakeExport(

@@ -49,7 +49,11 @@ class SearchPosting(Base):
     """A blind token of one record in one index generation. 16 bytes of HMAC-SHA256."""
 
     __tablename__ = "search_postings"
-    __table_args__ = (Index("ix_search_postings_index_record", "index_id", "record_id"),)
+    __table_args__ = (
+        Index("ix_search_postings_index_record", "index_id", "record_id"),
+        # On SQLite the key is the table (no second copy of every posting in a rowid table).
+        {"sqlite_with_rowid": False},
+    )
 
     index_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     token: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("token", sa.LargeBinary(length=16), nullable=False),
         sa.Column("record_id", sa.String(length=512), nullable=False),
         sa.PrimaryKeyConstraint("index_id", "token", "record_id", name=op.f("pk_search_postings")),
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_search_postings_index_record", "search_postings", ["index_id", "record_id"], unique=False
