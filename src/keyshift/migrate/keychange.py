@@ -13,6 +13,7 @@ Phases (job.params decide which apply):
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from keyshift.migrate.common import binding_view, platform_target, policy_target
 from keyshift.runtime import Runtime
 
 DEK_BATCH = 64
+MOVE_FLAGS = ("move_audit", "move_files", "return_audit", "return_files")
 
 
 class KeyChangePlan:
@@ -38,6 +40,9 @@ class KeyChangePlan:
     def phases(self, job: Job) -> list[Phase]:
         p = job.params
         out = [Phase("prepare"), Phase("rewrap", batched=True), Phase("cutover")]
+        moving = any(p.get(k) for k in MOVE_FLAGS)
+        if moving:
+            out.append(Phase("settle"))
         if p.get("reencrypt"):
             out += [Phase("reencrypt", batched=True), Phase("reencrypt_sweep")]
         if p.get("move_audit"):
@@ -48,6 +53,8 @@ class KeyChangePlan:
             out.append(Phase("return_audit", batched=True))
         if p.get("return_files"):
             out.append(Phase("return_files", batched=True))
+        if moving:
+            out.append(Phase("move_sweep"))
         out.append(Phase("finish"))
         return out
 
@@ -148,7 +155,7 @@ class KeyChangePlan:
                 from keyshift.migrate.files_bridge import sql_snapshot
 
                 extra["sql_files_at_cut"] = sql_snapshot(s, job.environment_id or "")
-            ctx.advance(s, {"cut": True, "cut_at": now.isoformat(), **extra})
+            ctx.advance(s, {"cut": True, "cut_at": now.isoformat(), "cut_wall": time.time(), **extra})
             audit_trail.record(
                 rt,
                 s,
@@ -210,6 +217,26 @@ class KeyChangePlan:
         if self.kind == "swap":
             return {"policy_id": job.policy_id, "linked_at": now, "enc_status": "encrypted"}
         return {}  # rotate: only the key version moves
+
+    def _step_settle(self, rt: Runtime, ctx: StepContext) -> None:
+        """Every process must see the new layout before the legacy set is listed: a process reads
+        an environment's layout at most `state_refresh_seconds` late, so wait twice that after
+        the cutover (outside any transaction) — no write can land in the old store afterwards."""
+        settle = 2 * rt.settings.state_refresh_seconds + 0.2
+        wait = float(ctx.job.checkpoint.get("cut_wall", 0)) + settle - time.time()
+        if wait > 0:
+            time.sleep(min(wait, settle))
+        with rt.transaction() as s:
+            ctx.advance(s)
+
+    def _step_move_sweep(self, rt: Runtime, ctx: StepContext) -> None:
+        """Copy anything that reached the old store after the batches were planned (a write that
+        was in flight at cutover), so ending the transition hides nothing."""
+        from keyshift.migrate import moves
+
+        swept = moves.sweep(rt, ctx)
+        with rt.transaction() as s:
+            ctx.advance(s, {"swept": swept})
 
     def _step_reencrypt_sweep(self, rt: Runtime, ctx: StepContext) -> None:
         from keyshift.migrate import reencrypt

@@ -112,7 +112,7 @@ def _audit_seqs(rt: Runtime, session: Session, env_id: str, source: str) -> list
 
 
 def _file_paths(rt: Runtime, session: Session, env_id: str, source: str) -> list[Any]:
-    if source == "sql":
+    if source == "sql" and session is not None:
         return list(
             session.scalars(
                 select(DataFile.path).where(DataFile.environment_id == env_id).order_by(DataFile.path)
@@ -189,6 +189,36 @@ def _events_by_id(
             .order_by(t.c.seq)
         ).all()
     return [(e, utc(a), from_doc(d)) for e, a, d in rows]
+
+
+def sweep(rt: Runtime, ctx: Any) -> dict[str, int]:
+    """Items still only in the old store (a write in flight at cutover): copy them now."""
+    p = ctx.job.params
+    env_id = ctx.job.environment_id or ""
+    out = {"audit": 0, "files": 0}
+    for kind in ("audit", "files"):
+        backward = bool(p.get(f"return_{kind}"))
+        if not (backward or p.get(f"move_{kind}")):
+            continue
+        new, old = (BACKWARD if backward else FORWARD)[kind]
+        with rt.transaction() as s:
+            if kind == "audit":
+                in_old = set(_audit_seqs(rt, s, env_id, source=old))
+                in_new = set(_audit_seqs(rt, s, env_id, source=new))
+            else:
+                in_old = set(_file_paths(rt, s, env_id, source=old))
+                in_new = set(_file_paths(rt, s, env_id, source=new))
+        missing = sorted(in_old - in_new)
+        if not missing:
+            continue
+        if kind == "audit":
+            _copy_events(rt, env_id, missing, source=old, ctx=ctx)
+        else:
+            from keyshift.migrate import files_bridge
+
+            files_bridge.copy_files(rt, env_id, missing, source=old, ctx=ctx)
+        out[kind] = len(missing)
+    return out
 
 
 # -- after the window / after a restore --------------------------------------------------------
