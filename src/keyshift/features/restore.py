@@ -40,7 +40,7 @@ from keyshift.runtime import Runtime
 from keyshift.stores.audit import AuditLog
 from keyshift.stores.audit import backend as audit_backend
 from keyshift.stores.envstate import EnvView, env_states
-from keyshift.stores.files import FileStore
+from keyshift.stores.files import FileStore, validate_path
 from keyshift.stores.keys import UNKNOWN_KEY, data_keys
 from keyshift.stores.layout import choose
 from keyshift.stores.records import MAX_VALUE_BYTES, decode_value
@@ -275,7 +275,10 @@ def _rest(rt: Runtime, it: Iterator[archive.Entry], e: archive.Entry, dst: EnvVi
             )
         elif e.kind == "L" and same:
             item = dict(e.header)
-            objects(rt).write(namespace(dst.id, "lake"), item["path"], _copier(e.chunks()), item["dek_id"])
+            validate_path(str(item["path"]))  # authenticated, but checked like any path
+            item["size"] = objects(rt).write(
+                namespace(dst.id, "lake"), item["path"], _copier(e.chunks()), item["dek_id"]
+            )
             lake_rows.append(item)
         elif e.kind == "F":
             path = str(e.header["path"])
@@ -321,7 +324,7 @@ def _replace_lake_rows(rt: Runtime, dst: EnvView, items: list[dict[str, Any]]) -
                     table_name=i["table"],
                     path=i["path"],
                     rows=int(i["rows"]),
-                    size=0,
+                    size=int(i.get("size", 0)),
                     dek_id=i["dek_id"],
                     created_at=datetime.fromisoformat(i["created_at"]),
                 )
