@@ -198,3 +198,37 @@ def test_maintenance_deletes_the_byok_vault_when_due_and_not_before(
     assert tenants.show_tenant(rt, "fabrikam")["byok_vault"]["state"] == "deleted"
     data_keys(rt).flush()
     assert read_all(rt, fab["env"])["rows"] == fab["data"]["rows"]
+
+
+def test_a_write_from_a_process_with_a_stale_layout_is_not_lost(
+    sqlite_rt: Runtime, fab: dict[str, Any]
+) -> None:
+    """Another process still sees the SQL layout after cutover (its view is stale up to the
+    refresh bound) and appends to SQL after the move was planned: the sweep carries it over."""
+    from keyshift.jobs.runner import Worker
+    from keyshift.stores.audit import AuditLog
+
+    rt = sqlite_rt
+    tenants.byok_flag_remove(rt, "fabrikam", ticket="SR-77")
+    stale = Runtime.open(
+        home=rt.settings.home_path(),
+        settings=rt.settings.model_copy(update={"state_refresh_seconds": 3600.0}),
+        clock=rt.clock,
+        principal="service:stale",
+    )
+    try:
+        AuditLog(stale, fab["env"]).append({"warm": True})  # caches the pre-migration layout
+        view = start_link(rt, "fab-pol", "fab-prod")
+        w = Worker(rt, poll_seconds=0.01)
+        while job(rt, view["id"])["phase"] not in ("move_audit",) or not job(rt, view["id"])["total"]:
+            w.step(view["id"])
+        late = AuditLog(stale, fab["env"]).append({"late": True})  # lands in SQL, after planning
+        assert w.run_job(view["id"]) == "succeeded"
+    finally:
+        stale.close()
+    data_keys(rt).flush()
+    from keyshift.stores.audit import DocumentAudit
+
+    in_doc = [e.event_id for e in DocumentAudit(rt).query(fab["env"], None, None, 1000)]
+    assert late in in_doc, "the in-flight write was not carried over"
+    assert read_all(rt, fab["env"])["events"][late] == {"late": True}
