@@ -241,3 +241,23 @@ def test_managed_disable_refused_while_linked(ctl: Runtime) -> None:
     assert info.value.code == "policy_linked"
     assert snapshot(ctl) == before
     assert [e["name"] for e in environments.list_environments(ctl, with_policies=True)] == ["e1"]
+
+
+def test_disabled_or_deleted_environments_refuse_changes(ctl: Runtime) -> None:
+    tenants.create_tenant(ctl, "t")
+    environments.create_environment(ctl, "t", "off")
+    environments.create_environment(ctl, "t", "gone")
+    with ctl.transaction() as s:  # as revocation / deletion leave them
+        s.query(Environment).filter_by(name="off").one().state = "disabled"
+        s.query(Environment).filter_by(name="gone").one().state = "deleted"
+    before = snapshot(ctl)
+    for call, code in (
+        (lambda: environments.enable_feature(ctl, "off", "search"), "environment_not_enabled"),
+        (lambda: environments.enable_feature(ctl, "gone", "search"), "environment_deleted"),
+        (lambda: environments.set_managed(ctl, "gone", True), "environment_deleted"),
+    ):
+        with pytest.raises(ConflictError) as info:
+            call()
+        assert info.value.code == code
+        assert snapshot(ctl) == before
+    assert [e["name"] for e in environments.list_environments(ctl)] == ["off"]
