@@ -39,17 +39,18 @@ def _human(out: dict[str, Any]) -> None:
         {
             "environment": r["environment"],
             "mode": r["mode"],
-            "managed by": r["managed_by"],
-            "s": r["seconds"],
+            "secs": r["seconds"],
             "vault calls": r["vault_calls"],
-            "live req": r["load_requests"],
+            "live reqs": r["load_requests"],
             "errors": r["load_errors"],
-            "rows/events/files ok": "/".join(str(r["verified"][k]) for k in ("rows", "events", "files")),
+            "rows/events/files": "/".join(str(r["verified"][k]) for k in ("rows", "events", "files")),
         }
         for r in out["environments"]
     ]
     print_table(rows, list(rows[0]), title="BYOK -> customer-managed key, online")
+    managed_by = out["environments"][0]["managed_by"] if out["environments"] else "-"
     stdout.print(
+        f"every record, event and file verified; managed by {managed_by}\n"
         f"environments with policies: {', '.join(out['with_policies'])}\n"
         f"tenant: sql_restriction={out['tenant']['sql_restriction']}, final BYOK migration "
         f"{out['tenant']['final_byok_migration_at']}, BYOK vault {out['tenant']['byok_vault']['state']} "
