@@ -131,6 +131,9 @@ class KeyChangePlan:
                     )
         target = resolve_version(rt, target)
         with rt.transaction() as s:
+            # Pending wraps can only be leftovers (one job per environment): e.g. a worker whose
+            # lease expired mid-cutover. Never let one be flipped to current by this job.
+            rewrap.drop_pending(s, job.environment_id or "")
             ctx.advance(s, {"target": rewrap.target_dict(target), "source": source})
 
     def _step_cutover(self, rt: Runtime, ctx: StepContext) -> None:
