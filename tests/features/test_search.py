@@ -200,6 +200,7 @@ def test_writes_during_a_rebuild_end_up_indexed_exactly(rt: Runtime) -> None:
     import contextlib
     import random
     import threading
+    import time
 
     from keyshift.errors import NotFoundError
 
@@ -211,7 +212,7 @@ def test_writes_during_a_rebuild_end_up_indexed_exactly(rt: Runtime) -> None:
     with rt.transaction() as s:  # small batches: many interleavings with the writer
         job = s.get(Job, view["job"])
         assert job is not None
-        job.params = {**job.params, "row_batch": 20}
+        job.params = {**job.params, "row_batch": 10}
     stop = threading.Event()
     writes = [0]
     errors: list[BaseException] = []
@@ -233,13 +234,39 @@ def test_writes_during_a_rebuild_end_up_indexed_exactly(rt: Runtime) -> None:
     thread = threading.Thread(target=writer)
     thread.start()
     try:
+        while writes[0] < 5 and thread.is_alive():
+            time.sleep(0.001)
+        at_start = writes[0]
         assert Worker(rt, poll_seconds=0.01).run_job(view["job"]) == "succeeded"
+        during = writes[0] - at_start
     finally:
         stop.set()
         thread.join()
-    assert not errors and writes[0] > 20
+    assert not errors
+    assert during > 0  # the writer really ran while the job did
     truth: dict[str, list[str]] = {c: [] for c in cities}
     for rec in rs.iter_all("t"):
         truth[rec.value["city"]].append(rec.id)
     for c in cities:
         assert _ids(search.search(rt, "contoso-prod", "t", c, limit=1000)) == sorted(truth[c])
+
+
+def test_a_failed_rebuild_resumes_where_it_stopped(sqlite_rt: Runtime) -> None:
+    from keyshift.db.models import Environment
+    from keyshift.jobs.store import resume
+    from keyshift.stores.envstate import env_states
+
+    rt = sqlite_rt
+    env, _ = _indexed(rt, ["city"])
+    view = search_jobs.set_fields(rt, "contoso-prod", "accounts", ["name"])
+    with rt.transaction() as s:  # the environment goes down (say, its key was revoked) mid-job
+        s.get(Environment, env).state = "disabled"  # type: ignore[union-attr]
+    env_states(rt).invalidate()
+    assert Worker(rt).run_job(view["job"]) == "failed"
+    with rt.transaction() as s:
+        s.get(Environment, env).state = "enabled"  # type: ignore[union-attr]
+    env_states(rt).invalidate()
+    assert _ids(search.search(rt, "contoso-prod", "accounts", "paris")) == ["a1", "a2"]  # old one answers
+    resume(rt, view["job"])
+    assert Worker(rt).run_job(view["job"]) == "succeeded"
+    assert _ids(search.search(rt, "contoso-prod", "accounts", "traders")) == ["a3"]
