@@ -76,6 +76,8 @@ def restore_env(
         RESTORE_FROM_HOOK(ctx, env, from_backup)  # keyshift.cli.features: restore a backup
         return
     with runtime(ctx) as rt:
+        if from_backup is not None and before_migration:
+            raise UsageError("use either --before-migration or --from, not both", code="conflicting_options")
         if from_backup is not None or not before_migration:
             raise_usage()
         from keyshift.migrate.restore import start_restore
