@@ -42,10 +42,17 @@ def _child(home: str, url: str | None, job_id: str, point: str, n: int) -> None:
     os._exit(0)
 
 
-def _worker(home: Path, url: str | None, job_id: str, point: str, n: int) -> int:
-    """A worker in its own OS process (forked: no interpreter start-up per trial)."""
+def _worker(
+    home: Path, url: str | None, job_id: str, point: str, n: int, kill_after: float | None = None
+) -> int:
+    """A worker in its own OS process (forked: no interpreter start-up per trial); killed with
+    SIGKILL at the n-th `point`, or by the parent after `kill_after` seconds (a random moment)."""
     proc = multiprocessing.get_context("fork").Process(target=_child, args=(str(home), url, job_id, point, n))
     proc.start()
+    if kill_after is not None:
+        proc.join(kill_after)
+        if proc.is_alive():
+            proc.kill()
     proc.join(120)
     if proc.is_alive():
         proc.kill()
@@ -60,9 +67,8 @@ def _small_batches(rt: Runtime, job_id: str) -> None:
 
 
 def test_kill_9_at_every_kind_of_point_then_resume_loses_and_duplicates_nothing(
-    sqlite_rt: Runtime, tmp_path: Path
+    rt: Runtime, tmp_path: Path, db_url: str | None
 ) -> None:
-    rt = sqlite_rt
     home = rt.settings.home_path()
     w = byok_world(rt, tmp_path, envs=("crash-a", "crash-b"))
     from keyshift.stores.envstate import env_states
@@ -98,34 +104,43 @@ def test_kill_9_at_every_kind_of_point_then_resume_loses_and_duplicates_nothing(
                 ("move:mid-batch", 2),
                 ("move:mid-file", 1),
                 ("move:mid-file", 2),
+                ("random", 0),
                 ("move:mid-file", 1),
+                ("random", 0),
             ],
         ),
         "crash-b": (
             True,
             [
+                ("random", 0),
                 ("rewrap:wrapped", 1),
                 ("cutover:flipped", 1),
                 ("reencrypt:rows", 1),
                 ("reencrypt:rows", 2),
                 ("move:mid-batch", 1),
                 ("move:mid-file", 1),
+                ("random", 0),
             ],
         ),
     }
     kills = 0
+    rng = random.Random(20261129)
     for name, (reencrypt, crashes) in plans.items():
         view = start_link(rt, "crash-pol", name, reencrypt=reencrypt)
         _small_batches(rt, view["id"])
         for point, n in crashes:
-            code = _worker(home, None, view["id"], point, n)
+            if point == "random":
+                code = _worker(home, db_url, view["id"], "-", 0, kill_after=rng.uniform(0.05, 0.6))
+            else:
+                code = _worker(home, db_url, view["id"], point, n)
             if code == -9:
                 kills += 1
             if job(rt, view["id"])["state"] == "succeeded":
                 break
-        assert _worker(home, None, view["id"], "-", 0) == 0
+        assert _worker(home, db_url, view["id"], "-", 0) == 0
         assert job(rt, view["id"])["state"] == "succeeded", job(rt, view["id"])
-    assert kills >= 10, f"only {kills} kills landed"
+    print(f"kills landed: {kills}")
+    assert kills >= 12, f"only {kills} kills landed"
     data_keys(rt).flush()
     for name, env_id in w["envs"].items():
         env = env_row(rt, name)
