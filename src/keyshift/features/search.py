@@ -36,7 +36,7 @@ from keyshift.db.models import DataRecord, SearchIndex, SearchPosting
 from keyshift.errors import ConflictError, IntegrityError, UsageError
 from keyshift.features.common import SEARCH, usable_env
 from keyshift.runtime import Runtime
-from keyshift.stores.envstate import EnvView
+from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.keys import data_keys
 from keyshift.stores.records import Record, decode_value, validate_table
 
@@ -121,6 +121,13 @@ class _Keys:
     def __init__(self, rt: Runtime) -> None:
         self.lock = threading.Lock()
         self.derived: dict[tuple[str, str, str], tuple[DataKey, bytes]] = {}
+        # Dropped with the DEK cache when an environment turns unusable (revocation, lock).
+        env_states(rt).on_unusable.append(self.flush)
+
+    def flush(self, env_id: str | None = None) -> None:
+        with self.lock:
+            for k in [k for k in self.derived if env_id is None or k[0] == env_id]:
+                del self.derived[k]
 
 
 def table_key(rt: Runtime, env: EnvView, table: str, dek_hex: str) -> bytes:
