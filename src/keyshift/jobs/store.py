@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from keyshift.db.models import Job, JobBatch
 from keyshift.db.types import new_id
-from keyshift.errors import ConflictError, NotFoundError
+from keyshift.errors import ConflictError, KeyshiftError, NotFoundError
 from keyshift.runtime import Runtime
 
 ACTIVE_STATES = ("pending", "running", "failed")
@@ -202,6 +202,20 @@ def release_batches(session: Session, job_id: str) -> None:
 
 def resume(rt: Runtime, job_id: str) -> dict[str, Any]:
     """failed -> running: continue from the checkpoint (done batches stay done)."""
+    try:
+        return _resume(rt, job_id)
+    except KeyshiftError as err:
+        _refused(rt, "job.resume", job_id, err)
+        raise
+
+
+def _refused(rt: Runtime, action: str, job_id: str, err: KeyshiftError) -> None:
+    from keyshift.control import audit_trail
+
+    audit_trail.record_failure(rt, action, err, target_type="job", target_id=str(job_id)[:200])
+
+
+def _resume(rt: Runtime, job_id: str) -> dict[str, Any]:
     from keyshift.control import audit_trail
 
     with rt.transaction() as session:
@@ -233,6 +247,14 @@ def resume(rt: Runtime, job_id: str) -> dict[str, Any]:
 
 
 def request_cancel(rt: Runtime, job_id: str) -> dict[str, Any]:
+    try:
+        return _request_cancel(rt, job_id)
+    except KeyshiftError as err:
+        _refused(rt, "job.cancel", job_id, err)
+        raise
+
+
+def _request_cancel(rt: Runtime, job_id: str) -> dict[str, Any]:
     """Cancel a job. A pending or failed job stops at once (its plan rolls back what it started);
     a running job is flagged and stops at the next batch boundary. A job past its point of no
     return (e.g. after cutover) cannot be cancelled."""
