@@ -115,8 +115,9 @@ def _on_feature_enabled(rt: Runtime, session: Session, env: Environment, feature
         env_states(rt).invalidate(env_id)
         try:
             create_storage(rt, env_id, feature)
-        except KeyshiftError as err:
-            log.warning("storage for %s not created yet (%s); it will be on first use", feature, err.code)
+        except Exception as err:  # the enable has committed; the DEK is then created on first use
+            code = getattr(err, "code", type(err).__name__)
+            log.warning("storage for %s not created yet (%s); it will be on first use", feature, code)
 
     event.listen(session, "after_commit", after_commit, once=True)
 
