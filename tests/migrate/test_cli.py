@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from keyshift.bootstrap import init_home
 from keyshift.cli.main import app
 
 
@@ -29,7 +28,8 @@ def ok(home: Path, *args: str, env: dict[str, str] | None = None) -> Any:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
-    init_home(path, allow_fake_clock=True)
+    out = ok(path, "init", "--allow-fake-clock")  # KEYSHIFT_NOW is honoured only on such a home
+    assert out is not None
     return path
 
 
@@ -181,3 +181,14 @@ def test_demo_runs_the_whole_scenario_with_zero_live_errors(tmp_path: Path) -> N
         and out["tenant"]["byok_vault"]["state"] == "scheduled_deletion"
     )
     assert out["seconds"] < 60
+
+
+def test_keyshift_now_is_ignored_on_a_home_without_the_fake_clock_flag(tmp_path: Path) -> None:
+    home = tmp_path / "real-home"
+    ok(home, "init")
+    _world(home, tmp_path, {})
+    ok(home, "tenant", "byok-flag", "remove", "fab", "--ticket", "SR-2")
+    ok(home, "policy", "add-env", "fab-pol", "fab-prod", "--wait")
+    far = {"KEYSHIFT_NOW": (datetime.now(UTC) + timedelta(days=60)).isoformat()}
+    assert ok(home, "maintenance", "run", env=far)["delete_byok_vaults"]["deleted"] == []
+    assert ok(home, "tenant", "show", "fab")["byok_vault"]["state"] == "scheduled_deletion"
