@@ -232,3 +232,34 @@ def test_a_write_from_a_process_with_a_stale_layout_is_not_lost(
     in_doc = [e.event_id for e in DocumentAudit(rt).query(fab["env"], None, None, 1000)]
     assert late in in_doc, "the in-flight write was not carried over"
     assert read_all(rt, fab["env"])["events"][late] == {"late": True}
+
+
+def test_a_byok_tenants_platform_env_leaves_the_sql_layout_when_linked(
+    sqlite_rt: Runtime, fab: dict[str, Any]
+) -> None:
+    from sqlalchemy import func, select
+
+    from keyshift.control import environments
+    from keyshift.db.models import DataAuditRow
+
+    rt = sqlite_rt
+    plain = environments.create_environment(rt, "fabrikam", "fab-plain", env_type="sandbox")
+    environments.set_managed(rt, "fab-plain", True)
+    assert env_row(rt, "fab-plain").stores["audit"] == "sql"
+    data = fill(rt, plain["id"], rows=10, events=5, files=2)
+    tenants.byok_flag_remove(rt, "fabrikam", ticket="SR-5")
+    view = start_link(rt, "fab-pol", "fab-plain")
+    assert run(rt, view["id"]) == "succeeded", job(rt, view["id"])
+    env = env_row(rt, "fab-plain")
+    assert env.stores["audit"] == "document" and env.stores["files"] == "file_storage"
+    assert env.migrated_from_byok_at is None and env.restore_until is None
+    with rt.transaction() as s:
+        left = s.scalar(
+            select(func.count()).select_from(DataAuditRow).where(DataAuditRow.environment_id == plain["id"])
+        )
+    assert left == 0  # no restore window: the SQL copy is gone at once
+    data_keys(rt).flush()
+    got = read_all(rt, plain["id"])
+    assert (got["rows"], got["events"], got["files"]) == (data["rows"], data["events"], data["files"])
+    # the BYOK environment is still BYOK: no finalization yet
+    assert tenants.show_tenant(rt, "fabrikam")["final_byok_migration_at"] is None

@@ -255,6 +255,9 @@ class KeyChangePlan:
                 from keyshift.migrate import moves
 
                 moves.end_transition(env, job.params.get("layout"))
+                if self.kind == "link" and not job.params.get("from_byok"):
+                    # no restore window for a non-BYOK environment: the SQL copy has no further use
+                    moves.purge_sql_copy(s, env)
             finalized = None
             if self.kind == "restore":
                 from keyshift.migrate import finalize

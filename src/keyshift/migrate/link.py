@@ -41,8 +41,10 @@ def start_link(rt: Runtime, policy_ref: str, env_ref: str, *, reencrypt: bool = 
             "target": "policy",
             "reencrypt": bool(reencrypt),
             "from_byok": from_byok,
-            "move_audit": from_byok and stores.get("audit") == "sql",
-            "move_files": from_byok and stores.get("files") == "sql",
+            # A customer-key environment never keeps the SQL-only layout (a BYOK tenant's platform
+            # environments have it too): audit and files move out of SQL on every link.
+            "move_audit": stores.get("audit") == "sql",
+            "move_files": stores.get("files") == "sql",
         }
         job = store.create_job(
             rt, s, "link", environment_id=env.id, tenant_id=env.tenant_id, policy_id=policy.id, params=params
