@@ -121,6 +121,7 @@ class DataKeys:
         self._ciphers: dict[tuple[str, str], tuple[DataKey, RecordCipher]] = {}
         self._decrypters: dict[tuple[str, str, bytes], tuple[DataKey, RecordCipher]] = {}
         self._lock = threading.RLock()
+        self._inflight: dict[tuple[str, bytes], threading.Lock] = {}
         env_states(rt).on_unusable.append(self.flush)
 
     # -- vault calls -------------------------------------------------------------------------
@@ -162,38 +163,54 @@ class DataKeys:
 
     # -- reading keys ------------------------------------------------------------------------
     def key_for(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> DataKey:
-        """The DEK with this id, if it belongs to this environment and store (cache, else unwrap)."""
+        """The DEK with this id, if it belongs to this environment and store (cache, else unwrap).
+
+        Concurrent misses on the same DEK share one unwrap (a per-DEK lock); the instance lock is
+        only ever held for dictionary updates, never across database or vault I/O, so a slow vault
+        stalls no other key and `flush()` from inside a transaction cannot deadlock against it.
+        """
         key = self.cache.get(env.id, dek_id)
         if key is not None:
             return key
+        slot = (env.id, dek_id)
         with self._lock:
-            key = self.cache.get(env.id, dek_id)
-            if key is not None:
+            flight = self._inflight.setdefault(slot, threading.Lock())
+        try:
+            with flight:
+                key = self.cache.get(env.id, dek_id)
+                if key is not None:
+                    return key
+                key = self._load(rt, env, store, dek_id)
+                self.cache.put(env.id, key)
                 return key
-            with rt.transaction() as s:
-                wrap = s.scalars(
-                    select(DekWrap)
-                    .join(Dek, Dek.id == DekWrap.dek_id)
-                    .where(
-                        Dek.id == dek_id.hex(),
-                        Dek.environment_id == env.id,
-                        Dek.store == store,
-                        Dek.state != "destroyed",
-                        DekWrap.state == "current",
-                    )
-                    .order_by(DekWrap.id.desc())
-                    .limit(1)
-                ).first()
-                if wrap is not None:
-                    s.expunge(wrap)
-            if wrap is None:
-                raise IntegrityError(UNKNOWN_KEY)
-            try:
-                key = self.unwrap(rt, env.name, wrap, _context(env.tenant_id, env.id, store))
-            except KeyInaccessibleError as exc:
-                raise _key_refused(rt, env.id, exc) from None
-            self.cache.put(env.id, key)
-            return key
+        finally:
+            with self._lock:
+                if self._inflight.get(slot) is flight:
+                    del self._inflight[slot]
+
+    def _load(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> DataKey:
+        with rt.transaction() as s:
+            wrap = s.scalars(
+                select(DekWrap)
+                .join(Dek, Dek.id == DekWrap.dek_id)
+                .where(
+                    Dek.id == dek_id.hex(),
+                    Dek.environment_id == env.id,
+                    Dek.store == store,
+                    Dek.state != "destroyed",
+                    DekWrap.state == "current",
+                )
+                .order_by(DekWrap.id.desc())
+                .limit(1)
+            ).first()
+            if wrap is not None:
+                s.expunge(wrap)
+        if wrap is None:
+            raise IntegrityError(UNKNOWN_KEY)
+        try:
+            return self.unwrap(rt, env.name, wrap, _context(env.tenant_id, env.id, store))
+        except KeyInaccessibleError as exc:
+            raise _key_refused(rt, env.id, exc) from None
 
     def note_use(self, env_id: str, dek_id: bytes, nbytes: int) -> None:
         self.cache.note_use(env_id, dek_id, nbytes)
