@@ -9,6 +9,7 @@ import pytest
 from keyshift.control import vaults
 from keyshift.errors import ConflictError
 from keyshift.jobs import schedule, store
+from keyshift.migrate import maintenance
 from keyshift.migrate.link import start_link, start_swap
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
@@ -52,6 +53,22 @@ def test_rotation_is_detected_and_deks_move_to_the_new_version(linked: dict[str,
     assert records(rt, linked["env"]) == before
     # nothing left to rotate
     assert schedule.run_due(rt, only=("rotation",))["rotation"]["rotate_jobs"] == []
+
+
+def test_policy_health_picks_up_a_rotation_of_the_policy_key(linked: dict[str, Any]) -> None:
+    rt = linked["rt"]
+    _link(linked)
+    v1 = env_row(rt, "prod").kek_key_version
+    assert maintenance.policy_health(rt, "pol1")["rotate_jobs"] == []
+    vaults.rotate_key(rt, linked["vault"], linked["key"])
+    view = maintenance.policy_health(rt, "pol1")
+    assert view["health"] == "healthy" and len(view["rotate_jobs"]) == 1
+    before = records(rt, linked["env"])
+    assert run(rt, view["rotate_jobs"][0]) == "succeeded"
+    assert env_row(rt, "prod").kek_key_version not in (None, v1)
+    data_keys(rt).flush()
+    assert records(rt, linked["env"]) == before
+    assert maintenance.policy_health(rt, "pol1")["rotate_jobs"] == []
 
 
 def test_swap_moves_the_env_to_the_other_policy_key(linked: dict[str, Any]) -> None:

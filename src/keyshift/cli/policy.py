@@ -7,7 +7,8 @@ from typing import Annotated, Any
 import typer
 
 from keyshift.cli.common import emit, print_table, runtime, stdout
-from keyshift.control import health, policies
+from keyshift.control import policies
+from keyshift.migrate import maintenance
 
 policy_app = typer.Typer(help="Enterprise policies (customer-managed keys).", no_args_is_help=True)
 
@@ -33,6 +34,8 @@ def _human_health(v: dict[str, Any]) -> None:
     lines += [f"  - {r}" for r in v["reasons"]]
     if v.get("observed_key_version"):
         lines.append(f"  key version in use: {v['observed_key_version']}")
+    if v.get("rotate_jobs"):
+        lines.append(f"  new key version: rewrap jobs started {', '.join(v['rotate_jobs'])}")
     stdout.print("\n".join(lines), highlight=False)
 
 
@@ -80,7 +83,7 @@ def show(ctx: typer.Context, policy: str) -> None:
 def health_(ctx: typer.Context, policy: str) -> None:
     """Check the policy's key now (vault settings, key state and type, grants, wrap/unwrap)."""
     with runtime(ctx) as rt:
-        emit(ctx, health.policy_health(rt, policy), _human_health)
+        emit(ctx, maintenance.policy_health(rt, policy), _human_health)
 
 
 @policy_app.command("update")

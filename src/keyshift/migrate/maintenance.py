@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from keyshift.control import audit_trail
+from keyshift.control import audit_trail, health
 from keyshift.db.models import DekWrap, Environment, Policy
 from keyshift.errors import KeyshiftError
 from keyshift.migrate.rewrap import rowcount
@@ -60,15 +60,18 @@ def purge_expired_retention(rt: Runtime) -> dict[str, Any]:
     return {"wraps_destroyed": int(wraps or 0), "environments_purged": purged_envs}
 
 
-def detect_rotations(rt: Runtime) -> dict[str, Any]:
-    """A new current version of a linked policy's key: start a rotate job per environment."""
+def detect_rotations(rt: Runtime, *, policy_id: str | None = None) -> dict[str, Any]:
+    """A new current version of a linked policy's key: start a rotate job per environment.
+
+    All unpinned policies (the worker's periodic check), or just `policy_id` (`policy health`).
+    """
     from keyshift.migrate.link import start_rotate
 
     with rt.transaction() as s:
-        policies = [
-            (p.id, p.vault_id, p.key_name)
-            for p in s.scalars(select(Policy).where(Policy.key_version.is_(None), Policy.state != "deleted"))
-        ]
+        stmt = select(Policy).where(Policy.key_version.is_(None), Policy.state != "deleted")
+        if policy_id is not None:
+            stmt = stmt.where(Policy.id == policy_id)
+        policies = [(p.id, p.vault_id, p.key_name) for p in s.scalars(stmt)]
     started: list[str] = []
     errors: dict[str, str] = {}
     for pid, vault_id, key_name in policies:
@@ -91,3 +94,13 @@ def detect_rotations(rt: Runtime) -> dict[str, Any]:
                     if view is not None:
                         started.append(view["id"])
     return {"rotate_jobs": started, "errors": errors}
+
+
+def policy_health(rt: Runtime, policy_ref: str) -> dict[str, Any]:
+    """`policy health P`: the control plane's check, then, if the key has a new current version,
+    rewrap jobs for the linked environments (rotation picked up with no downtime)."""
+    view = health.policy_health(rt, policy_ref)
+    rotations: dict[str, Any] = {"rotate_jobs": [], "errors": {}}
+    if view["health"] in ("healthy", "warning"):
+        rotations = detect_rotations(rt, policy_id=view["policy"])
+    return {**view, "rotate_jobs": rotations["rotate_jobs"]}

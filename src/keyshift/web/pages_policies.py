@@ -7,8 +7,8 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from keyshift.api.access import Ctx
-from keyshift.control import environments, health, policies, vaults
-from keyshift.migrate import link
+from keyshift.control import environments, policies, vaults
+from keyshift.migrate import link, maintenance
 from keyshift.web.pages import SAFE_TEXT, csrf, see_other, web_allow
 from keyshift.web.render import page
 
@@ -74,7 +74,7 @@ def policy_check(
     ctx: Ctx = web_allow("policy", write=True),
 ) -> Response:
     csrf(request, ctx, csrf_token)
-    health.policy_health(ctx.rt, policy)
+    maintenance.policy_health(ctx.rt, policy)
     return see_other(f"/policies/{policy}")
 
 

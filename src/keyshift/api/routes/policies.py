@@ -9,8 +9,8 @@ from fastapi import APIRouter, Response, status
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.schemas import PolicyCreate, PolicyEnvironment, PolicyUpdate, SwapEnvironment
-from keyshift.control import health, policies
-from keyshift.migrate import link
+from keyshift.control import policies
+from keyshift.migrate import link, maintenance
 
 API_PREFIX = "/api/v1"
 RETRY_AFTER_SECONDS = 2
@@ -57,7 +57,7 @@ def delete_policy(policy: str, ctx: Ctx = allow("policy", write=True)) -> dict[s
 @router.post("/policies/{policy}/health")
 def check_health(policy: str, ctx: Ctx = allow("policy", write=True)) -> dict[str, Any]:
     """Check now (a real wrap/unwrap round trip as the policy identity) and store the result."""
-    return health.policy_health(ctx.rt, policy)
+    return maintenance.policy_health(ctx.rt, policy)
 
 
 def _accepted(response: Response, job: dict[str, Any]) -> dict[str, Any]:
