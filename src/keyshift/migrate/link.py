@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from keyshift.control.preconditions import check_can_link
 from keyshift.db.models import Environment, Policy, Tenant
 from keyshift.errors import ConflictError
 from keyshift.jobs import store
-from keyshift.migrate.checks import check_can_link
 from keyshift.migrate.common import find_environment, find_policy
 from keyshift.runtime import Runtime
 from keyshift.vaults.base import KeyRef
