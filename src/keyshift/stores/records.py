@@ -157,7 +157,14 @@ def encode_value(value: Any) -> bytes:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"value is not JSON-serialisable: {exc}", code="invalid_value") from None
-        data = TAG_JSON + text.encode("utf-8")
+        try:
+            data = TAG_JSON + text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. "\ud800") has no UTF-8 form. The codec's message would quote
+            # the character and its position in the value: say only what is wrong.
+            raise UsageError(
+                "value holds text that is not valid Unicode (a lone surrogate)", code="invalid_value"
+            ) from None
     if len(data) > MAX_VALUE_BYTES:
         raise UsageError(f"a record value holds at most {MAX_VALUE_BYTES} bytes", code="value_too_large")
     return data
