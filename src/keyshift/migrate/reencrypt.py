@@ -11,24 +11,29 @@ destroying them is not safe while another process may still hold one in its cach
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from keyshift.db.models import DataRecord, Dek, Job
-from keyshift.errors import ConflictError, NotFoundError
+from keyshift.errors import UsageError
 from keyshift.jobs.context import BatchContext, StepContext
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
 
 ROW_BATCH = 500
+# Rows per write transaction. Small: each chunk holds the (SQLite: database-wide) write lock for
+# the time of N UPDATEs, which a client write may have to wait for. bench/bench_migrate.py measures.
+REWRITE_CHUNK = 64
 SWEEP_PASSES = 5
 
 
 def plan(rt: Runtime, session: Session, job: Job) -> list[dict[str, Any]]:
     env_id = job.environment_id
     assert env_id is not None
+    rewrite_chunk(job)  # a bad knob fails the job before any DEK is retired
     old = list(
         session.scalars(
             select(Dek.id).where(
@@ -69,23 +74,36 @@ def plan(rt: Runtime, session: Session, job: Job) -> list[dict[str, Any]]:
     return specs
 
 
-def _rewrite(rt: Runtime, env_id: str, table: str, ids: list[str]) -> int:
+def rewrite_chunk(job: Job) -> int:
+    raw = (job.params or {}).get("rewrite_chunk", REWRITE_CHUNK)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 10_000:
+        raise UsageError("rewrite_chunk must be an integer between 1 and 10000", code="invalid_value")
+    return raw
+
+
+def _rewrite(
+    rt: Runtime,
+    env_id: str,
+    table: str,
+    ids: list[str],
+    chunk: int = REWRITE_CHUNK,
+    on_chunk: Callable[[], None] | None = None,
+) -> int:
+    """Rewrite rows under the primary DEK, `chunk` rows per write transaction; returns rows written.
+
+    Rows deleted meanwhile are absent from the read (nothing to re-encrypt); rows written meanwhile
+    lose the compare-and-swap and keep the client's value.
+    """
     from keyshift.stores.records import RecordStore
 
     store = RecordStore(rt, env_id)
     done = 0
-    for record_id in ids:
-        try:
-            rec = store.get_record(table, record_id)
-        except NotFoundError:
-            continue  # deleted meanwhile: nothing to re-encrypt
-        try:
-            store.put(table, record_id, rec.value, expected_version=rec.version)
-            done += 1
-        except ConflictError as err:
-            if err.code != "version_conflict":
-                raise
-            # a client wrote it meanwhile: its write (under the fresh DEK) wins
+    for i in range(0, len(ids), chunk):
+        recs = store.get_many(table, ids[i : i + chunk])
+        if recs:
+            done += len(store.put_many_if_versions(table, [(r.id, r.value, r.version) for r in recs]))
+        if on_chunk is not None:
+            on_chunk()
     return done
 
 
@@ -124,7 +142,8 @@ def run_batch(rt: Runtime, ctx: BatchContext) -> None:
             old = list(s.get(Job, ctx.job.id).checkpoint.get("old_record_deks") or [])  # type: ignore[union-attr]
     data_keys(rt).flush(env_id)  # drop a cached (retired) primary: rows go under the fresh DEK
     ids = [rid for _t, rid in _old_ids(rt, env_id, old, spec["table"], spec["first"], spec["last"])]
-    _rewrite(rt, env_id, spec["table"], ids)
+    chunk = rewrite_chunk(ctx.job)
+    _rewrite(rt, env_id, spec["table"], ids, chunk, lambda: ctx.point("reencrypt:chunk"))
     ctx.point("reencrypt:rows")
     with rt.transaction() as s:
         ctx.finish(s, int(spec.get("rows", len(ids))))
@@ -142,7 +161,7 @@ def sweep(rt: Runtime, ctx: StepContext) -> None:
         for t, rid in remaining:
             by_table.setdefault(t, []).append(rid)
         for t, ids in by_table.items():
-            _rewrite(rt, env_id, t, ids)
+            _rewrite(rt, env_id, t, ids, rewrite_chunk(ctx.job))
         remaining = _old_ids(rt, env_id, old)
     with rt.transaction() as s:
         ctx.advance(s, {"reencrypt_remaining": len(remaining)})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyshift.crypto.dek import DataKeyExhaustedError
@@ -40,6 +40,8 @@ TAG_BYTES = b"B"
 MAX_VALUE_BYTES = 16 << 20
 DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
+MAX_BATCH = 10_000  # ids per get_many / put_many_if_versions call
+_IN_CHUNK = 500  # ids per SQL IN list
 
 _T: Table = DataRecord.__table__  # type: ignore[assignment]
 
@@ -189,6 +191,28 @@ def _upsert(dialect: str) -> Any:
             "updated_at": ins.excluded.updated_at,
             "version": _T.c.version + 1,
         },
+    )
+
+
+class _LostRace(Exception):
+    """Internal: roll back a batched CAS whose write hooks covered rows that were not written."""
+
+
+def _cas_update() -> Any:
+    return (
+        update(_T)
+        .where(
+            _T.c.environment_id == bindparam("b_env"),
+            _T.c.table_name == bindparam("b_table"),
+            _T.c.record_id == bindparam("b_id"),
+            _T.c.version == bindparam("b_version"),
+        )
+        .values(
+            value=bindparam("b_value"),
+            dek_id=bindparam("b_dek"),
+            updated_at=bindparam("b_at"),
+            version=_T.c.version + 1,
+        )
     )
 
 
@@ -364,6 +388,70 @@ class RecordStore:
                 fn(s)
         return len(rows)
 
+    def put_many_if_versions(self, table: str, items: Iterable[tuple[str, Any, int]]) -> list[str]:
+        """Compare-and-swap many records of one table in ONE write transaction.
+
+        `items` are (id, value, expected version >= 1) triples. Each row is written only if its
+        stored version is still the expected one (then version + 1); a row changed or deleted since
+        it was read lost the race and is left exactly as it is (never overwritten, never recreated).
+        Returns the ids written, in id order. Encryption and write-hook preparation run before the
+        transaction; if some rows lost the race and hooks were prepared, the transaction is rolled
+        back and retried with the winners only, so derived indexes follow exactly the rows written.
+        """
+        validate_table(table)
+        entries: dict[str, tuple[bytes, Any, int]] = {}
+        for item in items:
+            if not isinstance(item, tuple | list) or len(item) != 3:
+                raise UsageError(
+                    "put_many_if_versions takes (id, value, expected version) triples", code="invalid_value"
+                )
+            rid, value, version = item
+            validate_id(rid)
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise UsageError("expected_version must be an integer >= 1", code="invalid_version")
+            if rid in entries:
+                raise UsageError(f"record id {rid!r} appears twice in one batch", code="invalid_value")
+            entries[rid] = (encode_value(value), value, version)
+        if len(entries) > MAX_BATCH:
+            raise UsageError(f"at most {MAX_BATCH} records per batch", code="invalid_value")
+        if not entries:
+            return []
+        env = self._env()
+        ids = sorted(entries)  # one lock order for every batch writer
+        blobs = dict(self._encrypt_all(env, table, [(rid, entries[rid][0]) for rid in ids]))
+        now = self.rt.clock.now()
+        stmt = _cas_update()
+        pending = ids
+        while pending:
+            hooks = _prepare_hooks(self.rt, env, table, [(rid, entries[rid][1]) for rid in pending])
+            won: list[str] = []
+            try:
+                with self.rt.transaction() as s:
+                    for rid in pending:
+                        blob = blobs[rid]
+                        res = s.execute(
+                            stmt,
+                            {
+                                "b_env": env.id,
+                                "b_table": table,
+                                "b_id": rid,
+                                "b_version": entries[rid][2],
+                                "b_value": blob,
+                                "b_dek": blob[4:20].hex(),
+                                "b_at": now,
+                            },
+                        )
+                        if res.rowcount == 1:  # type: ignore[attr-defined]
+                            won.append(rid)
+                    if hooks and len(won) != len(pending):
+                        raise _LostRace
+                    for fn in hooks:
+                        fn(s)
+                return won
+            except _LostRace:
+                pending = won
+        return []
+
     def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
         validate_table(table)
         validate_id(record_id)
@@ -415,6 +503,34 @@ class RecordStore:
         if row is None:
             raise self._not_found(table, record_id)
         return Record(record_id, self._decrypt(env, table, record_id, row[0]), row[1], row[2])
+
+    def get_many(self, table: str, ids: Iterable[str]) -> list[Record]:
+        """Records by id, in id order; ids that do not exist are left out (no error).
+
+        One read transaction (one query per 500 ids); decryption runs after it. A row that fails
+        authentication raises IntegrityError, as `get` does.
+        """
+        validate_table(table)
+        wanted = sorted({validate_id(rid) for rid in ids})
+        if len(wanted) > MAX_BATCH:
+            raise UsageError(f"at most {MAX_BATCH} records per batch", code="invalid_value")
+        if not wanted:
+            return []
+        env = self._env()
+        rows: list[Any] = []
+        with self.rt.transaction() as s:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                rows += s.execute(
+                    select(_T.c.record_id, _T.c.value, _T.c.version, _T.c.updated_at).where(
+                        _T.c.environment_id == env.id,
+                        _T.c.table_name == table,
+                        _T.c.record_id.in_(wanted[i : i + _IN_CHUNK]),
+                    )
+                ).all()
+        rows.sort(key=lambda r: r[0])
+        return [
+            Record(rid, self._decrypt(env, table, rid, bytes(blob)), ver, at) for rid, blob, ver, at in rows
+        ]
 
     def get(self, table: str, record_id: str) -> Any:
         return self.get_record(table, record_id).value
