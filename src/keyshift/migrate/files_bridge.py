@@ -117,7 +117,7 @@ class _Marked(io.RawIOBase):
 
 
 def _put_if_absent(b: DirectoryFiles, env_id: str, path: str, produce: Any) -> int | None:
-    target = b._target(env_id, path)
+    target = b.target_path(env_id, path)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = target.parent / f".tmp-{secrets.token_hex(8)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

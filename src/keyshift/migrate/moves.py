@@ -157,7 +157,7 @@ def _copy_events(rt: Runtime, env_id: str, event_ids: list[str], *, source: str,
     events = _events_by_id(rt, src, env_id, event_ids)
     copied = 0
     for i, (eid, at, blob) in enumerate(events):
-        body = log._decrypt(env, StoredEvent(eid, at, blob))
+        body = log.decrypt_event(env, StoredEvent(eid, at, blob))
         try:
             log.append(body["event"], event_id=eid, at=at)
             copied += 1

@@ -24,7 +24,7 @@ from keyshift.db.models import Dek, DekWrap, Environment
 from keyshift.errors import ConflictError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import env_states
-from keyshift.stores.keys import KekTarget, _wrap_row, data_keys
+from keyshift.stores.keys import KekTarget, data_keys, wrap_row
 
 _PENDING = aliased(DekWrap)
 
@@ -99,7 +99,7 @@ def insert_pending(rt: Runtime, session: Session, wraps: list[tuple[str, Any]], 
         ).first()
         if has is not None:
             continue
-        session.add(_wrap_row(dek_hex, target.vault_id, wrapped, target.identity, "pending", now))
+        session.add(wrap_row(dek_hex, target.vault_id, wrapped, target.identity, "pending", now))
         added += 1
     session.flush()
     return added

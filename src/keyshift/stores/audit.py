@@ -229,7 +229,8 @@ class AuditLog:
             return blob
         raise ConflictError("could not obtain an audit data key", code="dek_unavailable")
 
-    def _decrypt(self, env: EnvView, ev: StoredEvent) -> dict[str, Any]:
+    def decrypt_event(self, env: EnvView, ev: StoredEvent) -> dict[str, Any]:
+        """Decrypt and authenticate one stored event: {"id", "at", "event"}; IntegrityError if tampered."""
         try:
             if len(ev.blob) < 20:
                 raise IntegrityError("ciphertext is malformed")
@@ -260,7 +261,7 @@ class AuditLog:
             ]
             # Stable merge by time: legacy events first among equals (they were written earlier).
             events = sorted(old + events, key=lambda e: e.at)[:limit]
-        return [self._decrypt(env, e) for e in events]
+        return [self.decrypt_event(env, e) for e in events]
 
     def purge_older_than(self, days: int) -> int:
         """Delete events older than `days` days; only with the environment's audit-retention feature."""

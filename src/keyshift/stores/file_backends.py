@@ -75,7 +75,8 @@ class DirectoryFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _target(self, env_id: str, path: str) -> Path:
+    def target_path(self, env_id: str, path: str) -> Path:
+        """Where the object of a (validated) path lives on disk; refuses a path escaping the root."""
         base = (self.root / env_id).resolve()
         parts = path.split("/")
         target = base.joinpath(*parts[:-1], parts[-1] + SUFFIX)
@@ -85,7 +86,7 @@ class DirectoryFiles:
         return target
 
     def write(self, env_id: str, path: str, produce: Produce, dek_hex: str) -> int:
-        target = self._target(env_id, path)
+        target = self.target_path(env_id, path)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = target.parent / f".tmp-{secrets.token_hex(8)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -102,12 +103,12 @@ class DirectoryFiles:
 
     def open(self, env_id: str, path: str) -> BinaryIO | None:
         try:
-            return open(self._target(env_id, path), "rb", buffering=0)
+            return open(self.target_path(env_id, path), "rb", buffering=0)
         except (FileNotFoundError, NotADirectoryError):
             return None
 
     def delete(self, env_id: str, path: str) -> bool:
-        target = self._target(env_id, path)
+        target = self.target_path(env_id, path)
         try:
             target.unlink()
         except (FileNotFoundError, NotADirectoryError):

@@ -371,7 +371,7 @@ class DataKeys:
                     )
                 )
                 s.flush()
-                s.add(_wrap_row(dek.id.hex(), vault_id, wrapped, target.identity, "current", now))
+                s.add(wrap_row(dek.id.hex(), vault_id, wrapped, target.identity, "current", now))
                 audit_trail.record(
                     rt,
                     s,
@@ -412,9 +412,10 @@ def _key_refused(rt: Runtime, env_id: str, exc: KeyInaccessibleError) -> Keyshif
     return on_data_key_failure(rt, env_id, exc) or exc
 
 
-def _wrap_row(
+def wrap_row(
     dek_hex: str, vault_id: str, wrapped: WrappedKey, identity: str, state: str, now: datetime
 ) -> DekWrap:
+    """The `dek_wraps` row recording one wrap of a DEK (`state`: current, pending, ...)."""
     return DekWrap(
         dek_id=dek_hex,
         vault_id=vault_id,

@@ -105,7 +105,7 @@ def _commit_rewrap(
         if old_wraps == "destroyed":
             values["wrapped"] = b""
         s.execute(update(DekWrap).where(DekWrap.id == old_id).values(**values))
-        s.add(_keys._wrap_row(dek_hex, target.vault_id, wrapped, target.identity, "current", now))
+        s.add(_keys.wrap_row(dek_hex, target.vault_id, wrapped, target.identity, "current", now))
         version = wrapped.key.version or version
         count += 1
     values = {
