@@ -145,7 +145,8 @@ def _archive(rt: Runtime, env: EnvView, backup_id: str, counts: dict[str, int]) 
             .order_by(SearchIndex.generation)
         ):
             fields[g.table_name] = list(g.fields)
-        lake = [
+        # Archive entry headers (JSON objects), one per lake export.
+        lake: list[dict[str, Any]] = [
             {
                 "path": x.path,
                 "table": x.table_name,
@@ -168,10 +169,10 @@ def _archive(rt: Runtime, env: EnvView, backup_id: str, counts: dict[str, int]) 
             counts["lake"] += 1
             yield from archive.entry(b"L", item, archive.read_file_chunks(src))
     files = FileStore(rt, env.id)
-    for f in files.list():
-        with files.open(f["path"]) as src:
+    for info in files.list():
+        with files.open(info["path"]) as src:
             counts["files"] += 1
-            yield from archive.entry(b"F", {"path": f["path"]}, archive.read_file_chunks(src))
+            yield from archive.entry(b"F", {"path": info["path"]}, archive.read_file_chunks(src))
     yield from archive.entry(b"E", dict(counts))
 
 

@@ -21,9 +21,9 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 
 from keyshift.control import audit_trail
 from keyshift.crypto.dek import DataKey, Keyring
@@ -45,7 +45,7 @@ from keyshift.stores.keys import UNKNOWN_KEY, data_keys
 from keyshift.stores.layout import choose
 from keyshift.stores.records import MAX_VALUE_BYTES, decode_value
 
-_R = DataRecord.__table__
+_R = cast(Table, DataRecord.__table__)  # a declarative `__table__` is typed FromClause
 ROWS = 1000
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 

@@ -22,12 +22,12 @@ import hmac
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, func, insert, intersect, select
+from sqlalchemy import Table, delete, func, insert, intersect, select
 from sqlalchemy.orm import Session
 
 from keyshift.crypto.dek import DataKey
@@ -52,8 +52,9 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _IN_CHUNK = 500
 _EXT = "keyshift.features.search"
 
-_P = SearchPosting.__table__
-_R = DataRecord.__table__
+# A declarative model's `__table__` is typed as a FromClause; for these models it is a Table.
+_P = cast(Table, SearchPosting.__table__)
+_R = cast(Table, DataRecord.__table__)
 
 
 def words(text: str) -> list[str]:
@@ -226,7 +227,7 @@ def record_write_hook(
 # -- queries -----------------------------------------------------------------------------------
 
 
-_I = SearchIndex.__table__
+_I = cast(Table, SearchIndex.__table__)
 
 
 def _live_rows(s: Session, env_id: str, table: str) -> list[Any]:
@@ -274,7 +275,7 @@ def _record_query(env_id: str, table: str, ids: list[str]) -> Any:
     )
 
 
-def decrypt_rows(rt: Runtime, env: EnvView, table: str, rows: list[Any]) -> list[Record]:
+def decrypt_rows(rt: Runtime, env: EnvView, table: str, rows: Iterable[Sequence[Any]]) -> list[Record]:
     keys = data_keys(rt)
     out = []
     for rid, blob, version, at in sorted(rows, key=lambda r: r[0]):
