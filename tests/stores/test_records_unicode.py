@@ -1,6 +1,6 @@
 """A JSON value holding a lone surrogate (no UTF-8 form) is bad input, not an internal error: a
 UsageError (exit 2, code invalid_value) that does not quote the value, with nothing written —
-through the records store (both backends), the SDK and the CLI `data put`."""
+through the records store (both backends), the SDK and the CLI `data put`; audit events alike."""
 
 from __future__ import annotations
 
@@ -110,3 +110,18 @@ def test_cli_data_put_exits_2_and_writes_nothing(home: Path, text: str) -> None:
     assert _records(home) == before
     got = cli("data", "get", "contoso-prod", "cli", "keep")
     assert got.exit_code == 0 and json.loads(got.stdout) == "kept"
+
+
+def test_audit_append_refuses_a_lone_surrogate_without_quoting_it(rt: Runtime) -> None:
+    from keyshift.stores.audit import AuditLog
+
+    env_id = make_env(rt)
+    log = AuditLog(rt, env_id)
+    log.append({"action": "login"})
+    before = log.query(limit=100)
+    for value in BAD_VALUES:
+        with pytest.raises(UsageError) as err:
+            log.append({"action": value} if not isinstance(value, dict) else value)
+        assert err.value.code == "invalid_value" and "surrogate" in str(err.value)
+        assert "\\ud" not in str(err.value) and "position" not in str(err.value)
+    assert log.query(limit=100) == before

@@ -201,6 +201,11 @@ class AuditLog:
                 allow_nan=False,
                 separators=(",", ":"),
             ).encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate has no UTF-8 form; the codec's message would quote it and its position.
+            raise UsageError(
+                "event holds text that is not valid Unicode (a lone surrogate)", code="invalid_value"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise UsageError(f"event is not JSON-serialisable: {exc}", code="invalid_value") from None
         if len(plain) > MAX_EVENT_BYTES:
