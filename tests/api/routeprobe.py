@@ -18,7 +18,7 @@ from keyshift.api.access import Guard, guards_of
 from keyshift.web.session import SESSION_COOKIE, cookie_token
 
 # Path/body names that name an object of some tenant.
-OBJECT_PARAMS = {"tenant", "env", "environment", "policy", "vault", "job"}
+OBJECT_PARAMS = {"tenant", "env", "environment", "policy", "vault", "job", "backup"}
 # Names scoped inside another object (a key lives in the vault named next to it): filled from the
 # same side's references but not counted as a cross-tenant reference on their own.
 SCOPED_PARAMS = {"key"}
@@ -29,6 +29,8 @@ PLAIN_PARAMS = {
     "record_id": "probe-1",
     "path": "dir/probe.txt",
 }
+# Required query parameters and the value used for them (optional ones keep their defaults).
+QUERY_PARAMS = {"q": "probe"}
 
 
 @dataclass
@@ -112,6 +114,15 @@ def build(route: Any, method: str, refs: dict[str, str], guard_refs: dict[str, s
         else:
             raise AssertionError(f"{route.path}: path parameter {name!r} unknown to the probe table")
         path = path.replace("{" + name + "}", value)
+    query = []
+    for qp in route.dependant.query_params:
+        if qp.field_info.is_required():
+            assert qp.alias in QUERY_PARAMS, (
+                f"{route.path}: query parameter {qp.alias!r} unknown to the probe"
+            )
+            query.append(f"{qp.alias}={QUERY_PARAMS[qp.alias]}")
+    if query:
+        path += "?" + "&".join(query)
     probe = Probe(route=route, method=method, guard=guard, path=path)
     body = route.dependant.body_params
     if body and any(isinstance(b.field_info, params.Form) for b in body):

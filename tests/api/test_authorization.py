@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import MetaData, select
 from starlette.routing import Mount, Route
 
+from keyshift.api.access import DATA_SCOPES
 from keyshift.runtime import Runtime
 
 from .routeprobe import Probe, build, send
@@ -151,7 +152,7 @@ def test_service_token_reaches_only_its_environments_data(
         if rule.scope in ("public", "authenticated"):
             continue
         before = _snapshot(rt)
-        if rule.scope != "data":
+        if rule.scope not in DATA_SCOPES or (rule.scope != "data" and rule.write):
             resp = _send(client, app, world, build(route, method, own), "alpha_service")
             assert resp.status_code == 403, f"{route.path} {method} -> {resp.status_code}"
         else:

@@ -19,6 +19,7 @@ class Side:
     key: str
     policy: dict[str, Any] | None = None
     job: str | None = None
+    backup: str | None = None
 
     def refs(self) -> dict[str, str]:
         out = {
@@ -32,6 +33,8 @@ class Side:
             out["policy"] = self.policy["id"]
         if self.job is not None:
             out["job"] = self.job
+        if self.backup is not None:
+            out["backup"] = self.backup
         return out
 
     def identifiers(self) -> set[str]:
@@ -42,6 +45,8 @@ class Side:
             out |= {self.policy["id"], self.policy["name"]}
         if self.job is not None:
             out.add(self.job)
+        if self.backup is not None:
+            out.add(self.backup)
         return out
 
 
@@ -80,7 +85,26 @@ def _side(rt: Runtime, name: str) -> Side:
     with rt.transaction() as s:
         job = store.create_job(rt, s, "link", environment_id=env2["id"], tenant_id=t["id"])
         side.job = job.id
+    _features(rt, side)
     return side
+
+
+PROBE_TABLE = "probe_table"  # the table routeprobe names in paths
+
+
+def _features(rt: Runtime, side: Side) -> None:
+    """The feature storages on the probed environment: a searchable probe table and a backup."""
+    from keyshift.features import backups, search_jobs
+    from keyshift.jobs.runner import Worker
+    from keyshift.stores.records import RecordStore
+
+    env_id = side.env["id"]
+    for feature in ("search", "data-lake", "long-term-retention"):
+        environments.enable_feature(rt, env_id, feature)
+    RecordStore(rt, env_id).put(PROBE_TABLE, "probe-1", {"name": "probe"})
+    view = search_jobs.set_fields(rt, env_id, PROBE_TABLE, ["name"])
+    assert Worker(rt).run_job(view["job"]) == "succeeded"
+    side.backup = backups.create_backup(rt, env_id)["id"]
 
 
 def build_world(rt: Runtime) -> World:

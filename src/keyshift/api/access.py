@@ -12,6 +12,9 @@ Roles:
   tenant_admin  control plane of its own tenant: environments, policies, vaults, jobs, audit trail.
   service       data plane of the environments granted to the token, nothing else.
   reader        read-only control plane (of its tenant when the token has one); no data plane.
+
+Scope "env_data" is the one meeting point: reading an environment's feature data (search) is open
+to its tenant's admins and readers and to service tokens granted the environment; never a write.
 """
 
 from __future__ import annotations
@@ -41,9 +44,12 @@ SCOPE_PARAMS: dict[str, str | None] = {
     "vault": "vault",
     "job": "job",
     "data": "env",  # data plane of one environment
+    "env_data": "env",  # read of one environment's feature data: control-plane readers and its services
 }
 
-CONTROL_SCOPES = {"collection", "tenant", "env", "policy", "vault", "job"}
+CONTROL_SCOPES = {"collection", "tenant", "env", "policy", "vault", "job", "env_data"}
+# Scopes a service token may reach (the environment must be among its grants).
+DATA_SCOPES = {"data", "env_data"}
 
 
 @dataclass(frozen=True)
@@ -153,11 +159,25 @@ class Ctx:
         self._in_scope(tid, "job", ref)
         return jid
 
+    def require_backup(self, ref: str) -> str:
+        """A backup id named next to an environment: another tenant's backup answers as missing."""
+        from keyshift.db.models.features import Backup
+
+        with self.rt.transaction() as s:
+            b = s.get(Backup, ref) if len(ref) <= 40 else None
+            tid = b.tenant_id if b is not None else None
+        try:
+            self._check_scope(tid, "backup", ref)
+        except NotFoundError:
+            raise NotFoundError(f"backup {ref!r} not found", code="backup_not_found") from None
+        return ref
+
 
 _RESOLVERS: dict[str, Callable[[Ctx, str], Any]] = {
     "tenant": Ctx.require_tenant,
     "env": Ctx.require_env,
     "data": Ctx.require_env,
+    "env_data": Ctx.require_env,
     "policy": Ctx.require_policy,
     "vault": Ctx.require_vault,
     "job": Ctx.require_job,
@@ -170,7 +190,7 @@ def _role_allows(p: Principal, rule: Rule) -> bool:
     if rule.scope == "authenticated":
         return True
     if p.role == "service":
-        return rule.scope == "data"
+        return rule.scope == "data" or (rule.scope in DATA_SCOPES and not rule.write)
     if p.role == "reader":
         return not rule.write and rule.scope in CONTROL_SCOPES
     if p.role == "tenant_admin":
