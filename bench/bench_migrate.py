@@ -4,8 +4,11 @@
   change, e.g. "10000,1000000"): job time and vault calls. Rewrapping is O(DEKs): the vault calls
   stay the same whatever the row count; only the metadata pass grows.
 * re-encrypting migration (--reencrypt: every row rewritten with compare-and-swap under a fresh
-  DEK) vs a plain copy of the same rows through the same DB path (per row: read in one
-  transaction, version-checked UPDATE in another, no crypto). Target >= 0.5x.
+  DEK) vs a plain copy of the same rows through the same DB path, in the same chunked shape (per
+  chunk of `rewrite_chunk` rows: one read transaction, then one write transaction of per-row
+  version-checked UPDATEs; no crypto). Target >= 0.5x. KEYSHIFT_BENCH_REWRITE_CHUNK sets the
+  chunk size for both (default: the migration's default for the database, 1 on SQLite);
+  KEYSHIFT_BENCH_REENC_ROWS the row count (default 10,000).
 * p99 latency of a reader+writer (records.get and records.put) with no migration vs during a
   re-encrypting migration, unpaced and paced (`worker --pace 1`). Target: during <= 2x without.
   The migration runs as in production, in a `keyshift worker` process; an in-process worker is
@@ -27,7 +30,8 @@ from typing import Any
 from bench.common import Report
 
 SIZES = tuple(int(x) for x in os.environ.get("KEYSHIFT_BENCH_MIGRATE_ROWS", "10000,100000").split(","))
-REENC_ROWS = 10_000
+REENC_ROWS = int(os.environ.get("KEYSHIFT_BENCH_REENC_ROWS", "10000"))
+CHUNK = int(os.environ.get("KEYSHIFT_BENCH_REWRITE_CHUNK", "0"))  # 0: the migration's default
 LATENCY_SECONDS = 3.0
 FILL_BATCH = 5_000
 
@@ -64,6 +68,17 @@ def _setup(rt: Any, tag: str, rows: int) -> tuple[str, str]:
     return str(env["id"]), str(pol["id"])
 
 
+def _tune(rt: Any, job_id: str) -> None:
+    """KEYSHIFT_BENCH_REWRITE_CHUNK: run the migration with that chunk size (job param)."""
+    if not CHUNK:
+        return
+    from keyshift.jobs import store
+
+    with rt.transaction() as s:
+        j = store.find_job(s, job_id)
+        j.params = {**j.params, "rewrite_chunk": CHUNK}
+
+
 def _link(
     rt: Any, env_id: str, policy_id: str, *, reencrypt: bool = False, pace: float = 0.0
 ) -> tuple[float, int, int]:
@@ -75,6 +90,7 @@ def _link(
     before = sum(keys.vault_calls.values())
     t0 = time.perf_counter()
     view = start_link(rt, policy_id, env_id, reencrypt=reencrypt)
+    _tune(rt, view["id"])
     state = Worker(rt, poll_seconds=0.005, pace=pace).run_job(view["id"])
     elapsed = time.perf_counter() - t0
     if state != "succeeded":
@@ -103,43 +119,46 @@ def _rewrap(report: Report) -> None:
 
 
 def _reencrypt(report: Report) -> None:
-    from sqlalchemy import select, update
+    from sqlalchemy import bindparam, select, update
 
     from keyshift.db.models import DataRecord
+    from keyshift.migrate.reencrypt import default_chunk
 
+    path, rt = _home()
+    chunk = CHUNK or default_chunk(rt)
     section = report.section(
         "migrate: re-encrypting migration vs plain copy",
-        f"{REENC_ROWS:,} rows; plain = per row read + version-checked UPDATE, same engine, no crypto",
+        f"{REENC_ROWS:,} rows; plain = per chunk of {chunk} rows one read transaction + one "
+        "transaction of version-checked UPDATEs, same engine, no crypto",
     )
-    path, rt = _home()
     try:
         env_id, pid = _setup(rt, "c", REENC_ROWS)
         t = DataRecord.__table__
+        here = (t.c.environment_id == env_id, t.c.table_name == "accounts")
         t0 = time.perf_counter()
         with rt.transaction() as s:
-            keys = [r[0] for r in s.execute(select(t.c.record_id).where(t.c.environment_id == env_id))]
-        for rid in keys:
+            keys = [r[0] for r in s.execute(select(t.c.record_id).where(*here).order_by(t.c.record_id))]
+        cas = (
+            update(t)
+            .where(*here, t.c.record_id == bindparam("b_id"), t.c.version == bindparam("b_version"))
+            .values(value=bindparam("b_value"), version=t.c.version + 1)
+        )
+        for lo in range(0, len(keys), chunk):
             with rt.transaction() as s:
-                value, version = s.execute(
-                    select(t.c.value, t.c.version).where(
-                        t.c.environment_id == env_id, t.c.table_name == "accounts", t.c.record_id == rid
+                rows = s.execute(
+                    select(t.c.record_id, t.c.value, t.c.version).where(
+                        *here, t.c.record_id.in_(keys[lo : lo + chunk])
                     )
-                ).one()
+                ).all()
             with rt.transaction() as s:
-                s.execute(
-                    update(t)
-                    .where(
-                        t.c.environment_id == env_id,
-                        t.c.table_name == "accounts",
-                        t.c.record_id == rid,
-                        t.c.version == version,
-                    )
-                    .values(value=bytes(value), version=version + 1)
-                )
+                for rid, value, version in rows:
+                    s.execute(cas, {"b_id": rid, "b_version": version, "b_value": bytes(value)})
         plain = time.perf_counter() - t0
         seconds, _calls, _deks = _link(rt, env_id, pid, reencrypt=True)
         section.add("rows/s", "plain copy, same DB path", REENC_ROWS / plain, "rows/s", baseline=True)
-        section.add("rows/s", "Keyshift link --reencrypt (whole job)", REENC_ROWS / seconds, "rows/s")
+        section.add(
+            "rows/s", f"Keyshift link --reencrypt (whole job, chunk {chunk})", REENC_ROWS / seconds, "rows/s"
+        )
     finally:
         rt.close()
         shutil.rmtree(path, ignore_errors=True)
@@ -149,7 +168,7 @@ def _link_in_worker_process(path: Path, rt: Any, env_id: str, policy_id: str, pa
     """Start the job here, run it in a separate `keyshift worker --once` process (as deployed)."""
     from keyshift.migrate.link import start_link
 
-    start_link(rt, policy_id, env_id, reencrypt=True)
+    _tune(rt, start_link(rt, policy_id, env_id, reencrypt=True)["id"])
     cmd = [sys.executable, "-c", "from keyshift.cli.main import main; main()"]
     cmd += ["--home", str(path), "worker", "--once", "--pace", str(pace)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)

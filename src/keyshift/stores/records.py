@@ -194,10 +194,6 @@ def _upsert(dialect: str) -> Any:
     )
 
 
-class _LostRace(Exception):
-    """Internal: roll back a batched CAS whose write hooks covered rows that were not written."""
-
-
 def _cas_update() -> Any:
     return (
         update(_T)
@@ -395,8 +391,9 @@ class RecordStore:
         stored version is still the expected one (then version + 1); a row changed or deleted since
         it was read lost the race and is left exactly as it is (never overwritten, never recreated).
         Returns the ids written, in id order. Encryption and write-hook preparation run before the
-        transaction; if some rows lost the race and hooks were prepared, the transaction is rolled
-        back and retried with the winners only, so derived indexes follow exactly the rows written.
+        transaction, which locks the rows, keeps those still at their version and updates them in
+        one executemany. If some rows lost the race and write hooks were prepared, the hooks are
+        prepared again for the winners only, so derived indexes follow exactly the rows written.
         """
         validate_table(table)
         entries: dict[str, tuple[bytes, Any, int]] = {}
@@ -424,32 +421,48 @@ class RecordStore:
         pending = ids
         while pending:
             hooks = _prepare_hooks(self.rt, env, table, [(rid, entries[rid][1]) for rid in pending])
-            won: list[str] = []
-            try:
-                with self.rt.transaction() as s:
-                    for rid in pending:
-                        blob = blobs[rid]
-                        res = s.execute(
-                            stmt,
+            with self.rt.transaction() as s:
+                # Lock the rows (PostgreSQL FOR UPDATE; SQLite transactions hold the write lock),
+                # keep those still at their expected version, then one executemany of the UPDATEs.
+                current: dict[str, int] = {}
+                for i in range(0, len(pending), _IN_CHUNK):
+                    current.update(
+                        s.execute(
+                            select(_T.c.record_id, _T.c.version)
+                            .where(
+                                _T.c.environment_id == env.id,
+                                _T.c.table_name == table,
+                                _T.c.record_id.in_(pending[i : i + _IN_CHUNK]),
+                            )
+                            .order_by(_T.c.record_id)
+                            .with_for_update()
+                        ).all()
+                    )
+                won = [rid for rid in pending if current.get(rid) == entries[rid][2]]
+                if hooks and len(won) != len(pending):
+                    pending = won  # prepare the hooks again for the winners only
+                    continue
+                if won:
+                    res = s.execute(
+                        stmt,
+                        [
                             {
                                 "b_env": env.id,
                                 "b_table": table,
                                 "b_id": rid,
                                 "b_version": entries[rid][2],
-                                "b_value": blob,
-                                "b_dek": blob[4:20].hex(),
+                                "b_value": blobs[rid],
+                                "b_dek": blobs[rid][4:20].hex(),
                                 "b_at": now,
-                            },
-                        )
-                        if res.rowcount == 1:  # type: ignore[attr-defined]
-                            won.append(rid)
-                    if hooks and len(won) != len(pending):
-                        raise _LostRace
-                    for fn in hooks:
-                        fn(s)
-                return won
-            except _LostRace:
-                pending = won
+                            }
+                            for rid in won
+                        ],
+                    )
+                    if res.rowcount != len(won):  # type: ignore[attr-defined]
+                        raise IntegrityError("record versions changed under a row lock")
+                for fn in hooks:
+                    fn(s)
+            return won
         return []
 
     def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
