@@ -165,3 +165,18 @@ def test_write_hooks_cover_only_the_rows_written(
     assert prepared == [["r0", "r1", "r2", "r3"], ["r0", "r1", "r3"]]
     assert applied == [(["r0", "r1", "r3"], 3)]  # once, with the winners only
     assert store.get("t", "r2") == {"client": True} and store.get("t", "r3") == {"m": {"n": 3}}
+
+
+def test_a_batch_of_one_row_wins_or_loses_like_the_others(rt: Runtime, store: RecordStore) -> None:
+    store.put_many("t", [("a", {"v": 1}), ("b", {"v": 1})])
+    [a] = store.get_many("t", ["a"])
+    [b] = store.get_many("t", ["b"])
+    store.put("t", "b", {"client": True})
+    client = _rows(rt, store.env_id)
+    assert store.put_many_if_versions("t", [("b", {"stale": 1}, b.version)]) == []
+    assert _rows(rt, store.env_id) == client
+    assert store.put_many_if_versions("t", [("a", {"v": 2}, a.version)]) == ["a"]
+    assert store.get("t", "a") == {"v": 2} and store.get("t", "b") == {"client": True}
+    store.delete("t", "a")
+    assert store.put_many_if_versions("t", [("a", {"v": 3}, a.version + 1)]) == []
+    assert "a" not in _rows(rt, store.env_id)

@@ -424,6 +424,11 @@ class RecordStore:
             with self.rt.transaction() as s:
                 # Lock the rows (PostgreSQL FOR UPDATE; SQLite transactions hold the write lock),
                 # keep those still at their expected version, then one executemany of the UPDATEs.
+                if len(pending) == 1:  # one row: the version-checked UPDATE alone (shortest lock)
+                    won = self._cas_one(s, stmt, env.id, table, pending[0], entries, blobs, now)
+                    for fn in hooks if won else ():
+                        fn(s)
+                    return won
                 current: dict[str, int] = {}
                 for i in range(0, len(pending), _IN_CHUNK):
                     current.update(
@@ -464,6 +469,22 @@ class RecordStore:
                     fn(s)
             return won
         return []
+
+    @staticmethod
+    def _cas_one(
+        s: Any,
+        stmt: Any,
+        env_id: str,
+        table: str,
+        rid: str,
+        entries: dict[str, tuple[bytes, Any, int]],
+        blobs: dict[str, bytes],
+        now: datetime,
+    ) -> list[str]:
+        blob = blobs[rid]
+        params = {"b_env": env_id, "b_table": table, "b_id": rid, "b_version": entries[rid][2]}
+        params |= {"b_value": blob, "b_dek": blob[4:20].hex(), "b_at": now}
+        return [rid] if s.execute(stmt, params).rowcount == 1 else []
 
     def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
         validate_table(table)
