@@ -66,7 +66,8 @@ def test_document_store_uses_jsonb_on_postgresql(drt: Runtime, db_url: str | Non
             kind = conn.execute(
                 text(
                     "SELECT data_type FROM information_schema.columns "
-                    "WHERE table_name='audit_events' AND column_name='doc'"
+                    "WHERE table_schema = current_schema() "
+                    "AND table_name='audit_events' AND column_name='doc'"
                 )
             ).scalar_one()
         assert kind == "jsonb"
