@@ -85,6 +85,22 @@ def test_byok_environment_in_the_sql_layout(sqlite_rt: Runtime, tmp_path: Path) 
     _decrypt_and_compare(rt, rt.settings.home_path(), env_id, tmp_path)
 
 
+def test_byok_environment_migrated_to_a_cmk(sqlite_rt: Runtime, tmp_path: Path) -> None:
+    """After BYOK -> CMK the audit log and files live outside SQL; the retained SQL copies are not read."""
+    from keyshift.control import tenants
+
+    rt = sqlite_rt
+    world = byok_world(rt, tmp_path)
+    env_id = world["envs"]["fab-prod"]
+    fill(rt, env_id, rows=20, events=6, files=2)
+    vault, key = customer_key(rt, "fab-kv", "cmk", 2048)
+    make_policy(rt, "fabrikam", "fab-pol", vault, key)
+    tenants.byok_flag_remove(rt, "fabrikam", ticket="SR-1")
+    assert run(rt, start_link(rt, "fab-pol", "fab-prod")["id"]) == "succeeded"
+    AuditLog(rt, env_id).append({"after": "migration"})
+    _decrypt_and_compare(rt, rt.settings.home_path(), env_id, tmp_path)
+
+
 # -- refusals ------------------------------------------------------------------------------------------
 
 
