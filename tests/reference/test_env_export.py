@@ -17,6 +17,7 @@ from keyshift.bootstrap import init_home
 from keyshift.cli.main import app
 from keyshift.control import audit_trail
 from keyshift.db.models import Environment
+from keyshift.errors import ConflictError
 from keyshift.runtime import Runtime
 from reference.helpers import decrypt, tree
 
@@ -141,3 +142,35 @@ def test_a_tampered_record_fails_the_export_with_nothing_left_behind(cli: Cli, t
 def test_unknown_environment_is_not_found(cli: Cli, tmp_path: Path) -> None:
     assert cli("env", "export", "nope", "--out", str(tmp_path / "x"), code=3)["code"]
     assert not (tmp_path / "x").exists()
+
+
+def test_audit_paging_keeps_every_event_once_in_time_then_id_order(
+    sqlite_rt: Runtime, clock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events are read page by page; a page's last instant is re-read whole, so events sharing a
+    timestamp across a page boundary are neither lost nor doubled (page size shrunk to 4 here)."""
+    from keyshift.features import export
+    from keyshift.stores.audit import AuditLog
+    from migrate.helpers import make_env, make_tenant
+
+    rt = sqlite_rt
+    make_tenant(rt, "contoso")
+    env_id = make_env(rt, "contoso", "contoso-prod")
+    log = AuditLog(rt, env_id)
+    written = []
+    for i, step in enumerate([0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0]):  # runs of equal timestamps
+        clock.advance(seconds=step)
+        written.append((clock.now(), log.append({"i": i})))
+    monkeypatch.setattr(export, "AUDIT_PAGE", 4)
+    export.export_environment(rt, env_id, tmp_path / "out")
+    lines = [json.loads(x) for x in (tmp_path / "out" / "audit" / "events.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == [eid for _, eid in sorted(written)]
+    # Three events at one instant cannot be paged with pages of 2: refused, nothing written.
+    monkeypatch.setattr(export, "AUDIT_PAGE", 2)
+    clock.advance(seconds=5)
+    for i in range(3):
+        log.append({"same": i})
+    with pytest.raises(ConflictError) as err:
+        export.export_environment(rt, env_id, tmp_path / "again")
+    assert err.value.code == "export_unpageable" and not (tmp_path / "again").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home-sqlite", "out"]  # no temp dir left
