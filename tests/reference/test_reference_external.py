@@ -4,6 +4,7 @@ encryption context). The tool reaches the vault with the connection settings rec
 overrides given on its command line), decrypts everything, and matches `env export` byte for byte.
 Each case skips with the reason when its server cannot run here."""
 
+# ruff: noqa: F811 - pytest fixtures imported from servers are parameters here
 from __future__ import annotations
 
 import json
@@ -101,3 +102,51 @@ def test_cmk_in_an_external_vault(
         # kmip: the envelope's HMAC binds the context (8); KMS refuses the other EncryptionContext (6).
         assert result.returncode == (8 if kind == "kmip" else 6), result.stderr
         assert "data key" in result.stderr and not (tmp_path / "moved").exists()
+
+
+def test_postgresql_document_store_and_s3_file_store(
+    pg_url: str,
+    moto_endpoint: str,
+    aws_test_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Audit events in PostgreSQL JSONB and files in S3 (moto): the decryptor is told where they are."""
+    import boto3
+
+    from keyshift.bootstrap import init_home
+
+    bucket = f"ks-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+    monkeypatch.setenv("KEYSHIFT_DOCUMENT_STORE_URL", pg_url)
+    monkeypatch.setenv("KEYSHIFT_FILE_STORE_URL", f"s3://{bucket}/data")
+    monkeypatch.setenv("KEYSHIFT_FILE_STORE_ENDPOINT", moto_endpoint)
+    home = tmp_path / "home"
+    init_home(home, database_url=pg_url)
+    with Runtime.open(home=home, database_url=pg_url, principal="operator:test") as rt:
+        make_tenant(rt, "contoso")
+        env_id = make_env(rt, "contoso", "contoso-prod")
+        RecordStore(rt, env_id).put("t", "r1", {"n": 1})
+        for i in range(3):
+            AuditLog(rt, env_id).append({"i": i})
+        FileStore(rt, env_id).put("a/b.txt", b"in s3")
+        FileStore(rt, env_id).put("big.bin", os.urandom((1 << 20) + 10))
+        out = tmp_path / "plain"
+        extra = [
+            "--document-store-url",
+            pg_url,
+            "--file-store-url",
+            f"s3://{bucket}/data",
+            "--file-store-endpoint",
+            moto_endpoint,
+        ]
+        result = decrypt(home, "contoso-prod", out, db_url=pg_url, extra=extra)
+        assert result.returncode == 0, result.stderr
+        manifest = assert_matches_sdk(rt, env_id, out)
+        assert manifest["audit_events"] == 3 and manifest["files"] == 2
+        export_environment(rt, env_id, tmp_path / "exported")
+        assert tree(out) == tree(tmp_path / "exported")
+        # Without the file store location the files are not found where the home keeps them: the
+        # export says so by its counts rather than inventing data.
+        partial = decrypt(home, "contoso-prod", tmp_path / "nofiles", db_url=pg_url, extra=extra[:2])
+        assert partial.returncode == 0 and json.loads(partial.stdout)["files"] == 0
