@@ -431,6 +431,13 @@ class Environment:
         legacy = self.stores.get(f"{kind}_from")
         return [main] + ([legacy] if legacy and legacy != main else [])
 
+    def _missing(self, store: str, what: str, where: str, option: str) -> None:
+        """Data keys of the store exist, so its data was written somewhere: never report it as empty."""
+        if self.db.rows("SELECT id FROM deks WHERE environment_id = ? AND store = ?", self.id, store):
+            raise Refused(
+                f"this environment has {what} but {where} does not hold them; pass {option}", EXIT_NOT_FOUND
+            )
+
     def records(self) -> Iterator[tuple[str, list[str]]]:
         tables = [
             t
@@ -464,6 +471,7 @@ class Environment:
             )
             return [(e, as_utc(at), int(seq), bytes(p)) for e, at, seq, p in rows]
         if self.doc_url.startswith("sqlite:///") and not os.path.exists(self.doc_url[len("sqlite:///") :]):
+            self._missing("audit", "audit events", self.doc_url, "--document-store-url")
             return []  # the embedded document store is created on the first event
         docs = StateDb(self.doc_url)
         try:
@@ -525,6 +533,8 @@ class Environment:
         if self.file_url:
             return _s3_files(self.file_url, self.file_endpoint, self.id)
         base = self.home / "files" / self.id
+        if not base.is_dir():  # the directory store keeps an environment's directory once written
+            self._missing("files", "files", str(base), "--file-store-url")
         found: list[tuple[str, Any]] = []
         for dirpath, _dirs, names in os.walk(base):
             for fname in names:

@@ -146,7 +146,9 @@ def test_postgresql_document_store_and_s3_file_store(
         assert manifest["audit_events"] == 3 and manifest["files"] == 2
         export_environment(rt, env_id, tmp_path / "exported")
         assert tree(out) == tree(tmp_path / "exported")
-        # Without the file store location the files are not found where the home keeps them: the
-        # export says so by its counts rather than inventing data.
-        partial = decrypt(home, "contoso-prod", tmp_path / "nofiles", db_url=pg_url, extra=extra[:2])
-        assert partial.returncode == 0 and json.loads(partial.stdout)["files"] == 0
+        # Without the stores' locations the tool does not report the data as absent: it refuses.
+        for given in (extra[:2], extra[2:]):
+            missing = decrypt(home, "contoso-prod", tmp_path / "missing", db_url=pg_url, extra=given)
+            assert missing.returncode == 3 and not (tmp_path / "missing").exists()
+            option = "--file-store-url" if given == extra[:2] else "--document-store-url"
+            assert option in missing.stderr
