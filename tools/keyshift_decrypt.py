@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import sqlite3
 import struct
@@ -447,6 +448,8 @@ class Environment:
             )
         ]
         for table in sorted(tables):
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", table):
+                raise Refused(f"table name {table!r} is not one Keyshift writes", EXIT_TAMPERED)
             lines = []
             rows = self.db.rows(
                 "SELECT record_id, version, value FROM data_records WHERE environment_id = ? "
