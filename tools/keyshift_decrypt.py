@@ -82,9 +82,20 @@ def open_record(key: bytes, blob: bytes, ad: bytes) -> bytes:
     return AESGCM(key).decrypt(blob[20:32], blob[32:], blob[:32] + ad)
 
 
+def read_full(src: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, fewer only at the end of the data (network streams may return short reads)."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = src.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
 def open_stream(src: BinaryIO, dst: BinaryIO, key_for: Any, ad: bytes) -> int:
     """Segmented stream: header(63), then segments of S+16 bytes; the last one carries flag 1."""
-    header = src.read(STREAM_HEAD)
+    header = read_full(src, STREAM_HEAD)
     if len(header) != STREAM_HEAD or header[:4] != b"KF\x01\x01":
         raise InvalidTag
     (size,) = struct.unpack(">I", header[20:24])
@@ -93,9 +104,9 @@ def open_stream(src: BinaryIO, dst: BinaryIO, key_for: Any, ad: bytes) -> int:
     key = key_for(header[4:20])
     aead = AESGCM(HKDF(hashes.SHA256(), 32, header[24:56], b"keyshift stream v1").derive(key))
     prefix, step, total, index = header[56:63], size + TAG, 0, 0
-    segment = src.read(step)
+    segment = read_full(src, step)
     while True:
-        ahead = src.read(1) if len(segment) == step else b""
+        ahead = read_full(src, 1) if len(segment) == step else b""
         last = not ahead
         if len(segment) < TAG or index >= 1 << 32:
             raise InvalidTag
@@ -105,7 +116,7 @@ def open_stream(src: BinaryIO, dst: BinaryIO, key_for: Any, ad: bytes) -> int:
         total += len(plain)
         if last:
             return total
-        segment = ahead + src.read(step - 1)
+        segment = ahead + read_full(src, step - 1)
         index += 1
 
 
