@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "keyshift.cli.token",  # token ...
     "keyshift.cli.serve",  # serve
     "keyshift.cli.features",  # data search|search-fields, lake export|read|list, env backup|backups|copy
+    "keyshift.cli.export",  # env export
 )
 
 
