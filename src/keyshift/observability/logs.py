@@ -104,3 +104,13 @@ def configure(fmt: str = "text", *, level: str = "INFO", stream: TextIO | None =
         logger.setLevel(level.upper())
         logger.propagate = False
     return handler
+
+
+def reset() -> None:
+    """Undo `configure` (tests; embedding applications that configure logging themselves)."""
+    for name in ("keyshift", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
+            logger.removeHandler(old)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
