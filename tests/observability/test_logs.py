@@ -201,3 +201,21 @@ def test_no_secret_in_any_log_line_over_the_demo_and_api_traffic(
     plaintext = ["order.create", "order.update", "live upload", '"customer"', "invoices/"]
     leaked = [s for s in [*secrets_, *plaintext] if s in text]
     assert not leaked, f"log lines hold {len(leaked)} secret(s)/plaintext(s)"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--once"]])
+def test_an_unknown_log_format_on_the_command_line_is_a_usage_error(
+    command: list[str], sqlite_rt: Runtime
+) -> None:
+    from typer.testing import CliRunner
+
+    from keyshift.cli.main import app
+
+    def workers() -> int:
+        with sqlite_rt.engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM worker_heartbeats").scalar_one())
+
+    result = CliRunner().invoke(app, ["--home", str(sqlite_rt.home.path), *command, "--log-format", "xml"])
+    assert result.exit_code == 2
+    assert "log-format" in result.output
+    assert workers() == 0  # refused before anything started

@@ -40,19 +40,29 @@ class CacheStats:
 # Counters of caches already garbage-collected, so process totals never go down.
 _retired = CacheStats()
 _live: weakref.WeakSet[DekCache] = weakref.WeakSet()
+_registry_lock = threading.Lock()
 
 
 def _retire(stats: CacheStats) -> None:
-    _retired.hits += stats.hits
-    _retired.misses += stats.misses
-    _retired.evictions += stats.evictions
-    _retired.flushed += stats.flushed
+    with _registry_lock:
+        _retired.hits += stats.hits
+        _retired.misses += stats.misses
+        _retired.evictions += stats.evictions
+        _retired.flushed += stats.flushed
+
+
+def _track(cache: DekCache) -> None:
+    with _registry_lock:
+        _live.add(cache)
+    weakref.finalize(cache, _retire, cache.stats)
 
 
 def process_stats() -> CacheStats:
     """Totals over every DEK cache this process has had (for the metrics collector)."""
-    out = CacheStats(_retired.hits, _retired.misses, _retired.evictions, _retired.flushed)
-    for cache in list(_live):
+    with _registry_lock:
+        out = CacheStats(_retired.hits, _retired.misses, _retired.evictions, _retired.flushed)
+        caches = list(_live)
+    for cache in caches:
         s = cache.stats
         out.hits += s.hits
         out.misses += s.misses
@@ -82,8 +92,7 @@ class DekCache:
         self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = CacheStats()
-        _live.add(self)
-        weakref.finalize(self, _retire, self.stats)
+        _track(self)
 
     def _expired(self, entry: _Entry, now: datetime) -> bool:
         return (
