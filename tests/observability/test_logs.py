@@ -193,7 +193,8 @@ def test_no_secret_in_any_log_line_over_the_demo_and_api_traffic(
         assert ln["policy"] == world.policy, json.dumps(ln)
         assert world.identity in ln["evidence"] and "lacks" in ln["evidence"], json.dumps(ln)
     (enabled,) = [ln for ln in lines if ln.get("event") == "environment.re_enabled"]
-    assert enabled["environment"] == eid and enabled["key"] and enabled["deks_checked"] >= 1
+    assert enabled["environment"] == eid and enabled["policy"] == world.policy
+    assert enabled["key"] == f"{VAULT}/{KEY}" and enabled["deks_checked"] >= 1 and enabled["evidence"]
     # ... and no secret is.
     assert len(keys) >= 4 and len(master) == 32
     secrets_ = [CANARY, op, svc, op.split(".")[1], svc.split(".")[1], DEMO_PFX_PASSWORD]
