@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
@@ -14,6 +15,7 @@ from keyshift.api.app import create_app
 from keyshift.db.engine import make_engine
 from keyshift.runtime import Runtime
 from keyshift.vaults.master_key import MASTER_KEY_FILE
+from servers import softhsm_token  # noqa: F401 - fixture
 
 
 def _client(rt: Runtime, **kw: Any) -> TestClient:
@@ -118,3 +120,36 @@ def test_readiness_is_cached_between_probes(rt: Runtime) -> None:
         for _ in range(3):
             assert c.get("/readyz").status_code == 200
     assert len(calls) == 1
+
+
+def test_not_ready_when_an_hsm_pin_is_missing(
+    sqlite_rt: Runtime,
+    softhsm_token: Any,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real SoftHSM2 token required with `--require-vault`; its PIN is read from a variable."""
+    from keyshift.cli.vault_external import build_config
+    from keyshift.vaults.external import add_external_vault
+
+    rt = sqlite_rt
+    opts: dict[str, Any] = dict.fromkeys(
+        ("pin_file", "host", "port", "cert", "key", "ca", "endpoint_url", "region")
+    )
+    config = build_config(
+        "pkcs11",
+        module=Path(softhsm_token.module),
+        token_label=softhsm_token.label,
+        pin_env="KS_READYZ_TEST_PIN",
+        **opts,
+    )
+    add_external_vault(rt, "hsm", "pkcs11", config, soft_delete_days=90, purge_protection=True)
+    monkeypatch.setenv("KS_READYZ_TEST_PIN", softhsm_token.pin)
+    with _client(rt, require_vaults=("hsm",)) as c:
+        assert c.get("/readyz").status_code == 200
+        monkeypatch.delenv("KS_READYZ_TEST_PIN")
+        resp = c.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.json()["failed"] == ["vault:hsm"]
+    (check,) = [chk for chk in resp.json()["checks"] if chk["name"] == "vault:hsm"]
+    assert check["code"] == "vault_secret_unavailable", check
+    assert softhsm_token.pin not in resp.text

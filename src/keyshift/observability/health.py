@@ -13,6 +13,7 @@ checks per interval, not one per probe.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,15 @@ def _code(exc: BaseException) -> str:
     return code if isinstance(code, str) and code else type(exc).__name__
 
 
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,59}")
+
+
+def _unreachable_code(detail: str) -> str:
+    """External adapters report an unreachable vault as `"<error code>: <message>"` in `detail`."""
+    head = detail.split(":", 1)[0].strip()
+    return head if ":" in detail and _CODE.fullmatch(head) else "vault_unavailable"
+
+
 def check_database(rt: Runtime) -> Check:
     try:
         with rt.engine.connect() as conn:
@@ -87,7 +97,7 @@ def check_vault(rt: Runtime, name: str) -> Check:
         vault = open_vault(rt, name)  # fresh adapter: credentials are read again
         info = vault.info()
         if not info.reachable:
-            return Check(label, False, "vault_unavailable")
+            return Check(label, False, _unreachable_code(info.detail))
         if vault.kind == "local":
             from keyshift.vaults.master_key import load_master_key
 
