@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from keyshift.api.state_metrics import StateCollector
 from keyshift.observability import metrics
-from keyshift.observability.collectors import CacheCollector, StateCollector
+from keyshift.observability.collectors import CacheCollector
 from keyshift.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -56,8 +56,8 @@ OPS_PATHS = ("/healthz", "/readyz", "/metrics")
 
 def _install_operations(app: FastAPI, rt: Runtime, require_vaults: tuple[str, ...]) -> None:
     """/healthz, /readyz, /metrics (not audited per request: probes and scrapes run every few seconds)."""
-    from keyshift.observability.exposition import state_registry
-    from keyshift.observability.health import ReadinessProbe
+    from keyshift.api.readiness import ReadinessProbe
+    from keyshift.api.state_metrics import state_registry
 
     app.state.readiness = ReadinessProbe(rt, vaults=require_vaults)
     app.state.metrics_state = state_registry(rt)

@@ -1,22 +1,18 @@
 """Rendering the metrics of a process for a scrape: `/metrics` of the API, the worker's port.
 
 The process registry (counters and histograms of this process, the DEK cache collector) is
-rendered together with a per-runtime registry holding the state-database collector (API only:
-one process reporting database state is enough, and workers need not expose tenant policy ids).
+rendered, followed by an optional extra registry (the API adds its state-database collector,
+`api/state_metrics.py`).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, start_http_server
 
-from keyshift.observability.collectors import CacheCollector, StateCollector
+from keyshift.observability.collectors import CacheCollector
 from keyshift.observability.metrics import REGISTRY
-
-if TYPE_CHECKING:
-    from keyshift.runtime import Runtime
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -30,12 +26,6 @@ def _ensure_cache_collector() -> None:
         if not _cache_registered:
             REGISTRY.register(CacheCollector())
             _cache_registered = True
-
-
-def state_registry(rt: Runtime) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(rt))
-    return registry
 
 
 def render(state: CollectorRegistry | None = None) -> bytes:

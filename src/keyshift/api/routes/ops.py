@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.readiness import ReadinessProbe
 from keyshift.observability import exposition
-from keyshift.observability.health import ReadinessProbe
 
 router = APIRouter(tags=["operations"])
 

@@ -1,4 +1,4 @@
-"""Liveness and readiness of an API process.
+"""Liveness and readiness of an API process (`/healthz`, `/readyz`).
 
 `/healthz` answers while the process runs. `/readyz` answers 200 only when this process can do its
 work: the state database answers, its schema is at the head revision this Keyshift needs, and every
