@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from keyshift.api import errors
-from keyshift.api.middleware import BodyLimit, RequestAudit
-from keyshift.api.routes import ROUTERS
+from keyshift.api.middleware import BodyLimit, RequestAudit, RequestContext
+from keyshift.api.routes import ROUTERS, ops
 from keyshift.api.schemas import ERROR_RESPONSES
 from keyshift.runtime import Runtime
 
@@ -26,6 +26,7 @@ def create_app(
     json_limit: int = JSON_LIMIT,
     file_limit: int = FILE_LIMIT,
     with_web: bool = True,
+    require_vaults: tuple[str, ...] = (),
 ) -> FastAPI:
     app = FastAPI(
         title="Keyshift",
@@ -37,6 +38,7 @@ def create_app(
     )
     app.state.runtime = rt
     errors.install(app)
+    _install_operations(app, rt, require_vaults)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     if with_web:
@@ -44,5 +46,19 @@ def create_app(
 
         pages.install(app)
     app.add_middleware(BodyLimit, json_limit=json_limit, file_limit=file_limit)
-    app.add_middleware(RequestAudit, runtime=rt, skip_prefixes=("/static/",))
+    app.add_middleware(RequestAudit, runtime=rt, skip_prefixes=("/static/", *OPS_PATHS))
+    app.add_middleware(RequestContext)  # outermost: the request id covers everything below
     return app
+
+
+OPS_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def _install_operations(app: FastAPI, rt: Runtime, require_vaults: tuple[str, ...]) -> None:
+    """/healthz, /readyz, /metrics (not audited per request: probes and scrapes run every few seconds)."""
+    from keyshift.api.readiness import ReadinessProbe
+    from keyshift.api.state_metrics import state_registry
+
+    app.state.readiness = ReadinessProbe(rt, vaults=require_vaults)
+    app.state.metrics_state = state_registry(rt)
+    app.include_router(ops.router, responses=ERROR_RESPONSES)

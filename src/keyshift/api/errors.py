@@ -33,7 +33,9 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 def _wants_html(request: Request) -> bool:
     """Admin-center pages get HTML errors (and a redirect to sign in); the API and JSON get JSON."""
     path = request.url.path
-    if path.startswith(("/api/", "/openapi", "/static/")) or path.endswith("/progress"):
+    if path.startswith(("/api/", "/openapi", "/static/")) or path in ("/metrics", "/healthz", "/readyz"):
+        return False
+    if path.endswith("/progress"):
         return False
     return getattr(request.app.state, "html_error", None) is not None
 

@@ -1,4 +1,4 @@
-"""`keyshift worker [--once]` and `keyshift maintenance run`."""
+"""`keyshift worker [--once]`, `keyshift worker status` and `keyshift maintenance run`."""
 
 from __future__ import annotations
 
@@ -8,13 +8,22 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, runtime
+from keyshift.cli.common import emit, print_table, runtime
 from keyshift.jobs import schedule
 from keyshift.jobs.runner import Worker
 
+worker_app = typer.Typer(
+    help="Run jobs and due maintenance (forever, or --once); `worker status` lists live workers.",
+    invoke_without_command=True,
+)
 maintenance_app = typer.Typer(help="Due maintenance: retention purges, vault deletion, rotation.")
 
+LogFormat = Annotated[
+    str, typer.Option("--log-format", help="Log lines as readable `text` or `json` (one object a line).")
+]
 
+
+@worker_app.callback()
 def worker_cmd(
     ctx: typer.Context,
     once: Annotated[
@@ -25,18 +34,61 @@ def worker_cmd(
     pace: Annotated[
         float, typer.Option(help="After each batch pause PACE x its duration (eases load on the database).")
     ] = 0.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address of the metrics port.")] = (
+        "127.0.0.1"
+    ),
+    heartbeat_seconds: Annotated[
+        float, typer.Option("--heartbeat-seconds", min=0.1, help="Heartbeat interval (lost after 3 missed).")
+    ] = 5.0,
+    log_format: LogFormat = "text",
 ) -> None:
     """Run jobs and due maintenance (forever, or once)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _setup_logging(log_format)
+    _serve_metrics(metrics_port, metrics_host)
     with runtime(ctx) as rt:
+        from keyshift.jobs.heartbeat import Heartbeat
+        from keyshift.observability.job_reports import JobReporter
+
         worker = Worker(rt, lease_seconds=lease_seconds, pace=pace)
-        if once:
-            out = worker.run_once()
-            emit(ctx, out, lambda v: _human(v))
-            return
-        stopping: list[bool] = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        with contextlib.suppress(KeyboardInterrupt):
-            worker.run_forever(idle_seconds=idle_seconds, stop=lambda: bool(stopping))
+        heartbeat = Heartbeat(rt, worker.owner, interval=heartbeat_seconds, on_beat=_count_beat)
+        worker.on_progress = JobReporter(on_current=lambda job: setattr(heartbeat, "current_job", job))
+        with heartbeat:
+            if once:
+                out = worker.run_once()
+                emit(ctx, out, lambda v: _human(v))
+                return
+            stopping: list[bool] = []
+            signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+            with contextlib.suppress(KeyboardInterrupt):
+                worker.run_forever(idle_seconds=idle_seconds, stop=lambda: bool(stopping))
+
+
+def _setup_logging(log_format: str) -> None:
+    from keyshift.observability import logs
+
+    if log_format not in logs.FORMATS:
+        raise typer.BadParameter(f"--log-format must be one of {', '.join(logs.FORMATS)}")
+    logs.configure(log_format)
+
+
+def _serve_metrics(port: int | None, host: str) -> None:
+    if port is None:
+        return
+    from keyshift.observability.exposition import serve_process_metrics
+
+    serve_process_metrics(port, host)
+
+
+def _count_beat() -> None:
+    from keyshift.observability import metrics
+
+    metrics.worker_loops.inc()
 
 
 def _human(out: dict[str, Any]) -> None:
@@ -44,6 +96,40 @@ def _human(out: dict[str, Any]) -> None:
         typer.echo(f"job {job_id}: {st}")
     for name, res in out["maintenance"].items():
         typer.echo(f"maintenance {name}: {res}")
+
+
+@worker_app.command("status")
+def worker_status(
+    ctx: typer.Context,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list lost workers (heartbeat expired, not yet pruned).")
+    ] = False,
+) -> None:
+    """Live workers: host, pid, started, last heartbeat, current job and the leases they hold."""
+    from keyshift.jobs.heartbeat import list_workers
+
+    with runtime(ctx) as rt:
+        rows = list_workers(rt, include_lost=show_all)
+    emit(ctx, rows, _human_status)
+
+
+def _human_status(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        typer.echo("no live workers")
+        return
+    table = [
+        {
+            **r,
+            "leases": ", ".join([*r["job_leases"], *r["batch_leases"]]) or "-",
+            "current_job": r["current_job"] or "-",
+        }
+        for r in rows
+    ]
+    print_table(
+        table,
+        ["host", "pid", "state", "started_at", "last_heartbeat_at", "current_job", "leases"],
+        title="workers",
+    )
 
 
 @maintenance_app.command("run")
@@ -61,5 +147,5 @@ def _human_maintenance(out: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("worker")(worker_cmd)
+    app.add_typer(worker_app, name="worker")
     app.add_typer(maintenance_app, name="maintenance")

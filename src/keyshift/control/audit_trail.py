@@ -9,6 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyshift.db.models import AdminAuditEvent
+from keyshift.observability import events
+from keyshift.observability.context import current_request_id
 from keyshift.runtime import Runtime
 
 
@@ -24,7 +26,13 @@ def record(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AdminAuditEvent:
-    """Add an audit row inside the caller's transaction (so it commits with the change)."""
+    """Add an audit row inside the caller's transaction (so it commits with the change).
+
+    While an API request runs, its request id is added to the details (`request_id`).
+    """
+    request_id = current_request_id()
+    if request_id is not None:
+        details = {**(details or {}), "request_id": request_id}
     event = AdminAuditEvent(
         at=rt.clock.now(),
         principal=rt.principal,
@@ -37,6 +45,11 @@ def record(
         details=details or {},
     )
     session.add(event)
+    events.note(
+        session,
+        action,
+        {"target_id": target_id, "tenant_id": tenant_id, "reason": reason, "details": details or {}},
+    )
     return event
 
 

@@ -290,6 +290,7 @@ def _enable(rt: Runtime, s: Any, env: Environment, action: str, proof: dict[str,
         reason="key access restored and verified by a wrap/unwrap round trip",
         details={
             **proof,
+            "policy": env.policy_id,
             "previous": previous,
             "deletion_cancelled": previous["delete_after"] is not None,
         },

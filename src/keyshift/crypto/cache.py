@@ -10,6 +10,7 @@ and drills move time explicitly.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,50 @@ class _Entry:
     added: datetime
     uses: int = 0
     nbytes: int = 0
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Plain integer counters (bumped under the cache's own lock; read by a metrics collector)."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0  # past a bound (age, uses, bytes) or over max_entries
+    flushed: int = 0  # dropped by flush() (revocation, key change)
+
+
+# Counters of caches already garbage-collected, so process totals never go down.
+_retired = CacheStats()
+_live: weakref.WeakSet[DekCache] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+
+
+def _retire(stats: CacheStats) -> None:
+    with _registry_lock:
+        _retired.hits += stats.hits
+        _retired.misses += stats.misses
+        _retired.evictions += stats.evictions
+        _retired.flushed += stats.flushed
+
+
+def _track(cache: DekCache) -> None:
+    with _registry_lock:
+        _live.add(cache)
+    weakref.finalize(cache, _retire, cache.stats)
+
+
+def process_stats() -> CacheStats:
+    """Totals over every DEK cache this process has had (for the metrics collector)."""
+    with _registry_lock:
+        out = CacheStats(_retired.hits, _retired.misses, _retired.evictions, _retired.flushed)
+        caches = list(_live)
+    for cache in caches:
+        s = cache.stats
+        out.hits += s.hits
+        out.misses += s.misses
+        out.evictions += s.evictions
+        out.flushed += s.flushed
+    return out
 
 
 class DekCache:
@@ -46,6 +91,8 @@ class DekCache:
         self._clock = clock
         self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self.stats = CacheStats()
+        _track(self)
 
     def _expired(self, entry: _Entry, now: datetime) -> bool:
         return (
@@ -54,17 +101,25 @@ class DekCache:
             or entry.nbytes >= self.max_bytes
         )
 
-    def get(self, scope: str, dek_id: bytes) -> DataKey | None:
-        """The cached key, or None if absent or past any bound (then it is evicted)."""
+    def get(self, scope: str, dek_id: bytes, *, recheck: bool = False) -> DataKey | None:
+        """The cached key, or None if absent or past any bound (then it is evicted).
+
+        `recheck=True` marks a second look by a caller that already counted its miss (a
+        single-flight re-check): a hit is still counted, a miss is not counted twice.
+        """
         slot = (scope, dek_id)
         with self._lock:
             entry = self._entries.get(slot)
             if entry is None:
+                self.stats.misses += not recheck
                 return None
             if self._expired(entry, self._clock.now()):
                 del self._entries[slot]
+                self.stats.misses += not recheck
+                self.stats.evictions += 1
                 return None
             self._entries.move_to_end(slot)
+            self.stats.hits += 1
             return entry.key
 
     def put(self, scope: str, key: DataKey) -> None:
@@ -77,6 +132,7 @@ class DekCache:
             self._entries[slot] = _Entry(key, self._clock.now())
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+                self.stats.evictions += 1
 
     def note_use(self, scope: str, dek_id: bytes, nbytes: int) -> None:
         """Count one use of the key over nbytes of data (no-op if the key is not cached)."""
@@ -92,10 +148,12 @@ class DekCache:
             if scope is None:
                 count = len(self._entries)
                 self._entries.clear()
+                self.stats.flushed += count
                 return count
             doomed = [slot for slot in self._entries if slot[0] == scope]
             for slot in doomed:
                 del self._entries[slot]
+            self.stats.flushed += len(doomed)
             return len(doomed)
 
     def sweep(self) -> int:
@@ -105,6 +163,7 @@ class DekCache:
             doomed = [slot for slot, entry in self._entries.items() if self._expired(entry, now)]
             for slot in doomed:
                 del self._entries[slot]
+            self.stats.evictions += len(doomed)
             return len(doomed)
 
     def __len__(self) -> int:

@@ -177,7 +177,7 @@ class DataKeys:
             flight = self._inflight.setdefault(slot, threading.Lock())
         try:
             with flight:
-                key = self.cache.get(env.id, dek_id)
+                key = self.cache.get(env.id, dek_id, recheck=True)
                 if key is not None:
                     return key
                 key = self._load(rt, env, store, dek_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyshift.observability.dataplane import instrument
 from keyshift.runtime import Runtime
 from keyshift.stores.audit import AuditLog
 from keyshift.stores.envstate import check_usable, env_states
@@ -26,9 +27,10 @@ class EnvironmentData:
         self.rt = rt
         self.id = view.id
         self.name = view.name
-        self.records = RecordStore(rt, view.id)
-        self.audit = AuditLog(rt, view.id)
-        self.files = FileStore(rt, view.id)
+        # Calls through these three are counted and timed (metrics keyshift_data_request*).
+        self.records = instrument(RecordStore(rt, view.id), "records")
+        self.audit = instrument(AuditLog(rt, view.id), "audit")
+        self.files = instrument(FileStore(rt, view.id), "files")
 
     def check(self) -> None:
         """Raise the SPEC error if the environment may not be read or written right now."""

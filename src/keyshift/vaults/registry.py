@@ -53,5 +53,8 @@ def find_vault_record(rt: Runtime, name_or_id: str) -> VaultRecord:
 
 
 def open_vault(rt: Runtime, name_or_id: str) -> KeyVault:
+    """The adapter for a registered vault, its calls counted and timed (observability)."""
+    from keyshift.observability.vault_calls import instrument
+
     row = find_vault_record(rt, name_or_id)
-    return factory_for(row.kind)(rt, row)
+    return instrument(factory_for(row.kind)(rt, row))

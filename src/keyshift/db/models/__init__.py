@@ -16,6 +16,7 @@ from keyshift.db.models.data import DataAuditRow, DataFile, DataFileChunk, DataR
 from keyshift.db.models.features import Backup, LakeExport, SearchIndex, SearchPosting
 from keyshift.db.models.jobs import Job, JobBatch
 from keyshift.db.models.vault import LocalKey, LocalKeyGrant, LocalKeyVersion
+from keyshift.db.models.workers import WorkerHeartbeat
 
 __all__ = [
     "AdminAuditEvent",
@@ -41,4 +42,5 @@ __all__ = [
     "SearchPosting",
     "Tenant",
     "VaultRecord",
+    "WorkerHeartbeat",
 ]
