@@ -101,6 +101,9 @@ def unfinalize_tenant(rt: Runtime, session: Session, tenant_id: str) -> bool:
         changed = True
     if changed:
         session.flush()
+        from keyshift.migrate.relayout import cancel_relayouts
+
+        cancelled = cancel_relayouts(rt, session, tenant_id)
         audit_trail.record(
             rt,
             session,
@@ -108,6 +111,7 @@ def unfinalize_tenant(rt: Runtime, session: Session, tenant_id: str) -> bool:
             target_type="tenant",
             target_id=tenant.id,
             tenant_id=tenant.id,
+            details={"relayouts_cancelled": cancelled},
         )
     return changed
 

@@ -86,6 +86,35 @@ def start_relayouts(rt: Runtime, s: Session, tenant_id: str) -> dict[str, Any]:
     return {"jobs": started, "waiting": waiting}
 
 
+def cancel_relayouts(rt: Runtime, s: Session, tenant_id: str) -> list[str]:
+    """The tenant is SQL-restricted again (a restore un-finalized it): relayouts that have not cut
+    over yet are cancelled (pending/failed at once, running at its next boundary), in the caller's
+    transaction; one past its cutover finishes its move."""
+    now = rt.clock.now()
+    out: list[str] = []
+    jobs = s.scalars(
+        select(Job).where(Job.tenant_id == tenant_id, Job.kind == KIND, Job.state.in_(store.ACTIVE_STATES))
+    ).all()
+    for job in jobs:
+        if (job.checkpoint or {}).get("cut"):
+            continue
+        if job.state in ("pending", "failed"):
+            store.mark_cancelled(s, job.id, now)
+        else:
+            job.cancel_requested = True
+        out.append(job.id)
+        audit_trail.record(
+            rt,
+            s,
+            "job.cancel",
+            target_type="job",
+            target_id=job.id,
+            tenant_id=tenant_id,
+            reason="the tenant is SQL-restricted again: nothing to move out of SQL",
+        )
+    return out
+
+
 def relayout_due(rt: Runtime) -> dict[str, Any]:
     """Maintenance: start relayouts that could not start when their tenant finalized."""
     with rt.transaction() as s:
