@@ -90,3 +90,13 @@ def test_remove_env_wait_keeps_the_old_key_warning(rt, clock, home, db_url):  # 
     assert view["state"] == "succeeded" and view["kind"] == "unlink"
     assert view["warnings"] and "within 30 days" in view["warnings"][0]
     assert "warning: the old key expires" in res.stderr
+
+
+def test_env_delete_of_a_linked_environment_frees_its_policy(rt, clock, home, db_url):  # type: ignore[no-untyped-def]
+    world = cmk_world(rt)
+    cli = Cli(home, db_url, clock)
+    assert cli("policy", "delete", world.policy, code=4)["code"] == "policy_in_use"
+    out = cli("env", "delete", "contoso-prod", "--confirm", "contoso-prod")
+    assert out["state"] == "deleted" and out["previous"]["mode"] == "cmk"
+    assert cli("data", "get", "contoso-prod", "t", "r00001", code=3)["code"] == "environment_deleted"
+    assert cli("policy", "delete", world.policy)["state"] == "deleted"

@@ -277,6 +277,8 @@ def _shred(
     counts = _delete_sql_data(s, env.id)
     env.state, env.state_changed_at, env.state_reason = "deleted", now, reason
     env.delete_after = None
+    # A deleted environment no longer holds its policy (it would block `policy update/delete`).
+    policy_id, env.policy_id = env.policy_id, None
     audit_trail.record(
         rt,
         s,
@@ -285,7 +287,7 @@ def _shred(
         target_id=env.id,
         tenant_id=env.tenant_id,
         reason=reason,
-        details={**counts, "previous": prior},
+        details={**counts, "previous": prior, "policy": policy_id},
     )
     return stores
 

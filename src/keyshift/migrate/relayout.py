@@ -124,6 +124,7 @@ def relayout_due(rt: Runtime) -> dict[str, Any]:
                 .join(Tenant, Tenant.id == Environment.tenant_id)
                 .where(
                     Tenant.sql_restriction.is_(False),
+                    Tenant.byok_vault_id.is_not(None),  # only a former BYOK tenant has SQL-only envs
                     Environment.state == "enabled",
                 )
                 .distinct()
