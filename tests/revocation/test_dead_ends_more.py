@@ -70,6 +70,15 @@ def test_tenant_show_after_the_byok_vault_was_deleted(rt, clock, home, db_url, t
     assert shown["byok_vault"]["state"] == "deleted"
     assert shown["byok_keys"] == []  # no key shown as active in a deleted vault
     assert cli("byok", "key", "list", "fab") == []
+    # A key row left `active` by an older version: still not shown as usable.
+    from sqlalchemy import update
+
+    from keyshift.db.models import ByokKey
+
+    with rt.transaction() as s:
+        s.execute(update(ByokKey).values(state="active"))
+    assert cli("tenant", "show", "fab")["byok_keys"] == []
+    assert cli("byok", "key", "list", "fab") == []
 
 
 def test_remove_env_wait_keeps_the_old_key_warning(rt, clock, home, db_url):  # type: ignore[no-untyped-def]
