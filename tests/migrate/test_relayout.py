@@ -57,3 +57,44 @@ def test_a_restore_cancels_relayouts_not_yet_cut_over(rt: Runtime, tmp_path: Pat
     assert env_row(rt, "fab-plain").stores == {"records": "sql", "audit": "sql", "files": "sql"}
     with rt.transaction() as s:
         assert store.running_job_for(s, env_row(rt, "fab-plain").id) is None  # the environment is free
+
+
+def test_kill_9_during_a_relayout_then_resume_loses_nothing(
+    rt: Runtime, tmp_path: Path, db_url: str | None
+) -> None:
+    import os
+    import random
+
+    from keyshift.stores.files import FileStore
+
+    from .test_crash import _small_batches, _worker
+
+    byok_world(rt, tmp_path, envs=())
+    env_id = environments.create_environment(rt, "fabrikam", "fab-plain", env_type="sandbox")["id"]
+    expected = fill(rt, env_id, rows=10, events=13, files=3)
+    big = os.urandom(5 << 19)  # several segments: "mid-file" is really inside one
+    FileStore(rt, env_id).put("big/blob.bin", big)
+    expected["files"]["big/blob.bin"] = big
+    tenants.byok_flag_remove(rt, "fabrikam", ticket="SR-2")  # no BYOK environment: finalizes now
+    (view,) = _relayouts(rt)
+    _small_batches(rt, view["id"])
+    home = rt.settings.home_path()
+    rng = random.Random(20261202)
+    kills = 0
+    for point, n in (("move:mid-batch", 1), ("move:mid-file", 1), ("move:mid-batch", 3), ("random", 0)):
+        if point == "random":
+            code = _worker(home, db_url, view["id"], "-", 0, kill_after=rng.uniform(0.05, 0.4))
+        else:
+            code = _worker(home, db_url, view["id"], point, n)
+        kills += code == -9
+        if job(rt, view["id"])["state"] == "succeeded":
+            break
+    assert kills >= 2
+    assert _worker(home, db_url, view["id"], "-", 0) == 0
+    assert job(rt, view["id"])["state"] == "succeeded", job(rt, view["id"])
+    assert env_row(rt, "fab-plain").stores == {"records": "sql", "audit": "document", "files": "file_storage"}
+    data_keys(rt).flush()
+    assert read_all(rt, env_id) == expected  # nothing lost; read_all fails on a duplicated event
+    from keyshift.stores.audit import DocumentAudit
+
+    assert DocumentAudit(rt).count(env_id) == len(expected["events"])
