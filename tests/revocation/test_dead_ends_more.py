@@ -38,6 +38,15 @@ def test_byok_flag_add_turns_the_feature_back_on(rt, clock, home, db_url, tmp_pa
     for args, code, err_code in cases:
         assert cli(*args, code=code)["code"] == err_code, args
     assert snapshot(rt) == state0
+    from keyshift.jobs import store
+
+    with rt.transaction() as s:  # a migration to a customer-managed key in progress
+        tid = tenants.show_tenant(rt, "fab")["id"]
+        link = store.create_job(rt, s, "link", environment_id=None, tenant_id=tid, params={"from_byok": True})
+        link_id = link.id
+    err = cli("tenant", "byok-flag", "add", "fab", "--ticket", "OPS-2", code=4)
+    assert err["code"] == "migration_running" and link_id in err["message"]
+    store.request_cancel(rt, link_id)
     out = cli("tenant", "byok-flag", "add", "fab", "--ticket", "OPS-2")
     assert out["byok_feature"] is True and out["sql_restriction"] is True
     assert out["byok_flag_ticket"] is None

@@ -26,7 +26,7 @@ from keyshift.control.common import (
     operation,
     validate_name,
 )
-from keyshift.db.models import ByokKey, Environment, Tenant, VaultRecord
+from keyshift.db.models import ByokKey, Environment, Job, Tenant, VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import AlreadyExistsError, ConflictError, UsageError
 from keyshift.runtime import Runtime
@@ -140,7 +140,8 @@ def byok_flag_add(rt: Runtime, ref: str, *, ticket: str) -> dict[str, Any]:
     stores left SQL and its BYOK vault is scheduled for deletion (or deleted); turning BYOK on would
     contradict that. Within the 28-day window `env restore ENV --before-migration` is the way back
     (it un-finalizes the tenant); the flag can be turned on after that. A tenant that never was a
-    BYOK tenant (no BYOK vault) is refused too (`not_byok_tenant`).
+    BYOK tenant (no BYOK vault) is refused too (`not_byok_tenant`), and so is a tenant with a link
+    job (migration to a customer-managed key) in progress (`migration_running`).
     """
     with operation(rt, "tenant.byok_flag.add", target_type="tenant", details={"ticket": ticket}) as op:
         ticket = (ticket or "").strip()
@@ -166,6 +167,19 @@ def byok_flag_add(rt: Runtime, ref: str, *, ticket: str) -> dict[str, Any]:
                 "is lifted and its BYOK vault is scheduled for deletion; within 28 days, `env restore ENV "
                 "--before-migration` on a migrated environment returns the tenant to BYOK",
                 code="tenant_finalized",
+            )
+        migrating = s.scalars(
+            select(Job.id).where(
+                Job.tenant_id == tenant.id,
+                Job.kind == "link",
+                Job.state.in_(("pending", "running", "failed")),
+            )
+        ).all()
+        if migrating:
+            raise ConflictError(
+                f"tenant {tenant.name!r} has migrations to a customer-managed key in progress "
+                f"({', '.join(migrating)}); let them finish or cancel them first",
+                code="migration_running",
             )
         op.details["previous_ticket"] = tenant.byok_flag_ticket
         tenant.byok_feature = True
