@@ -4,12 +4,17 @@ Creates the home directory and home.json, brings the state database schema to he
 master key (HOME/master.key, 0600 — or a passphrase-derived key when KEYSHIFT_MASTER_PASSPHRASE is
 set) and the platform vault (local, owner platform, 90-day soft delete, purge protection) holding
 the platform KEK (AES-256) with a get/wrapKey/unwrapKey grant for the platform identity.
+The home's SQLite files (state.db, audit.db — created here, empty, so the document store never
+creates it under a looser umask) are 0600 and the file-store directory (HOME/files) 0700, also when
+the home directory existed before; running `init` again tightens them in an older home.
 Idempotent: running it again on an initialised home only upgrades the schema and fills in
 whatever of the above is missing.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,9 @@ def init_home(
     if created:
         HomeInfo.write(path, allow_fake_clock=allow_fake_clock, created_at=SystemClock().now().isoformat())
     url = settings.resolved_database_url()
+    private = _private_paths(settings, url)
+    for f in private["files"]:
+        _private_file(f)  # created 0600 before SQLite opens it, whatever the umask
     engine = make_engine(url)
     try:
         schema.upgrade(engine)
@@ -44,6 +52,17 @@ def init_home(
     finally:
         engine.dispose()
     platform = _ensure_platform_vault(settings)
+    for f in private["files"]:
+        for extra in (
+            f,
+            f.with_name(f.name + "-wal"),
+            f.with_name(f.name + "-shm"),
+            f.with_name(f.name + "-journal"),
+        ):
+            _tighten(extra, 0o600)
+    for d in private["dirs"]:
+        d.mkdir(mode=0o700, exist_ok=True)
+        _tighten(d, 0o700)
     return {
         "home": str(path),
         "created": created,
@@ -53,6 +72,42 @@ def init_home(
         "master_key": master,
         **platform,
     }
+
+
+def _private_paths(settings: Settings, url: str) -> dict[str, list[Path]]:
+    """The home's own SQLite files (state database, document store) and file-store directory."""
+    home = settings.home_path()
+    files: list[Path] = []
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        files.append(Path(str(parsed.database)))
+    if not settings.document_store_url:
+        files.append(home / "audit.db")
+    dirs = [] if settings.file_store_url else [home / "files"]
+    return {"files": files, "dirs": dirs}
+
+
+def _private_file(path: Path) -> None:
+    """Create an empty file readable by its owner only (an empty file is a valid SQLite database)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # a concurrent init
+        return
+    os.close(fd)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """No group/other access on the home's state files and directories, even in a home that existed
+    before `init` (created under a looser umask)."""
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if current & 0o077:
+        os.chmod(path, current & mode)
 
 
 def _ensure_master_key(path: Path, engine: Any) -> dict[str, Any]:

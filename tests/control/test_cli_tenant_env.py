@@ -15,7 +15,7 @@ def cli(rt: Runtime, home: Path, db_url: str | None) -> Cli:
     return Cli(rt, home, db_url)
 
 
-def test_tenant_create_list_show_and_flag_removal(cli: Cli) -> None:
+def test_tenant_create_list_show_and_flag_removal(cli: Cli, tmp_path: Path) -> None:
     t = cli("tenant", "create", "fab", "--byok")
     assert t["byok_feature"] is True and t["byok_vault"]["name"] == "byok-fab"
     assert [r["name"] for r in cli("tenant", "list")] == ["fab"]
@@ -23,7 +23,12 @@ def test_tenant_create_list_show_and_flag_removal(cli: Cli) -> None:
     for field in ("byok_feature", "sql_restriction", "byok_vault", "final_byok_migration_at"):
         assert field in shown
     assert {"state", "delete_after"} <= set(shown["byok_vault"])
+    pw = "correct horse battery 7"
+    cli("byok", "key", "generate", "fab", "--name", "k1", "--out", str(tmp_path / "k1.pfx"), "--password", pw)
+    cli("byok", "key", "activate", "fab", "k1")
+    cli("env", "create", "fab", "fab-env", "--byok")
     after = cli("tenant", "byok-flag", "remove", t["id"], "--ticket", "OPS-7")
+    # a BYOK environment is left: the restriction stays until it leaves BYOK
     assert after["byok_feature"] is False and after["sql_restriction"] is True
 
 

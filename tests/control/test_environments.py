@@ -3,6 +3,8 @@ encryption page), managed flag, features and the SQL-restriction refusals."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from control_support import audit_rows, snapshot
 
@@ -153,13 +155,21 @@ def test_sql_restriction_still_allows_sql_features(ctl: Runtime) -> None:
     assert environments.enable_feature(ctl, "fab-dev", "audit")["features"] == ["audit"]
 
 
-def test_sql_restriction_stays_after_flag_removal_but_not_on_cmk_environments(ctl: Runtime) -> None:
+def test_sql_restriction_stays_after_flag_removal_but_not_on_cmk_environments(
+    ctl: Runtime, tmp_path: Path
+) -> None:
+    from keyshift.control import byok
+
     tenants.create_tenant(ctl, "fab", byok=True)
-    environments.create_environment(ctl, "fab", "e-byok")
+    byok.generate(ctl, "fab", "k1", out=tmp_path / "k1.pfx", password="correct horse battery 1")
+    byok.activate(ctl, "fab", "k1")
+    environments.create_environment(ctl, "fab", "e-byok", byok=True)  # keeps the tenant BYOK
+    environments.create_environment(ctl, "fab", "e-plain")
     environments.create_environment(ctl, "fab", "e-cmk")
     tenants.byok_flag_remove(ctl, "fab", ticket="T-1")
-    with pytest.raises(ConflictError):
-        environments.enable_feature(ctl, "e-byok", "search")
+    for name in ("e-byok", "e-plain"):
+        with pytest.raises(ConflictError):
+            environments.enable_feature(ctl, name, "search")
     with ctl.transaction() as s:  # as the migration part leaves a migrated environment
         env = s.query(Environment).filter_by(name="e-cmk").one()
         env.enc_mode, env.enc_managed_by = "cmk", "customer_via_platform"

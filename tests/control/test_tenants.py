@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from control_support import audit_rows, snapshot
 
@@ -40,11 +42,17 @@ def test_show_by_name_or_id_and_list(ctl: Runtime) -> None:
     assert names == ["a-tenant", "b-tenant"]
 
 
-def test_byok_flag_remove_records_ticket_and_keeps_sql_restriction(ctl: Runtime) -> None:
+def test_byok_flag_remove_records_ticket_and_keeps_sql_restriction(ctl: Runtime, tmp_path: Path) -> None:
+    from keyshift.control import byok, environments
+
     tenants.create_tenant(ctl, "fab", byok=True)
+    byok.generate(ctl, "fab", "k1", out=tmp_path / "k1.pfx", password="correct horse battery 1")
+    byok.activate(ctl, "fab", "k1")
+    environments.create_environment(ctl, "fab", "fab-env", byok=True)
     v = tenants.byok_flag_remove(ctl, "fab", ticket="OPS-1234")
     assert v["byok_feature"] is False
-    assert v["sql_restriction"] is True  # lifted only by the final migration
+    assert v["sql_restriction"] is True  # lifted only when the last BYOK environment has left BYOK
+    assert v["final_byok_migration_at"] is None
     assert v["byok_flag_ticket"] == "OPS-1234"
     assert v["byok_flag_removed_at"] == ctl.clock.now().isoformat()
     ev = audit_rows(ctl, "tenant.byok_flag.remove")[-1]

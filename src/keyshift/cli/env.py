@@ -1,4 +1,4 @@
-"""`keyshift env create|list|show|managed enable|disable|feature enable` (group owner: `env_app`)."""
+"""`keyshift env create|list|show|delete|managed enable|disable|feature enable` (group owner: `env_app`)."""
 
 from __future__ import annotations
 
@@ -107,3 +107,33 @@ def feature_enable(ctx: typer.Context, env: str, feature: str) -> None:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(env_app, name="env")
+
+
+@env_app.command("delete")
+def delete(
+    ctx: typer.Context,
+    env: str,
+    confirm: Annotated[
+        str | None, typer.Option("--confirm", help="The environment's name, typed as confirmation.")
+    ] = None,
+) -> None:
+    """Delete an environment now (operator): its data is crypto-shredded — every data key destroyed,
+    records, audit events, files, indexes, exports and backups removed. Irreversible. Refused while a
+    job holds the environment."""
+    from keyshift.control.deletion import delete_now
+
+    with runtime(ctx) as rt:
+        result = delete_now(rt, env, confirm=confirm)
+
+        def human(v: dict[str, Any]) -> None:
+            extra = []
+            if v["tenant_lock_ended"]:
+                extra.append("the tenant lock ended")
+            if v["tenant_finalized"]:
+                extra.append("the tenant finalized its move off BYOK")
+            tail = f" ({'; '.join(extra)})" if extra else ""
+            stdout.print(
+                f"deleted environment [bold]{v['name']}[/] ({v['environment']}){tail}", highlight=False
+            )
+
+        emit(ctx, result, human)

@@ -61,10 +61,13 @@ def drive(ctx: typer.Context, rt: Runtime, job_id: str, timeout: float | None = 
         return store.to_view(store.find_job(session, job_id))
 
 
-def finish(ctx: typer.Context, rt: Runtime, view: dict[str, Any], wait: bool) -> None:
-    """Emit a started job (or, with --wait, the ended one: exit code from its error)."""
+def finish(
+    ctx: typer.Context, rt: Runtime, view: dict[str, Any], wait: bool, *, keep: tuple[str, ...] = ()
+) -> None:
+    """Emit a started job (or, with --wait, the ended one: exit code from its error); `keep` names
+    fields of the start view (e.g. warnings) that the ended view carries too."""
     if wait:
-        view = drive(ctx, rt, view["id"])
+        view = {**drive(ctx, rt, view["id"]), **{k: view[k] for k in keep if k in view}}
         emit(ctx, view, _show)
         if view["state"] == "failed":
             raise typer.Exit(_exit_for(view["error"]["code"]))

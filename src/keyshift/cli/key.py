@@ -1,4 +1,5 @@
-"""`keyshift key ...`: create, rotate, enable/disable, delete/recover/purge, grant/revoke, list, show.
+"""`keyshift key ...`: create, rotate, update (expiry), enable/disable, delete/recover/purge,
+grant/revoke, list, show.
 
 Works on any registered vault whose adapter implements KeyManager. Output never holds key material.
 """
@@ -66,9 +67,27 @@ def create(
 
 @key_app.command("rotate")
 def rotate(ctx: typer.Context, vault: str, name: str) -> None:
-    """Add a new current version; older versions still unwrap."""
+    """Add a new current version; older versions still unwrap (an expired one too, decrypt-only)."""
     with runtime(ctx) as rt:
         emit(ctx, vaults.rotate_key(rt, vault, name), _human_key)
+
+
+@key_app.command("update")
+def update(
+    ctx: typer.Context,
+    vault: str,
+    name: str,
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="New expiry (ISO 8601 date/time), or 'never' to clear it."),
+    ] = None,
+    version: VersionOpt = None,
+) -> None:
+    """Extend, shorten or clear the expiry of a key version (default: the current version)."""
+    from keyshift.control.key_expiry import update_key_expiry
+
+    with runtime(ctx) as rt:
+        emit(ctx, update_key_expiry(rt, vault, name, expires, version=version), _human_key)
 
 
 @key_app.command("disable")

@@ -42,9 +42,11 @@ def remove_env(
 
     with runtime(ctx) as rt:
         view = start_unlink(rt, policy, env)
-        for w in view.get("warnings", []):
-            sys.stderr.write(f"warning: {w}\n")
-        finish(ctx, rt, view, wait)
+        try:  # the 30-day old-key warning, in both forms (with --wait: also in the ended job's view)
+            finish(ctx, rt, view, wait, keep=("warnings",))
+        finally:
+            for w in view.get("warnings", []):
+                sys.stderr.write(f"warning: {w}\n")
 
 
 def swap_env(

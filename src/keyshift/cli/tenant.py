@@ -1,4 +1,4 @@
-"""`keyshift tenant create|list|show|byok-flag remove`."""
+"""`keyshift tenant create|list|show|byok-flag remove|add`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def _human_tenant(v: dict[str, Any]) -> None:
     if vault:
         extra = f", delete after {vault['delete_after']}" if vault["delete_after"] else ""
         lines.append(f"  BYOK vault:        {vault['name']} ({vault['state']}{extra})")
+    if v.get("locked_at"):
+        lines.append(f"  locked since:      {v['locked_at']}")
     if v["final_byok_migration_at"]:
         lines.append(f"  final BYOK migration: {v['final_byok_migration_at']}")
     for k in v["byok_keys"]:
@@ -75,6 +77,17 @@ def byok_flag_remove(
     """Turn the tenant's legacy BYOK feature off (sql_restriction stays until finalization)."""
     with runtime(ctx) as rt:
         emit(ctx, tenants.byok_flag_remove(rt, tenant, ticket=ticket), _human_tenant)
+
+
+@byok_flag_app.command("add")
+def byok_flag_add(
+    ctx: typer.Context,
+    tenant: str,
+    ticket: Annotated[str, typer.Option("--ticket", help="Operator's ticket reference.")],
+) -> None:
+    """Turn a legacy BYOK tenant's BYOK feature back on (refused once the tenant finalized)."""
+    with runtime(ctx) as rt:
+        emit(ctx, tenants.byok_flag_add(rt, tenant, ticket=ticket), _human_tenant)
 
 
 def register(app: typer.Typer) -> None:

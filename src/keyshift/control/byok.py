@@ -46,7 +46,7 @@ from keyshift.control.pkcs12_files import (
     write_new_file,
 )
 from keyshift.control.tenants import byok_key_view
-from keyshift.db.models import ByokKey, Tenant
+from keyshift.db.models import ByokKey, Tenant, VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import (
     AlreadyExistsError,
@@ -175,6 +175,9 @@ def _add_key(
 def list_keys(rt: Runtime, tenant_ref: str) -> list[dict[str, Any]]:
     with rt.transaction() as s:
         tenant = get_tenant(s, tenant_ref)
+        vault = s.get(VaultRecord, tenant.byok_vault_id) if tenant.byok_vault_id else None
+        if vault is not None and vault.state == "deleted":
+            return []  # the vault and every key in it are gone, whatever a key row still says
         rows = s.scalars(
             select(ByokKey)
             .where(ByokKey.tenant_id == tenant.id, ByokKey.state != "deleted")

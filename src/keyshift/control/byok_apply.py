@@ -4,13 +4,15 @@ Applying rewraps every DEK of the environment under its tenant's active BYOK key
 environment's region (`stores.keys.rewrap_environment`, which also flips the binding and writes the
 audit row in one transaction); reverting rewraps them under the platform key (production
 environments need the name typed as confirmation). An environment that migrated from BYOK to a
-customer-managed key can never be re-encrypted with the BYOK key.
+customer-managed key can never be re-encrypted with the BYOK key. Reverting the last BYOK
+environment of a tenant whose BYOK feature is off finalizes the tenant, as a migration would.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from keyshift.control.byok_lifecycle import settle_tenant
 from keyshift.control.common import get_environment, platform_vault, refuse
 from keyshift.control.environments import (
     active_byok_key,
@@ -101,7 +103,14 @@ def revert(rt: Runtime, env_ref: str, *, confirm: str | None = None) -> dict[str
     except KeyshiftError as err:
         raise refuse(rt, action, err, **fields) from None
     _rewrap(rt, rewrap_environment, action, env_id, target, binding, fields)
-    return show_environment(rt, env_id)
+    view = show_environment(rt, env_id)
+    with rt.transaction() as s:
+        # The last BYOK environment of a BYOK-off tenant may just have left: finalize the tenant.
+        settled = settle_tenant(rt, s, view["tenant_id"], why="reverted")
+    view["tenant_finalized"] = "settle_hook" in settled
+    if view["tenant_finalized"]:
+        view = {**show_environment(rt, env_id), "tenant_finalized": True}
+    return view
 
 
 def _require_rewrappable(s: Any, env: Environment) -> None:

@@ -15,7 +15,10 @@ environment was encrypted with) was imported again under a new name (`byok key i
 activated (`byok key activate`), each environment (or the named one) is unlocked: every current DEK
 wrap is unwrapped with the re-imported key (RSA-OAEP wraps do not depend on the key's name), the
 wraps and the binding are pointed at the re-imported key, the environment turns `enabled` and its
-deletion is cancelled. When no BYOK environment is left locked the tenant's lock ends.
+deletion is cancelled. When no environment is left locked — unlocked, or deleted (the 28-day
+deletion, `env delete`) — the tenant's lock ends (`keyshift.control.byok_lifecycle`); a tenant still
+marked locked with no locked environment (a state older versions could leave) is released by
+`byok unlock T` or the next maintenance run.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sqlalchemy import select, update
 
 from keyshift.clock import utc
 from keyshift.control import audit_trail
+from keyshift.control.byok_lifecycle import end_lock_if_clear, locked_count
 from keyshift.control.common import get_environment, get_tenant, operation, refuse
 from keyshift.control.deletion import schedule_deletion
 from keyshift.control.pkcs12_files import check_password, fingerprint, load_rsa_key, read_file
@@ -201,9 +205,10 @@ def unlock(rt: Runtime, tenant_ref: str, env_ref: str | None = None) -> dict[str
                         .order_by(Environment.name)
                     )
                 )
-                if not env_ids:
+                if not env_ids and tenant.locked_at is None:
                     raise ConflictError(
-                        f"tenant {tenant.name!r} has no locked environments", code="not_locked"
+                        f"tenant {tenant.name!r} is not locked and has no locked environments",
+                        code="not_locked",
                     )
     except KeyshiftError as err:
         raise refuse(rt, action, err, **fields) from None
@@ -214,16 +219,13 @@ def unlock(rt: Runtime, tenant_ref: str, env_ref: str | None = None) -> dict[str
         rt, "byok.unlock.tenant", target_type="tenant", target_id=tenant_id, tenant_id=tenant_id
     ) as op:
         t = get_tenant(op.session, tenant_id, lock=True)
-        left = op.session.scalars(
-            select(Environment.id).where(Environment.tenant_id == t.id, Environment.state == "locked")
-        ).all()
-        if not left and t.locked_at is not None:
-            t.locked_at = None
-        op.details.update(unlocked=unlocked, still_locked=len(left))
+        ended = end_lock_if_clear(rt, op.session, tenant_id, why="unlocked")
+        left = locked_count(op.session, tenant_id)
+        op.details.update(unlocked=unlocked, still_locked=left, lock_ended=ended)
         return {
             "tenant": t.name,
             "unlocked": unlocked,
-            "still_locked": len(left),
+            "still_locked": left,
             "tenant_locked": t.locked_at is not None,
         }
 

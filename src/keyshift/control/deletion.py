@@ -1,4 +1,5 @@
-"""Deletion schedules for environments left disabled by a revoked key, or locked by a BYOK tenant lock.
+"""Deleting environments: the schedules for environments left disabled by a revoked key or locked by a
+BYOK tenant lock, and the operator's `env delete`.
 
 When | delete after
 ---|---
@@ -13,6 +14,13 @@ nothing early: the environment's records, audit events and files are removed fro
 DEKs are destroyed (wrapped bytes wiped — crypto-shredding whatever a backup might still hold), and
 the environment turns `deleted`. Re-enabling / unlocking an environment clears its schedule;
 `cancel_deletion` lets an operator keep a disabled or locked environment indefinitely.
+
+`delete_now` (`env delete ENV --confirm NAME`, operator only) deletes an environment at once, in
+whatever state (refused while a job holds it), the same way: crypto-shredded (every DEK and wrap
+destroyed, so no copy of its data — a backup included — can be decrypted again) and its data removed
+from every store. Every deletion settles the tenant (`byok_lifecycle.settle_tenant`): the tenant
+lock ends when no locked environment is left, and a BYOK-off tenant whose last BYOK environment
+this was finalizes.
 """
 
 from __future__ import annotations
@@ -174,7 +182,9 @@ def delete_environment(rt: Runtime, env_id: str, now: datetime) -> bool:
     that the deletion is still due and not cancelled); the document store and file storage live
     outside that transaction and are emptied afterwards — their ciphertexts are unreadable once the
     DEKs are destroyed; if emptying them fails it is logged and the leftovers stay unreadable
-    (there is no automatic retry yet).
+    (there is no automatic retry yet). The tenant is then settled in the same transaction
+    (`byok_lifecycle.settle_tenant`): a tenant lock with no locked environment left ends, a BYOK-off
+    tenant whose last BYOK environment this was finalizes.
     """
     with rt.transaction() as s:
         env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).first()
@@ -185,33 +195,110 @@ def delete_environment(rt: Runtime, env_id: str, now: datetime) -> bool:
             or env.state not in ("disabled", "locked")
         ):
             return False
-        stores = dict(env.stores or {})
-        counts = _delete_sql_data(s, env_id)
         prior = {
             "state": env.state,
             "state_reason": env.state_reason,
             "delete_after": utc(env.delete_after).isoformat(),
         }
-        env.state, env.state_changed_at = "deleted", now
-        env.state_reason = f"deleted after its scheduled deletion ({prior['state']}: {prior['state_reason']})"
-        audit_trail.record(
-            rt,
-            s,
-            "environment.delete",
-            target_type="environment",
-            target_id=env.id,
-            tenant_id=env.tenant_id,
-            reason=env.state_reason,
-            details={**counts, "previous": prior},
-        )
+        reason = f"deleted after its scheduled deletion ({prior['state']}: {prior['state_reason']})"
+        stores = _shred(rt, s, env, now, reason=reason, prior=prior)
+        from keyshift.control.byok_lifecycle import settle_tenant
+
+        settle_tenant(rt, s, env.tenant_id, why="deleted")
+    _after_delete(rt, env_id, stores)
+    log.warning("deleted environment %s after its scheduled deletion", env_id)
+    return True
+
+
+def delete_now(rt: Runtime, env_ref: str, *, confirm: str | None) -> dict[str, Any]:
+    """`env delete ENV --confirm NAME` (operator): delete an environment now, in any state but
+    `deleted`, refused while a job holds it. Crypto-shredding: every DEK and wrap of the environment
+    is destroyed (wrapped bytes wiped — so a copy anywhere, a backup included, can never be
+    decrypted again), its records, audit events, files, search indexes, lake exports and backups
+    are deleted from every store, and the environment turns `deleted`. Irreversible."""
+    from keyshift.control.common import refuse
+    from keyshift.control.preconditions import running_job
+    from keyshift.errors import UsageError
+
+    action = "environment.delete"
+    fields: dict[str, Any] = {"target_type": "environment", "target_id": env_ref}
+    try:
+        with rt.transaction() as s:
+            env = get_environment(s, env_ref, lock=True)
+            fields.update(target_id=env.id, tenant_id=env.tenant_id)
+            if confirm != env.name:
+                raise UsageError(
+                    f"deleting environment {env.name!r} destroys its data and keys for good: type its "
+                    "name with --confirm",
+                    code="confirmation_required" if confirm is None else "confirmation_mismatch",
+                )
+            if env.state == "deleted":
+                raise ConflictError(
+                    f"environment {env.name!r} is already deleted", code="environment_deleted"
+                )
+            job = running_job(s, env.id)
+            if job is not None:
+                raise ConflictError(
+                    f"environment {env.name!r} is held by job {job.id} ({job.kind}, {job.state}); wait for "
+                    "it, resume it or cancel it first",
+                    code="job_running",
+                )
+            now = rt.clock.now()
+            prior = {
+                "state": env.state,
+                "state_reason": env.state_reason,
+                "delete_after": utc(env.delete_after).isoformat() if env.delete_after else None,
+                "mode": env.enc_mode,
+            }
+            env_id, name, tenant_id = env.id, env.name, env.tenant_id
+            stores = _shred(rt, s, env, now, reason=f"deleted by {rt.principal}", prior=prior)
+            from keyshift.control.byok_lifecycle import settle_tenant
+
+            settled = settle_tenant(rt, s, tenant_id, why="deleted")
+    except KeyshiftError as err:
+        raise refuse(rt, action, err, **fields) from None
+    _after_delete(rt, env_id, stores)
+    return {
+        "environment": env_id,
+        "name": name,
+        "state": "deleted",
+        "deleted_at": now.isoformat(),
+        "previous": prior,
+        "tenant_lock_ended": bool(settled.get("lock_ended")),
+        "tenant_finalized": "settle_hook" in settled,
+    }
+
+
+def _shred(
+    rt: Runtime, s: Any, env: Environment, now: datetime, *, reason: str, prior: dict[str, Any]
+) -> dict[str, str]:
+    """In the caller's transaction: SQL data deleted, DEKs destroyed, state `deleted`, audited."""
+    stores = dict(env.stores or {})
+    counts = _delete_sql_data(s, env.id)
+    env.state, env.state_changed_at, env.state_reason = "deleted", now, reason
+    env.delete_after = None
+    # A deleted environment no longer holds its policy (it would block `policy update/delete`).
+    policy_id, env.policy_id = env.policy_id, None
+    audit_trail.record(
+        rt,
+        s,
+        "environment.delete",
+        target_type="environment",
+        target_id=env.id,
+        tenant_id=env.tenant_id,
+        reason=reason,
+        details={**counts, "previous": prior, "policy": policy_id},
+    )
+    return stores
+
+
+def _after_delete(rt: Runtime, env_id: str, stores: dict[str, str]) -> None:
     _delete_external(rt, env_id, stores)
     from keyshift.stores.envstate import env_states
     from keyshift.stores.keys import flush
 
     flush(rt, env_id)
     env_states(rt).invalidate(env_id)
-    log.warning("deleted environment %s after its scheduled deletion", env_id)
-    return True
 
 
 def _delete_sql_data(s: Any, env_id: str) -> dict[str, int]:

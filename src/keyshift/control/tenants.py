@@ -4,10 +4,13 @@ A BYOK tenant (`create --byok`) gets `byok_feature` and `sql_restriction` on and
 a local vault owned by the platform, named `byok-<tenant>`, soft delete 90 days, purge protection on.
 
 `byok_flag_remove` turns `byok_feature` off and records the operator's ticket reference. It leaves
-`sql_restriction` on: per SPEC §2 the restriction is lifted only when the tenant's last BYOK
-environment has migrated to a customer-managed key (tenant finalization, done by the migration part,
-`keyshift.migrate.finalize`). Until then the tenant's platform/BYOK environments stay SQL-only, while
-an environment already on CMK is no longer restricted (see `environments.env_sql_restricted`).
+`sql_restriction` on while the tenant has BYOK environments: the restriction is lifted when the
+tenant's last BYOK environment has left BYOK — migrated to a customer-managed key, reverted, or
+deleted — (tenant finalization, `keyshift.migrate.finalize`, reached through
+`keyshift.control.byok_lifecycle`); if none is left when the flag is turned off, the tenant finalizes
+then. Until then the tenant's platform/BYOK environments stay SQL-only, while an environment already
+on CMK is no longer restricted (see `environments.env_sql_restricted`). `byok_flag_add` turns the
+feature back on, refused once the tenant finalized.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from keyshift.control.byok_lifecycle import settle_tenant
 from keyshift.control.common import (
     get_tenant,
     iso,
     operation,
     validate_name,
 )
-from keyshift.db.models import ByokKey, Environment, Tenant, VaultRecord
+from keyshift.db.models import ByokKey, Environment, Job, Tenant, VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import AlreadyExistsError, ConflictError, UsageError
 from keyshift.runtime import Runtime
@@ -121,6 +125,68 @@ def byok_flag_remove(rt: Runtime, ref: str, *, ticket: str) -> dict[str, Any]:
         tenant.byok_flag_ticket = ticket
         tenant.byok_flag_removed_at = rt.clock.now()
         s.flush()
+        # No BYOK environment left (all reverted or deleted before): the tenant finalizes now.
+        settled = settle_tenant(rt, s, tenant.id, why="byok_flag_removed")
+        op.details["finalized"] = "settle_hook" in settled
+        return tenant_view(s, tenant)
+
+
+def byok_flag_add(rt: Runtime, ref: str, *, ticket: str) -> dict[str, Any]:
+    """Operator only: turn a legacy BYOK tenant's BYOK feature back on, recording the ticket.
+
+    Allowed while the tenant has not finalized (its SQL restriction was never lifted and its BYOK
+    vault is live): the tenant can apply its BYOK key to environments again. Refused
+    (`tenant_finalized`) once the tenant finalized — the restriction is lifted, its environments'
+    stores left SQL and its BYOK vault is scheduled for deletion (or deleted); turning BYOK on would
+    contradict that. Within the 28-day window `env restore ENV --before-migration` is the way back
+    (it un-finalizes the tenant); the flag can be turned on after that. A tenant that never was a
+    BYOK tenant (no BYOK vault) is refused too (`not_byok_tenant`), and so is a tenant with a link
+    job (migration to a customer-managed key) in progress (`migration_running`).
+    """
+    with operation(rt, "tenant.byok_flag.add", target_type="tenant", details={"ticket": ticket}) as op:
+        ticket = (ticket or "").strip()
+        if not ticket or len(ticket) > 200:
+            raise UsageError("a ticket reference (1-200 characters) is required", code="ticket_required")
+        s = op.session
+        tenant = get_tenant(s, ref, lock=True)
+        op.target_id = op.tenant_id = tenant.id
+        if tenant.byok_feature:
+            raise ConflictError(
+                f"tenant {tenant.name!r} already has the BYOK feature on", code="byok_feature_on"
+            )
+        vault = s.get(VaultRecord, tenant.byok_vault_id) if tenant.byok_vault_id else None
+        if vault is None:
+            raise ConflictError(
+                f"tenant {tenant.name!r} never was a legacy BYOK tenant (it has no BYOK vault)",
+                code="not_byok_tenant",
+            )
+        if tenant.final_byok_migration_at is not None or vault.state != "active":
+            raise ConflictError(
+                f"tenant {tenant.name!r} finalized its move off BYOK "
+                f"({iso(tenant.final_byok_migration_at) or 'vault ' + vault.state}): its SQL restriction "
+                "is lifted and its BYOK vault is scheduled for deletion; within 28 days, `env restore ENV "
+                "--before-migration` on a migrated environment returns the tenant to BYOK",
+                code="tenant_finalized",
+            )
+        migrating = s.scalars(
+            select(Job.id).where(
+                Job.tenant_id == tenant.id,
+                Job.kind == "link",
+                Job.state.in_(("pending", "running", "failed")),
+            )
+        ).all()
+        if migrating:
+            raise ConflictError(
+                f"tenant {tenant.name!r} has migrations to a customer-managed key in progress "
+                f"({', '.join(migrating)}); let them finish or cancel them first",
+                code="migration_running",
+            )
+        op.details["previous_ticket"] = tenant.byok_flag_ticket
+        tenant.byok_feature = True
+        tenant.sql_restriction = True
+        tenant.byok_flag_ticket = None
+        tenant.byok_flag_removed_at = None
+        s.flush()
         return tenant_view(s, tenant)
 
 
@@ -136,6 +202,8 @@ def tenant_view(s: Any, t: Tenant) -> dict[str, Any]:
         .where(ByokKey.tenant_id == t.id, ByokKey.state != "deleted")
         .order_by(ByokKey.created_at, ByokKey.name)
     ).all()
+    if vault is not None and vault.state == "deleted":
+        keys = []  # the vault and every key in it are gone, whatever a key row still says
     return {
         "id": t.id,
         "name": t.name,

@@ -58,6 +58,7 @@ PLANS: dict[str, str] = {
     "swap": "keyshift.migrate.keychange:SWAP_PLAN",
     "rotate": "keyshift.migrate.keychange:ROTATE_PLAN",
     "restore": "keyshift.migrate.keychange:RESTORE_PLAN",
+    "relayout": "keyshift.migrate.relayout:RELAYOUT_PLAN",
     "search_rebuild": "keyshift.features.search_jobs:REBUILD_PLAN",
 }
 

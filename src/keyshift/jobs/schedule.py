@@ -23,6 +23,10 @@ TASKS: tuple[tuple[str, str], ...] = (
     # environments of unhealthy policies), then due deletions of disabled / locked environments.
     ("health", "keyshift.control.monitor:monitor_due"),
     ("deletions", "keyshift.control.deletion:run_due_deletions"),
+    # A tenant lock with no locked environment left ends; a BYOK-off tenant with no BYOK environment
+    # left finalizes; environments of a finalized tenant still in SQL get their relayout job.
+    ("byok_settle", "keyshift.control.byok_lifecycle:settle_all"),
+    ("relayout", "keyshift.migrate.relayout:relayout_due"),
     # Feature storages (keyshift/features): search key replaced after a swap / re-encryption,
     # expired backups purged.
     ("search_rekey", "keyshift.features.search_jobs:rekey_due"),

@@ -1,9 +1,14 @@
-"""Tenant finalization after its last BYOK environment migrated, and deleting the BYOK vault.
+"""Tenant finalization after its last BYOK environment left BYOK, and deleting the BYOK vault.
 
 When no environment of a tenant is in BYOK mode any more (and the operator turned the BYOK feature
 off): `sql_restriction` is removed (for the tenant and so for all its remaining environments),
-`final_byok_migration_at` is set, and the tenant's BYOK vault is scheduled for deletion exactly
-`byok_retention_days` (28) days later. `maintenance run` deletes it when due — keys purged, vault
+`final_byok_migration_at` is set, the tenant's BYOK vault is scheduled for deletion exactly
+`byok_retention_days` (28) days later, and every remaining environment still in the SQL layout gets
+a `relayout` job moving its audit and files out of SQL (`keyshift.migrate.relayout`). The last BYOK
+environment may leave by migrating (the link job's finish), by `byok revert`, or by being deleted;
+turning the BYOK flag off after the last one left finalizes too (`settle_hook`, reached through
+`keyshift.control.byok_lifecycle`). The audit row `tenant.byok_finalized` says which.
+`maintenance run` deletes the vault when due — keys purged, the tenant's BYOK keys `deleted`, vault
 state `deleted` — and never before. A restore within the window undoes the finalization
 (`unfinalize_tenant`).
 """
@@ -17,17 +22,27 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from keyshift.control import audit_trail
-from keyshift.db.models import Environment, Tenant, VaultRecord
+from keyshift.db.models import ByokKey, Environment, Tenant, VaultRecord
 from keyshift.errors import KeyshiftError
 from keyshift.runtime import Runtime
 from keyshift.vaults.base import KeyManager
 
 
-def maybe_finalize_tenant(rt: Runtime, session: Session, tenant_id: str) -> dict[str, Any] | None:
-    """Finalize the tenant if its last BYOK environment just migrated (caller's transaction)."""
+def settle_hook(rt: Runtime, session: Session, tenant_id: str, why: str) -> dict[str, Any] | None:
+    """keyshift.control.byok_lifecycle.SETTLE_HOOKS: finalize when the tenant's state calls for it."""
+    return maybe_finalize_tenant(rt, session, tenant_id, trigger=why)
+
+
+def maybe_finalize_tenant(
+    rt: Runtime, session: Session, tenant_id: str, *, trigger: str = "migrated"
+) -> dict[str, Any] | None:
+    """Finalize the tenant if no BYOK environment is left and its BYOK feature is off (caller's
+    transaction); `trigger` says what made the last one leave (audited)."""
     tenant = session.scalars(select(Tenant).where(Tenant.id == tenant_id).with_for_update()).one()
     if tenant.byok_feature or tenant.final_byok_migration_at is not None:
         return None
+    if tenant.byok_vault_id is None and not tenant.sql_restriction:
+        return None  # never a BYOK tenant: nothing to finalize
     remaining = session.scalar(
         select(func.count())
         .select_from(Environment)
@@ -46,7 +61,16 @@ def maybe_finalize_tenant(rt: Runtime, session: Session, tenant_id: str) -> dict
         vault.state = "scheduled_deletion"
         vault.delete_after = delete_after
     session.flush()
-    details = {"final_byok_migration_at": now.isoformat(), "vault_delete_after": delete_after.isoformat()}
+    from keyshift.migrate.relayout import start_relayouts
+
+    relayouts = start_relayouts(rt, session, tenant_id)
+    details = {
+        "final_byok_migration_at": now.isoformat(),
+        "vault_delete_after": delete_after.isoformat(),
+        "trigger": trigger,
+        "relayout_jobs": relayouts["jobs"],
+        "relayout_waiting": relayouts["waiting"],
+    }
     audit_trail.record(
         rt,
         session,
@@ -54,6 +78,7 @@ def maybe_finalize_tenant(rt: Runtime, session: Session, tenant_id: str) -> dict
         target_type="tenant",
         target_id=tenant.id,
         tenant_id=tenant.id,
+        reason=f"no BYOK environment left (last one {trigger}) and the BYOK feature is off",
         details=details,
     )
     return details
@@ -76,6 +101,9 @@ def unfinalize_tenant(rt: Runtime, session: Session, tenant_id: str) -> bool:
         changed = True
     if changed:
         session.flush()
+        from keyshift.migrate.relayout import cancel_relayouts
+
+        cancelled = cancel_relayouts(rt, session, tenant_id)
         audit_trail.record(
             rt,
             session,
@@ -83,6 +111,7 @@ def unfinalize_tenant(rt: Runtime, session: Session, tenant_id: str) -> bool:
             target_type="tenant",
             target_id=tenant.id,
             tenant_id=tenant.id,
+            details={"relayouts_cancelled": cancelled},
         )
     return changed
 
@@ -119,6 +148,11 @@ def delete_due_vaults(rt: Runtime) -> dict[str, Any]:
             v = s.get(VaultRecord, vault_id)
             assert v is not None
             v.state = "deleted"
+            keys = s.scalars(
+                select(ByokKey).where(ByokKey.tenant_id == tenant_id, ByokKey.state != "deleted")
+            ).all()
+            for k in keys:  # their key material is gone with the vault
+                k.state, k.state_changed_at = "deleted", now
             s.flush()
             audit_trail.record(
                 rt,
@@ -127,7 +161,7 @@ def delete_due_vaults(rt: Runtime) -> dict[str, Any]:
                 target_type="vault",
                 target_id=vault_id,
                 tenant_id=tenant_id,
-                details={"keys_purged": purged},
+                details={"keys_purged": purged, "byok_keys_deleted": [k.name for k in keys]},
             )
         rt.forget_vault(vault_id)
         rt.forget_vault(name)

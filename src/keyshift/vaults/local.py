@@ -60,6 +60,7 @@ def _state_query(pinned: bool) -> Select:
             LocalKeyVersion.not_before,
             LocalKeyVersion.expires,
             LocalKeyGrant.permissions,
+            LocalKey.current_version,
         )
         .join(VaultRecord, VaultRecord.id == LocalKey.vault_id)
         .outerjoin(LocalKeyVersion, and_(LocalKeyVersion.key_id == LocalKey.id, version_match))
@@ -149,7 +150,9 @@ class LocalVault(LocalKeyAdmin):
         label = f"{self.name}/{key.name}"
         if row is None:
             raise KeyNotFoundError(f"key {label} not found")
-        key_id, kt, size, key_enabled, deleted_at, version, v_enabled, not_before, expires, perms = row
+        key_id, kt, size, key_enabled, deleted_at, version, v_enabled, not_before, expires, perms, current = (
+            row
+        )
         if needed.value not in (perms or ()):
             raise AccessDeniedError(f"identity {identity!r} does not hold {needed.value} on key {label}")
         if deleted_at is not None:
@@ -163,7 +166,10 @@ class LocalVault(LocalKeyAdmin):
         now = self.rt.clock.now()
         if not_before is not None and now < _aware(not_before):
             raise KeyNotYetValidError(f"version {version} of key {label} is not valid before {not_before}")
-        if expires is not None and now >= _aware(expires):
+        # A version superseded by a rotation keeps unwrapping after its expiry (decrypt-only, as real
+        # vaults retire old versions), so data under it can be rewrapped to the new one.
+        retired = needed is Permission.UNWRAP and version != current
+        if expires is not None and now >= _aware(expires) and not retired:
             raise KeyExpiredError(f"version {version} of key {label} expired at {expires}")
         return self._loaded(key_id, key.name, version, KeyType(kt), size), version
 

@@ -1,11 +1,12 @@
 """Key management of the local vault (the `KeyManager` half of `LocalVault`): create, import,
-rotate, enable/disable, soft delete, recover, purge (with purge protection), grant and revoke.
+rotate, update a version's expiry, enable/disable, soft delete, recover, purge (with purge
+protection), grant and revoke.
 Each method runs inside `LocalKeyFrame._mutate` (one locked, audited transaction).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
@@ -20,6 +21,10 @@ from keyshift.vaults.local_frame import LocalKeyFrame, check_identity, check_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class LocalKeyAdmin(LocalKeyFrame):
@@ -125,6 +130,29 @@ class LocalKeyAdmin(LocalKeyFrame):
             return self._info(session, row)
 
         return self._mutate("key.rotate", name, apply)
+
+    def update_expiry(self, name: str, expires: datetime | None, *, version: str | None = None) -> KeyInfo:
+        """Set (extend, shorten) or clear (`None`) the expiry of one version (default: the current
+        one), as a vault admin can; refused on a deleted key. Audited with the previous value."""
+        change: dict[str, str | None] = {}
+
+        def apply(session: Session) -> KeyInfo:
+            check_window(None, expires)
+            row = self._live(session, name)
+            v = self._version_row(session, row, version or row.current_version)
+            if expires is not None and v.not_before is not None and expires <= _aware(v.not_before):
+                raise UsageError("expires must be later than the version's not-before", code="invalid_window")
+            change.update(
+                version=v.version,
+                previous=_aware(v.expires).isoformat() if v.expires is not None else None,
+                expires=expires.isoformat() if expires is not None else None,
+            )
+            v.expires = expires
+            row.updated_at = self.rt.clock.now()  # bumps the row version too
+            session.flush()
+            return self._info(session, row)
+
+        return self._mutate("key.update", name, apply, change=change)
 
     def set_enabled(self, name: str, enabled: bool, *, version: str | None = None) -> KeyInfo:
         def apply(session: Session) -> KeyInfo:

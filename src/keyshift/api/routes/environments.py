@@ -51,3 +51,13 @@ def enable_feature(env: str, body: FeatureEnable, ctx: Ctx = allow("env", write=
 def re_enable(env: str, ctx: Ctx = allow("env", write=True)) -> dict[str, Any]:
     """After key access is restored: prove the key with a real round trip, then enable the environment."""
     return revocation.reenable_environment(ctx.rt, env)
+
+
+@router.delete("/environments/{env}")
+def delete_environment(
+    env: str, confirm: str | None = None, ctx: Ctx = allow("operator", write=True)
+) -> dict[str, Any]:
+    """Operator only: delete an environment now (`?confirm=NAME`): crypto-shredded, irreversible."""
+    from keyshift.control.deletion import delete_now
+
+    return delete_now(ctx.rt, env, confirm=confirm)

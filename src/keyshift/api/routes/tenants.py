@@ -36,3 +36,12 @@ def remove_byok_flag(
 ) -> dict[str, Any]:
     """Operator only: turn the tenant's legacy BYOK feature off, recording the ticket reference."""
     return tenants.byok_flag_remove(ctx.rt, tenant, ticket=body.ticket)
+
+
+@router.post("/tenants/{tenant}/byok-flag/add")
+def add_byok_flag(
+    tenant: str, body: ByokFlagRemove, ctx: Ctx = allow("operator", write=True)
+) -> dict[str, Any]:
+    """Operator only: turn a legacy BYOK tenant's BYOK feature back on (refused once it finalized);
+    the body is the same as for removal: the ticket reference."""
+    return tenants.byok_flag_add(ctx.rt, tenant, ticket=body.ticket)

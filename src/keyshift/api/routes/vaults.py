@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from keyshift.api.access import Ctx, allow
-from keyshift.api.schemas import GrantCreate, KeyCreate, KeyVersionSelector, Ref, VaultCreate
+from keyshift.api.schemas import Body, GrantCreate, KeyCreate, KeyVersionSelector, Ref, Short, VaultCreate
 from keyshift.clock import parse_time
 from keyshift.control import vaults
 
@@ -83,6 +83,21 @@ def show_key(vault: str, key: str, ctx: Ctx = allow("vault")) -> dict[str, Any]:
 @router.post("/vaults/{vault}/keys/{key}/rotate")
 def rotate_key(vault: str, key: str, ctx: Ctx = allow("vault", write=True)) -> dict[str, Any]:
     return vaults.rotate_key(ctx.rt, vault, key)
+
+
+class KeyUpdate(Body):
+    expires: Short  # ISO 8601, or "never" to clear the expiry
+    version: Short | None = None
+
+
+@router.patch("/vaults/{vault}/keys/{key}")
+def update_key(
+    vault: str, key: str, body: KeyUpdate, ctx: Ctx = allow("vault", write=True)
+) -> dict[str, Any]:
+    """Extend, shorten or clear (`"never"`) the expiry of a key version (default: the current one)."""
+    from keyshift.control.key_expiry import update_key_expiry
+
+    return update_key_expiry(ctx.rt, vault, key, body.expires, version=body.version)
 
 
 @router.post("/vaults/{vault}/keys/{key}/disable")
