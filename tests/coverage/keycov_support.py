@@ -19,6 +19,9 @@ from keyshift.control.health import check_policy
 from keyshift.crypto.format import STREAM_HEADER_LEN, parse_record_header, parse_stream_header
 from keyshift.db.models import (
     Backup,
+    DataAuditRow,
+    DataFile,
+    DataFileChunk,
     DataRecord,
     Dek,
     DekWrap,
@@ -111,6 +114,16 @@ def brute_force(rt: Runtime, deks: set[str]) -> dict[str, int]:
             if parse_record_header(bytes(r.value)).dek_id.hex() in deks:
                 c["rows"] += 1
                 c["row_bytes"] += len(r.value)
+        for a in s.scalars(select(DataAuditRow)):  # SQL layout (legacy BYOK)
+            if parse_record_header(bytes(a.payload)).dek_id.hex() in deks:
+                c["events"] += 1
+                c["event_bytes"] += len(a.payload)
+        for f in s.scalars(select(DataFile)):
+            first = s.get(DataFileChunk, (f.file_id, 0))
+            assert first is not None
+            if parse_stream_header(bytes(first.data)[:STREAM_HEADER_LEN]).dek_id.hex() in deks:
+                c["files"] += 1
+                c["file_bytes"] += f.size
         index_ids = set()
         for g in s.scalars(select(SearchIndex)):
             if g.dek_id in deks and g.state != "retired":
@@ -151,3 +164,53 @@ def brute_force(rt: Runtime, deks: set[str]) -> dict[str, int]:
                 c["files"] += 1
                 c["file_size_on_disk"] += os.path.getsize(full)
     return dict(c)
+
+
+class Cli:
+    """`keyshift --home H [--database-url U] --json ...` in-process; KEYSHIFT_NOW follows `clock`."""
+
+    def __init__(self, home: Any, db_url: str | None, clock: Any) -> None:
+        from typer.testing import CliRunner
+
+        self.home, self.db_url, self.clock = home, db_url, clock
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int = 0, as_json: bool = True) -> Any:
+        import json
+
+        from keyshift.cli.main import app
+
+        base = ["--home", str(self.home)] + (["--json"] if as_json else [])
+        base += ["--database-url", self.db_url] if self.db_url else []
+        res = self.runner.invoke(app, [*base, *args], env={"KEYSHIFT_NOW": self.clock.now().isoformat()})
+        assert res.exit_code == code, (args, res.exit_code, res.stdout, res.stderr)
+        if not as_json:
+            return res.stdout if code == 0 else res.stderr
+        if code == 0:
+            return json.loads(res.stdout)
+        assert res.stdout == ""
+        return json.loads(res.stderr)["error"]
+
+
+def key_state(rt: Runtime) -> list[tuple[Any, ...]]:
+    """Local key rows, versions and grants: proof that a refused action changed nothing."""
+    from keyshift.db.models import LocalKey, LocalKeyGrant, LocalKeyVersion
+
+    with rt.transaction() as s:
+        keys = [
+            (k.name, k.enabled, k.current_version, k.deleted_at, k.version)
+            for k in s.scalars(select(LocalKey))
+        ]
+        versions = [(v.key_id, v.version, v.enabled) for v in s.scalars(select(LocalKeyVersion))]
+        grants = [(g.key_id, g.identity, tuple(g.permissions)) for g in s.scalars(select(LocalKeyGrant))]
+    return sorted(map(repr, keys)) + sorted(map(repr, versions)) + sorted(map(repr, grants))
+
+
+def audit(rt: Runtime, action: str) -> list[Any]:
+    from keyshift.db.models import AdminAuditEvent
+
+    with rt.transaction() as s:
+        rows = s.scalars(
+            select(AdminAuditEvent).where(AdminAuditEvent.action == action).order_by(AdminAuditEvent.id)
+        )
+        return [(r.outcome, r.target_id, r.reason, r.details) for r in rows]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import or_, select
+
 from keyshift.control import audit_trail, coverage
 from keyshift.control.common import get_vault_record
 from keyshift.db.models import Environment, Policy
@@ -105,10 +107,10 @@ def retire(rt: Runtime, vault: str, key: str, version: str) -> dict[str, Any]:
         info = adapter.describe(KeyRef(vname, key))
         info.version_info(version)  # NotFoundError for an unknown version
         current = info.current_version
-        if current == version:
+        if current == version and _bound(rt, vault_id, key, version):
             raise ConflictError(
-                f"version {version} is the current version of {vname}/{key}: rotate the key first "
-                "(new data keys are wrapped under the current version)",
+                f"version {version} is the current version of {vname}/{key} and environments are "
+                "bound to it: rotate the key first (new data keys are wrapped under the current version)",
                 code="version_is_current",
             )
         before = coverage.key_coverage(rt, vname, key, version=version)["versions"][0]
@@ -187,3 +189,18 @@ def retire(rt: Runtime, vault: str, key: str, version: str) -> dict[str, Any]:
     except KeyshiftError as exc:
         audit_trail.record_failure(rt, "key.retire", exc, target_type="key", target_id=target[:200])
         raise
+
+
+def _bound(rt: Runtime, vault_id: str, key: str, version: str) -> list[str]:
+    """Environments (not deleted) whose binding wraps new DEKs under this key version."""
+    with rt.transaction() as s:
+        return list(
+            s.scalars(
+                select(Environment.name).where(
+                    Environment.kek_vault_id == vault_id,
+                    Environment.kek_key_name == key,
+                    Environment.state != "deleted",
+                    or_(Environment.kek_key_version.is_(None), Environment.kek_key_version == version),
+                )
+            )
+        )
