@@ -214,3 +214,42 @@ def audit(rt: Runtime, action: str) -> list[Any]:
             select(AdminAuditEvent).where(AdminAuditEvent.action == action).order_by(AdminAuditEvent.id)
         )
         return [(r.outcome, r.target_id, r.reason, r.details) for r in rows]
+
+
+def byok_world(rt: Runtime, tmp: Any) -> dict[str, Any]:
+    """Tenant fabrikam with an active BYOK key, env `fab-prod` (SQL layout) with data, and a CMK
+    policy on `fab-kv/fab-cmk` ready to take it (the BYOK flag still on)."""
+    from keyshift.control import byok
+
+    tenants.create_tenant(rt, "fabrikam", byok=True)
+    byok.generate(rt, "fabrikam", "k1", out=tmp / "fab.pfx", password="correct horse battery staple 1")
+    byok.activate(rt, "fabrikam", "k1")
+    env = environments.create_environment(rt, "fabrikam", "fab-prod", env_type="production", byok=True)["id"]
+    environments.set_managed(rt, "fab-prod", True)
+    RecordStore(rt, env).put_many("t", [(f"r{i}", {"n": i}) for i in range(30)])
+    log = AuditLog(rt, env)
+    for i in range(9):
+        log.append({"i": i})
+    fs = FileStore(rt, env)
+    for i in range(2):
+        fs.put(f"f{i}", os.urandom(500 + i))
+    vaults.create_local_vault(rt, "fab-kv", soft_delete_days=90, purge_protection=True)
+    vaults.create_key(rt, "fab-kv", "fab-cmk", "RSA", 2048)
+    pol = policies.create_policy(
+        rt, "fabrikam", "fab-pol", region=rt.settings.default_region, vault="fab-kv", key="fab-cmk"
+    )
+    vaults.grant_key(rt, "fab-kv", "fab-cmk", pol["identity"], "get,wrapKey,unwrapKey")
+    check_policy(rt, pol["id"])
+    return {"env": env, "policy": pol["id"]}
+
+
+def byok_key(rt: Runtime) -> tuple[str, str]:
+    """(vault name, key name) of fabrikam's BYOK key in its BYOK vault."""
+    from keyshift.db.models import ByokKey, Tenant
+
+    with rt.transaction() as s:
+        t = s.scalars(select(Tenant).where(Tenant.name == "fabrikam")).one()
+        vault = s.get(VaultRecord, t.byok_vault_id)
+        k = s.scalars(select(ByokKey).where(ByokKey.tenant_id == t.id)).one()
+        assert vault is not None
+        return vault.name, k.vault_key_name
