@@ -44,7 +44,9 @@ def run(rt: Runtime, job_id: str) -> str:
     return Worker(rt, poll_seconds=0.01).run_job(job_id)
 
 
-def linked_world(rt: Runtime, *, rows: int = 40, events: int = 12, files: int = 3) -> dict[str, Any]:
+def linked_world(
+    rt: Runtime, *, rows: int = 40, events: int = 12, files: int = 3, expires: Any = None
+) -> dict[str, Any]:
     """Tenant contoso: `prod` linked to a CMK policy (records, events, files, search, lake, backup)
     and `dev` on the platform key with some rows."""
     from keyshift.features import backups, lake, search_jobs
@@ -58,7 +60,7 @@ def linked_world(rt: Runtime, *, rows: int = 40, events: int = 12, files: int = 
     for feature in ("search", "data-lake", "long-term-retention"):
         environments.enable_feature(rt, "prod", feature)
     vaults.create_local_vault(rt, VAULT, soft_delete_days=90, purge_protection=True)
-    vaults.create_key(rt, VAULT, KEY, "RSA", 2048)
+    vaults.create_key(rt, VAULT, KEY, "RSA", 2048, expires=expires)
     pol = policies.create_policy(
         rt, "contoso", "pol1", region=rt.settings.default_region, vault=VAULT, key=KEY
     )
@@ -175,14 +177,18 @@ class Cli:
         self.home, self.db_url, self.clock = home, db_url, clock
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, code: int = 0, as_json: bool = True) -> Any:
+    def __call__(
+        self, *args: str, code: int = 0, as_json: bool = True, env: dict[str, str] | None = None
+    ) -> Any:
         import json
 
         from keyshift.cli.main import app
 
         base = ["--home", str(self.home)] + (["--json"] if as_json else [])
         base += ["--database-url", self.db_url] if self.db_url else []
-        res = self.runner.invoke(app, [*base, *args], env={"KEYSHIFT_NOW": self.clock.now().isoformat()})
+        res = self.runner.invoke(
+            app, [*base, *args], env={"KEYSHIFT_NOW": self.clock.now().isoformat(), **(env or {})}
+        )
         assert res.exit_code == code, (args, res.exit_code, res.stdout, res.stderr)
         if not as_json:
             return res.stdout if code == 0 else res.stderr
