@@ -1,0 +1,60 @@
+"""REST: key and environment coverage, retire, and the gate on the key routes (409 key_in_use,
+`?force=true` proceeds and is audited). Another tenant's admin gets 404 and learns nothing."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from keycov_support import KEY, VAULT, audit, key_state, linked_world, run
+from sqlalchemy import select, update
+
+from keyshift.api.app import create_app
+from keyshift.control import tenants, tokens, vaults
+from keyshift.db.models import Tenant, VaultRecord
+from keyshift.runtime import Runtime
+
+
+def _h(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_coverage_routes_and_gate(sqlite_rt: Runtime) -> None:
+    rt = sqlite_rt
+    w = linked_world(rt, rows=4, events=1, files=1)
+    with rt.transaction() as s:  # the customer vault belongs to contoso (as a tenant admin creates it)
+        tid = s.scalars(select(Tenant.id).where(Tenant.name == "contoso")).one()
+        s.execute(update(VaultRecord).where(VaultRecord.name == VAULT).values(tenant_id=tid))
+    tenants.create_tenant(rt, "fabrikam")
+    op = tokens.create_token(rt, "operator")["token"]
+    admin = tokens.create_token(rt, "tenant_admin", tenant="contoso")["token"]
+    other = tokens.create_token(rt, "tenant_admin", tenant="fabrikam")["token"]
+    reader = tokens.create_token(rt, "reader", tenant="contoso")["token"]
+    with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+        base = f"/api/v1/vaults/{VAULT}/keys/{KEY}"
+        r = c.get(f"{base}/coverage", headers=_h(admin))
+        assert r.status_code == 200 and r.json()["all_versions"]["totals"]["rows"] == 9
+        assert (
+            c.get(f"{base}/coverage?version=1", headers=_h(reader)).json()["versions"][0]["covered"] is True
+        )
+        r = c.get("/api/v1/environments/prod/coverage", headers=_h(admin))
+        assert r.status_code == 200 and r.json()["keys"][0]["key"] == KEY
+        for url in (f"{base}/coverage", "/api/v1/environments/prod/coverage"):
+            r = c.get(url, headers=_h(other))
+            assert r.status_code == 404 and w["prod"] not in r.text and "rows" not in r.text
+        assert c.post(f"{base}/retire", json={"version": "1"}, headers=_h(reader)).status_code == 403
+
+        before = key_state(rt)
+        r = c.post(f"{base}/disable", headers=_h(admin))
+        assert r.status_code == 409 and r.json()["error"]["code"] == "key_in_use"
+        r = c.delete(f"{base}/grants/{w['identity']}", headers=_h(admin))
+        assert r.status_code == 409 and r.json()["error"]["code"] == "key_in_use"
+        assert key_state(rt) == before
+
+        vaults.rotate_key(rt, VAULT, KEY)
+        r = c.post(f"{base}/retire", json={"version": "1"}, headers=_h(admin))
+        assert r.status_code == 200 and len(r.json()["jobs_started"]) == 1
+        assert run(rt, r.json()["jobs_started"][0]["job"]) == "succeeded"
+        r = c.post(f"{base}/disable", json={"version": "1"}, headers=_h(admin))
+        assert r.status_code == 200 and r.json()["versions"][0]["enabled"] is False
+        r = c.post(f"{base}/disable?force=true", json={"version": "2"}, headers=_h(op))
+        assert r.status_code == 200 and r.json()["versions"][1]["enabled"] is False
+    assert audit(rt, "key.disable.forced")[0][0] == "ok"
