@@ -58,3 +58,29 @@ def test_coverage_routes_and_gate(sqlite_rt: Runtime) -> None:
         r = c.post(f"{base}/disable?force=true", json={"version": "2"}, headers=_h(op))
         assert r.status_code == 200 and r.json()["versions"][1]["enabled"] is False
     assert audit(rt, "key.disable.forced")[0][0] == "ok"
+
+
+def test_admin_center_coverage_page(sqlite_rt: Runtime) -> None:
+    import re
+
+    rt = sqlite_rt
+    w = linked_world(rt, rows=4, events=1, files=1)
+    tenants.create_tenant(rt, "fabrikam")
+    with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+
+        def login(token: str) -> None:
+            c.cookies.clear()
+            form = c.get("/login").text
+            m = re.search(r'name="login_csrf" value="([^"]+)"', form)
+            assert m
+            r = c.post("/login", data={"token": token, "login_csrf": m.group(1)}, follow_redirects=False)
+            assert r.status_code == 303
+
+        login(tokens.create_token(rt, "tenant_admin", tenant="contoso")["token"])
+        assert f'href="/environments/{w["prod"]}/coverage"' in c.get(f"/environments/{w['prod']}").text
+        page = c.get(f"/environments/{w['prod']}/coverage")
+        assert page.status_code == 200
+        assert f"{VAULT}/{KEY}</code> version 1" in page.text and "<td>Rows</td><td>9</td>" in page.text
+        login(tokens.create_token(rt, "tenant_admin", tenant="fabrikam")["token"])
+        r = c.get(f"/environments/{w['prod']}/coverage")
+        assert r.status_code == 404 and VAULT not in r.text
