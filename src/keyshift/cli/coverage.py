@@ -130,10 +130,35 @@ def key_retire(
         emit(ctx, retire.retire(rt, vault, key, version), _human_retire)
 
 
+def policy_rotation(
+    ctx: typer.Context,
+    policy: str,
+    days: Annotated[int | None, typer.Option("--days", help="Rotate the key every N days.")] = None,
+    off: Annotated[bool, typer.Option("--off", help="Turn automatic rotation off.")] = False,
+) -> None:
+    """Automatic rotation of a policy's key: the worker rotates it in its vault every N days and
+    rewraps the environments (rotate jobs, no downtime)."""
+    from keyshift.control import lifecycle
+    from keyshift.errors import UsageError
+
+    with runtime(ctx) as rt:
+        if off == (days is not None):
+            raise UsageError("give either --days N or --off", code="invalid_argument")
+        view = lifecycle.set_rotation(rt, policy, None if off else days)
+        emit(
+            ctx,
+            view,
+            f"policy {view['name']}: automatic rotation "
+            + (f"every {view['rotation_days']} days" if view["rotation_days"] else "off"),
+        )
+
+
 def register(app: typer.Typer) -> None:
     from keyshift.cli.env import env_app
     from keyshift.cli.key import key_app
+    from keyshift.cli.policy import policy_app
 
     key_app.command("coverage")(key_coverage)
     key_app.command("retire")(key_retire)
     env_app.command("coverage")(env_coverage)
+    policy_app.command("rotation")(policy_rotation)

@@ -6,6 +6,10 @@ coverage (control/coverage.py) so every warning says which date and which enviro
 rows, events and files go offline then. A warning is raised `settings.key_warning_days` (default 30)
 ahead of an expiry or a deletion; rotation age is watched when `settings.key_rotation_days` is set.
 
+Automatic rotation: a policy may carry a rotation period (`set_rotation`, `policy rotation P --days
+N`); the maintenance task `rotate_due` rotates the key in its vault once the current version is that
+old, and starts the existing `rotate` rewrap jobs for the environments (audited).
+
 `policy_warnings` is what policy health adds (as `warning` reasons); `key_lifecycle` is the
 structured view behind it, and `lifecycle_numbers` the numbers for metrics (days left, data keys
 covered per version). Vault errors never fail the caller: health already reports an unreachable
@@ -20,12 +24,12 @@ from typing import Any
 from sqlalchemy import select
 
 from keyshift.clock import utc
-from keyshift.control import coverage
-from keyshift.control.common import iso
+from keyshift.control import audit_trail, coverage
+from keyshift.control.common import get_policy, iso
 from keyshift.db.models import Environment, Policy, VaultRecord
-from keyshift.errors import KeyshiftError
+from keyshift.errors import ConflictError, KeyshiftError, UsageError
 from keyshift.runtime import Runtime
-from keyshift.vaults.base import KeyInfo, KeyRef
+from keyshift.vaults.base import KeyInfo, KeyManager, KeyRef
 
 DAY = 86400.0
 
@@ -96,7 +100,7 @@ def key_lifecycle(
             )
         )
     rotation_age = _rotation_age(info, now)
-    limit = rt.settings.key_rotation_days
+    limit = _rotation_limit(rt, vault_id, key_name)
     if limit is not None and rotation_age is not None and rotation_age >= limit:
         warnings.append(
             {
@@ -116,6 +120,7 @@ def key_lifecycle(
         "scheduled_deletion": iso(utc(info.purge_after)) if info.purge_after else None,
         "days_to_deletion": _days(utc(info.purge_after) - now) if info.purge_after else None,
         "rotation_age_days": rotation_age,
+        "rotation_days": limit,
         "versions": versions,
         "warnings": warnings,
     }
@@ -139,6 +144,23 @@ def _warning(
         "environments": [e["name"] for e in cov["environments"]] if cov else [],
         "reason": f"{what} {verb} at {when.isoformat()} ({timing}): {offline}",
     }
+
+
+def _rotation_limit(rt: Runtime, vault_id: str, key_name: str) -> int | None:
+    """The shortest rotation period that applies: the setting, or a policy's own period."""
+    with rt.transaction() as s:
+        periods = [
+            d
+            for d in s.scalars(
+                select(Policy.rotation_days).where(
+                    Policy.vault_id == vault_id, Policy.key_name == key_name, Policy.state != "deleted"
+                )
+            )
+            if d is not None
+        ]
+    if rt.settings.key_rotation_days is not None:
+        periods.append(rt.settings.key_rotation_days)
+    return min(periods) if periods else None
 
 
 def _rotation_age(info: KeyInfo, now: datetime) -> float | None:
@@ -186,3 +208,110 @@ def lifecycle_numbers(rt: Runtime) -> list[dict[str, Any]]:
         except KeyshiftError as exc:
             out.append({"vault": vault_id, "key": key, "error": exc.code})
     return out
+
+
+# -- automatic rotation ---------------------------------------------------------------------------
+
+MAX_ROTATION_DAYS = 3650
+
+
+def set_rotation(rt: Runtime, policy_ref: str, days: int | None) -> dict[str, Any]:
+    """Turn a policy's automatic rotation on (every `days` days) or off (None). Audited."""
+    try:
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_ROTATION_DAYS
+        ):
+            raise UsageError(
+                f"rotation period must be 1-{MAX_ROTATION_DAYS} days, got {days!r}", code="invalid_rotation"
+            )
+        with rt.transaction() as s:
+            p = get_policy(s, policy_ref)
+            before = p.rotation_days
+            p.rotation_days = days
+            s.flush()
+            audit_trail.record(
+                rt,
+                s,
+                "policy.rotation.set",
+                target_type="policy",
+                target_id=p.id,
+                tenant_id=p.tenant_id,
+                details={"rotation_days": days, "before": before},
+            )
+            return {"policy": p.id, "name": p.name, "rotation_days": days, "pinned_version": p.key_version}
+    except KeyshiftError as exc:
+        audit_trail.record_failure(
+            rt, "policy.rotation.set", exc, target_type="policy", target_id=str(policy_ref)[:200]
+        )
+        raise
+
+
+def rotate_due(rt: Runtime) -> dict[str, Any]:
+    """Maintenance task: rotate the key of every policy whose rotation period has passed since its
+    current version was created (in its vault, audited), then start the rewrap jobs of the
+    environments on it (the existing `rotate` job, no downtime). Pinned policies are skipped; a vault
+    that cannot rotate keys gets `expected` (the customer must add a version; health warns)."""
+    from keyshift.control import vaults as vault_admin
+    from keyshift.migrate.maintenance import detect_rotations
+
+    now = rt.clock.now()
+    with rt.transaction() as s:
+        due = [
+            (p.id, p.name, p.tenant_id, p.vault_id, p.key_name, int(p.rotation_days or 0))
+            for p in s.scalars(
+                select(Policy)
+                .where(
+                    Policy.rotation_days.is_not(None), Policy.state != "deleted", Policy.key_version.is_(None)
+                )
+                .order_by(Policy.created_at, Policy.id)
+            )
+        ]
+    rotated: list[dict[str, Any]] = []
+    expected: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    jobs: list[str] = []
+    for pid, name, tenant_id, vault_id, key, days in due:
+        try:
+            vault = rt.vault(vault_id)
+            info = vault.describe(KeyRef(vault.name, key))
+            age = _rotation_age(info, now)
+            if age is None or age < days or info.deleted:
+                continue
+            if not isinstance(vault, KeyManager):
+                expected.append({"policy": name, "key": f"{vault.name}/{key}", "age_days": age})
+                continue
+            try:
+                view = vault_admin.rotate_key(rt, vault.name, key)
+            except ConflictError as err:
+                if err.code not in ("not_supported", "unsupported_operation"):
+                    raise
+                expected.append({"policy": name, "key": f"{vault.name}/{key}", "age_days": age})
+                continue
+            with rt.transaction() as s:
+                audit_trail.record(
+                    rt,
+                    s,
+                    "policy.rotation.automatic",
+                    target_type="policy",
+                    target_id=pid,
+                    tenant_id=tenant_id,
+                    details={
+                        "key": f"{vault.name}/{key}",
+                        "from": info.current_version,
+                        "to": view["current_version"],
+                        "age_days": age,
+                        "rotation_days": days,
+                    },
+                )
+            rotated.append(
+                {
+                    "policy": name,
+                    "key": f"{vault.name}/{key}",
+                    "from": info.current_version,
+                    "to": view["current_version"],
+                }
+            )
+            jobs += detect_rotations(rt, policy_id=pid)["rotate_jobs"]
+        except KeyshiftError as err:
+            errors[pid] = err.code
+    return {"rotated": rotated, "rotate_jobs": jobs, "expected": expected, "errors": errors}

@@ -6,16 +6,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.schemas import Body, Short
-from keyshift.control import coverage, retire
+from keyshift.control import coverage, lifecycle, retire
 
 router = APIRouter(tags=["key coverage"])
 
 
 class RetireRequest(Body):
     version: Short
+
+
+class RotationRequest(Body):
+    days: Annotated[int, Field(ge=1, le=3650)] | None
 
 
 @router.get("/vaults/{vault}/keys/{key}/coverage")
@@ -42,3 +47,11 @@ def retire_version(
 def env_coverage(env: str, ctx: Ctx = allow("env")) -> dict[str, Any]:
     """Every key version the environment's data depends on."""
     return coverage.env_coverage(ctx.rt, env)
+
+
+@router.put("/policies/{policy}/rotation")
+def set_rotation(
+    policy: str, body: RotationRequest, ctx: Ctx = allow("policy", write=True)
+) -> dict[str, Any]:
+    """Automatic rotation of the policy's key every `days` days (`null`: off)."""
+    return lifecycle.set_rotation(ctx.rt, policy, body.days)
