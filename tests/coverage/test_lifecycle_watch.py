@@ -89,3 +89,24 @@ def test_lifecycle_numbers_for_metrics(sqlite_rt: Runtime, clock: FixedClock) ->
     assert v1["days_to_expiry"] == 10.0 and v1["environments"] == ["prod"] and v1["data_keys"] > 0
     assert entry["rotation_age_days"] == 30.0 and entry["warnings"] == 1
     assert entry["scheduled_deletion"] is None
+
+
+def test_deleted_key_purge_date_is_watched(sqlite_rt: Runtime, clock: FixedClock) -> None:
+    rt = sqlite_rt
+    linked_world(rt, rows=2, events=0, files=0)
+    vaults.delete_key(rt, VAULT, KEY, force=True)  # soft delete: purged after the vault's 90 days
+    purge_at = (clock.now() + timedelta(days=90)).isoformat()
+    (entry,) = lifecycle.lifecycle_numbers(rt)
+    assert entry["scheduled_deletion"] == purge_at and entry["days_to_deletion"] == 90.0
+    assert entry["warnings"] == 0
+    clock.advance(days=60)
+    with rt.transaction() as s:
+        from sqlalchemy import select
+
+        from keyshift.db.models import VaultRecord
+
+        vid = s.scalars(select(VaultRecord.id).where(VaultRecord.name == VAULT)).one()
+    view = lifecycle.key_lifecycle(rt, vid, KEY)
+    (w,) = view["warnings"]
+    assert w["kind"] == "deletion" and w["date"] == purge_at and w["environments"] == ["prod"]
+    assert "will be purged at" in w["reason"] and "(in 30 days)" in w["reason"] and "7 rows" in w["reason"]

@@ -88,16 +88,12 @@ def key_lifecycle(
                     + coverage.summary(c),
                 }
             )
-    if info.purge_after is not None and not info.deleted and utc(info.purge_after) - now <= horizon:
+    if info.purge_after is not None and utc(info.purge_after) - now <= horizon:
+        # A vault that reports a future deletion date, or a soft-deleted key that will be purged
+        # (already unusable: health is unhealthy; the date still says when it is gone for good).
+        verb = "is soft-deleted and will be purged" if info.deleted else "is scheduled for deletion"
         warnings.append(
-            _warning(
-                "deletion",
-                f"key {label}",
-                "is scheduled for deletion",
-                info.purge_after,
-                now,
-                cov["all_versions"],
-            )
+            _warning("deletion", f"key {label}", verb, info.purge_after, now, cov["all_versions"])
         )
     rotation_age = _rotation_age(info, now)
     limit = _rotation_limit(rt, vault_id, key_name)
