@@ -31,7 +31,9 @@ def _check(view: dict, expected: dict[str, int]) -> None:
         assert view["totals"][k] == expected.get(k, 0), k
 
 
-def test_key_coverage_matches_a_brute_force_count(rt: Runtime) -> None:
+def test_key_coverage_matches_a_brute_force_count(rt: Runtime, db_url: str | None) -> None:
+    if db_url is not None:  # the document store on PostgreSQL too (JSONB: the grouped query on doc->>'dek')
+        rt.settings = rt.settings.model_copy(update={"document_store_url": db_url})
     w = linked_world(rt)
     view = coverage.key_coverage(rt, VAULT, KEY)
     assert [v["version"] for v in view["versions"]] == ["1"]

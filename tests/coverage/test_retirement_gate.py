@@ -103,3 +103,24 @@ def test_human_output_names_what_is_covered(sqlite_rt: Runtime, clock: FixedCloc
     assert f"{VAULT}/{KEY} version 1" in out
     view = cli("key", "coverage", VAULT, KEY, "--version", "1")
     assert view == coverage.key_coverage(rt, VAULT, KEY, version="1") | {"at": view["at"]}
+
+
+def test_delete_purge_and_grant_removal_allowed_once_nothing_is_covered(
+    sqlite_rt: Runtime, clock: FixedClock
+) -> None:
+    from keyshift.migrate.link import start_unlink
+
+    rt = sqlite_rt
+    w = linked_world(rt, rows=3, events=1, files=1)
+    cli = Cli(rt.home.path, None, clock)
+    assert cli("key", "delete", VAULT, KEY, code=4)["code"] == "key_in_use"
+    assert run(rt, start_unlink(rt, "pol1", "prod")["id"]) == "succeeded"  # back to the platform key
+    assert coverage.key_coverage(rt, VAULT, KEY)["covered"] is False
+    cli("key", "revoke-grant", VAULT, KEY, "--identity", w["identity"])
+    assert cli("key", "delete", VAULT, KEY)["state"] == "deleted"
+    clock.advance(days=91)
+    assert cli("key", "purge", VAULT, KEY)["purged"] is True
+    for action in ("key.revoke_grant", "key.delete", "key.purge"):
+        assert audit(rt, f"{action}.forced") == []
+    data_keys(rt).flush()
+    assert RecordStore(rt, w["prod"]).get("accounts", "a0002") == {"name": "n2", "city": "Oslo"}
