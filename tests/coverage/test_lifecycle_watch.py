@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from keycov_support import KEY, VAULT, Cli, linked_world, run
 
@@ -110,3 +111,22 @@ def test_deleted_key_purge_date_is_watched(sqlite_rt: Runtime, clock: FixedClock
     (w,) = view["warnings"]
     assert w["kind"] == "deletion" and w["date"] == purge_at and w["environments"] == ["prod"]
     assert "will be purged at" in w["reason"] and "(in 30 days)" in w["reason"] and "7 rows" in w["reason"]
+
+
+def test_counts_are_read_only_when_a_warning_needs_them(
+    sqlite_rt: Runtime, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitor checks every policy often: without a warning only the wraps are read (no row,
+    event or file counting, no file header scan)."""
+    from keyshift.control import coverage
+
+    rt = sqlite_rt
+    w = linked_world(rt, rows=2, events=1, files=1, expires=clock.now() + timedelta(days=40))
+    calls: list[int] = []
+    real = coverage.dek_usage
+    monkeypatch.setattr(coverage, "dek_usage", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert check_policy(rt, w["policy"]).status == "healthy" and calls == []
+    clock.advance(days=11)
+    report = check_policy(rt, w["policy"])
+    assert report.status == "warning" and calls == [1]
+    assert any("7 rows" in r for r in report.reasons)

@@ -380,7 +380,7 @@ def _group_view(group: _Group, usage: dict[str, dict[str, int]]) -> dict[str, An
 
 
 def _grouped(
-    rt: Runtime, session: Session, wraps: list[WrapRef]
+    rt: Runtime, session: Session, wraps: list[WrapRef], counts: bool = True
 ) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, Any]]:
     """Views per (vault, key, version), and one view of all the wraps together (each DEK once)."""
     groups: dict[tuple[str, str, str], _Group] = defaultdict(_Group)
@@ -388,7 +388,7 @@ def _grouped(
     for w in wraps:
         groups[(w.vault_name, w.key_name, w.key_version)].add(w)
         together.add(w)
-    usage = dek_usage(rt, session, wraps)
+    usage = dek_usage(rt, session, wraps) if counts else {}
     return {k: _group_view(g, usage) for k, g in groups.items()}, _group_view(together, usage)
 
 
@@ -404,9 +404,11 @@ def key_coverage(
     version: str | None = None,
     identity: str | None = None,
     vault_versions: Iterable[str] = (),
+    counts: bool = True,
 ) -> dict[str, Any]:
     """Coverage of a key (every version with live wraps, plus `vault_versions`), or one version.
-    With `identity`, only wraps made as that identity (what removing its grant would break)."""
+    With `identity`, only wraps made as that identity (what removing its grant would break).
+    `counts=False`: the wraps only (data keys, environments, windows), no rows/events/files counts."""
     now = rt.clock.now()
     with rt.transaction() as s:
         rec = get_vault_record(s, vault)
@@ -415,7 +417,7 @@ def key_coverage(
             filters.append(DekWrap.key_version == version)
         if identity is not None:
             filters.append(DekWrap.identity == identity)
-        grouped, together = _grouped(rt, s, live_wraps(s, now, *filters))
+        grouped, together = _grouped(rt, s, live_wraps(s, now, *filters), counts)
         vname = rec.name
     by_version = {ver: view for (_v, _k, ver), view in grouped.items()}
     names = set(by_version) | ({version} if version is not None else set(vault_versions))

@@ -45,14 +45,34 @@ def key_lifecycle(
 
     `in_use` is the version a policy wraps new data keys under (its pin, else the current one)."""
     now = rt.clock.now()
-    horizon = timedelta(days=rt.settings.key_warning_days)
     with rt.transaction() as s:
         rec = s.get(VaultRecord, vault_id)
         vname = rec.name if rec is not None else vault_id
     if info is None:
         vault = rt.vault(vault_id)
         info = vault.describe(KeyRef(vault.name, key_name))
-    cov = coverage.key_coverage(rt, vname, key_name, vault_versions=[v.version for v in info.versions])
+    names = [v.version for v in info.versions]
+    # The wraps alone say which versions cover data (cheap); the counts (a file header scan among
+    # them) are only read when a warning needs to say what goes offline.
+    cov = coverage.key_coverage(rt, vname, key_name, vault_versions=names, counts=False)
+    view = _build(rt, info, cov, (vault_id, vname), key_name, in_use, now)
+    if view["warnings"]:
+        cov = coverage.key_coverage(rt, vname, key_name, vault_versions=names)
+        view = _build(rt, info, cov, (vault_id, vname), key_name, in_use, now)
+    return view
+
+
+def _build(
+    rt: Runtime,
+    info: KeyInfo,
+    cov: dict[str, Any],
+    vault: tuple[str, str],
+    key_name: str,
+    in_use: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    horizon = timedelta(days=rt.settings.key_warning_days)
+    vault_id, vname = vault
     by_version = {v["version"]: v for v in cov["versions"]}
     label = f"{vname}/{key_name}"
     in_use = in_use or info.current_version
