@@ -54,12 +54,16 @@ def gate(
     succeeded, see `audit_forced`), else None. Refusals are audited here."""
     target = _label(vault, key, version)
     try:
+        # The wraps alone decide; the counts (for the message / the audit) only when covered.
+        view = coverage.key_coverage(rt, vault, key, version=version, identity=identity, counts=False)
+        if not view["covered"]:
+            return None
         view = coverage.key_coverage(rt, vault, key, version=version, identity=identity)
     except KeyshiftError as exc:
         audit_trail.record_failure(rt, action, exc, target_type="key", target_id=target[:200])
         raise
     covered = view["all_versions"]
-    if not covered["covered"]:
+    if not covered["covered"]:  # moved off between the two reads
         return None
     if force:
         return view
