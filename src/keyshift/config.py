@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     byok_retention_days: int = 28
     unlink_block_days: int = 7
     backup_retention_days: int = 30
+    # Lifecycle watch (control/lifecycle.py): warn this many days before a key version expires or a
+    # key's scheduled deletion; warn when the current version is older than key_rotation_days.
+    key_warning_days: int = 30
+    key_rotation_days: int | None = None
 
     # Well-known names created by `keyshift init`.
     platform_vault: str = "platform"

@@ -91,7 +91,7 @@ def test_byok_to_cmk_with_the_cmk_in_an_external_vault(
 
     # The customer disables the key in their own vault: the policy turns unhealthy.
     rt._vaults.pop("cust-ext"), rt._vaults.pop(ext_id)
-    vaults.set_key_enabled(rt, "cust-ext", key_name, False)
+    vaults.set_key_enabled(rt, "cust-ext", key_name, False, force=True)
     after = check_policy(rt, pol["id"])
     assert after.status == "unhealthy" and any("disabled" in r for r in after.reasons), after.reasons
     # ... and the data plane fails closed: with no cached DEK, a read disables the environment.

@@ -115,7 +115,7 @@ def test_key_revoked_mid_job_fails_with_reason_data_stays_readable_and_resume_fi
         if name == "rewrap:wrapped":
             calls["n"] += 1
             if calls["n"] == 2:
-                vaults.revoke_key_grant(rt, linked["vault"], linked["key"], identity)
+                vaults.revoke_key_grant(rt, linked["vault"], linked["key"], identity, force=True)
 
     from keyshift.jobs.runner import Worker
 

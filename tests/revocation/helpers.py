@@ -120,17 +120,17 @@ def faulty(rt: Runtime) -> Any:
 def revoke(rt: Runtime, kind: str, world: World, clock: Any = None) -> Any:
     """Make the policy's key unusable in one of the SPEC's ways; returns the undo callable."""
     if kind == "grant_removed":
-        vaults.revoke_key_grant(rt, VAULT, KEY, world.identity)
+        vaults.revoke_key_grant(rt, VAULT, KEY, world.identity, force=True)
         return lambda: vaults.grant_key(rt, VAULT, KEY, world.identity, "get,wrapKey,unwrapKey")
     if kind == "key_disabled":
-        vaults.set_key_enabled(rt, VAULT, KEY, False)
+        vaults.set_key_enabled(rt, VAULT, KEY, False, force=True)
         return lambda: vaults.set_key_enabled(rt, VAULT, KEY, True)
     if kind == "version_disabled":
         v = current_version(rt)
-        vaults.set_key_enabled(rt, VAULT, KEY, False, version=v)
+        vaults.set_key_enabled(rt, VAULT, KEY, False, version=v, force=True)
         return lambda: vaults.set_key_enabled(rt, VAULT, KEY, True, version=v)
     if kind == "key_deleted":
-        vaults.delete_key(rt, VAULT, KEY)
+        vaults.delete_key(rt, VAULT, KEY, force=True)
         return lambda: vaults.recover_key(rt, VAULT, KEY)
     if kind == "key_expired":
         before = clock.now()

@@ -50,7 +50,7 @@ def test_warnings_ahead_of_trouble(sqlite_rt, clock):  # type: ignore[no-untyped
     # A new key version becomes current, the old one is disabled while DEKs still depend on it.
     old = current_version(rt)
     vaults.rotate_key(rt, VAULT, KEY)
-    vaults.set_key_enabled(rt, VAULT, KEY, False, version=old)
+    vaults.set_key_enabled(rt, VAULT, KEY, False, version=old, force=True)
     out = monitor_once(rt)[world.policy]
     assert out["health"] == "warning" and out["disabled"] == []
     assert any(f"version {old} of key" in r and "still wrapped" in r for r in out["reasons"]), out
@@ -73,7 +73,7 @@ def test_worker_maintenance_runs_the_monitor_on_its_interval(sqlite_rt, clock): 
     eid = world.envs["contoso-prod"]
     first = schedule.run_due(rt, only=("health",))["health"]
     assert first["policies"][world.policy]["health"] == "healthy"
-    vaults.revoke_key_grant(rt, VAULT, KEY, world.identity)
+    vaults.revoke_key_grant(rt, VAULT, KEY, world.identity, force=True)
     # Not due again until health_interval_seconds passed (30 s default) in this process.
     assert schedule.run_due(rt, only=("health",))["health"] == {"skipped": "not due"}
     rt.settings = rt.settings.model_copy(update={"health_interval_seconds": 0.0})
@@ -91,7 +91,7 @@ def test_cli_policy_monitor_and_re_enable(rt, clock, home, db_url):  # type: ign
     assert cli("env", "re-enable", "contoso-prod", code=4)["code"] == "not_disabled"
     assert cli("env", "re-enable", "nope", code=3)["code"] == "environment_not_found"
     assert snapshot(rt) == state0
-    vaults.delete_key(rt, VAULT, KEY)
+    vaults.delete_key(rt, VAULT, KEY, force=True)
     assert cli("policy", "monitor", "no-such-policy", code=3)["code"] == "policy_not_found"
     out = cli("policy", "monitor", "pol")
     assert out[world.policy]["health"] == "unhealthy" and out[world.policy]["disabled"] == [eid]
@@ -124,5 +124,5 @@ def test_unhealthy_for_configuration_only_keeps_serving(sqlite_rt, clock):  # ty
     assert out["health"] == "unhealthy" and out["disabled"] == [] and out["key_usable"] is True
     assert any("purge protection" in r for r in out["reasons"])
     assert env_row(rt, eid).state == "enabled" and len(read_all(rt, eid)) == 20
-    vaults.set_key_enabled(rt, VAULT, KEY, False)  # now the key itself goes: disabled
+    vaults.set_key_enabled(rt, VAULT, KEY, False, force=True)  # now the key itself goes: disabled
     assert monitor_once(rt)[world.policy]["disabled"] == [eid]

@@ -198,7 +198,7 @@ def test_a_real_worker_process_disables_on_its_health_interval(tmp_path):  # typ
         first = checked()
         _wait(lambda: checked() != first, 30, "the worker's first health round")  # it is up and polling
         t0 = time.monotonic()
-        vaults.revoke_key_grant(rt, VAULT, KEY, world.identity)
+        vaults.revoke_key_grant(rt, VAULT, KEY, world.identity, force=True)
         _wait(lambda: env_row(rt, env_id).state == "disabled", 20, "the worker to disable the environment")
         elapsed = time.monotonic() - t0
         assert elapsed < 5.0, elapsed

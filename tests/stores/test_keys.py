@@ -110,7 +110,7 @@ def test_disabled_key_fails_closed_naming_the_environment(fresh_rt: Runtime) -> 
     env_id = make_env(rt, "contoso-prod")
     store = RecordStore(rt, env_id)
     store.put("t", "r", {"v": 1})
-    vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, False)
+    vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, False, force=True)
     keys.flush(rt, env_id)
     with pytest.raises((KeyInaccessibleError, EnvironmentUnavailableError)) as err:
         store.get("t", "r")
@@ -128,7 +128,7 @@ def test_revoked_grant_refuses_a_new_dek(fresh_rt: Runtime) -> None:
     rt = fresh_rt
     env_id = make_env(rt, "contoso-dev")
     vault_admin.revoke_key_grant(
-        rt, rt.settings.platform_vault, rt.settings.platform_key, rt.settings.platform_identity
+        rt, rt.settings.platform_vault, rt.settings.platform_key, rt.settings.platform_identity, force=True
     )
     with pytest.raises((KeyInaccessibleError, EnvironmentUnavailableError)) as err:
         RecordStore(rt, env_id).put("t", "r", 1)
@@ -169,7 +169,7 @@ def test_rewrap_environment_moves_every_dek_to_the_target_kek(fresh_rt: Runtime)
     # A fresh cache must unwrap under the new KEK: revoke the platform identity to prove it.
     keys.flush(rt, env_id)
     vault_admin.revoke_key_grant(
-        rt, rt.settings.platform_vault, rt.settings.platform_key, rt.settings.platform_identity
+        rt, rt.settings.platform_vault, rt.settings.platform_key, rt.settings.platform_identity, force=True
     )
     assert [r.value for r in store.iter_all("t")] == sorted(range(20), key=lambda i: f"r{i}")
     # New DEKs (another store) are wrapped under the new binding too.

@@ -19,6 +19,10 @@ key_app = typer.Typer(help="Keys (KEKs) in a vault: lifecycle and access grants.
 VersionOpt = Annotated[
     str | None, typer.Option("--version", help="One key version (default: the whole key).")
 ]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Proceed although the key still covers data (audited as forced)."),
+]
 
 
 def _human_key(k: dict[str, Any]) -> None:
@@ -91,10 +95,12 @@ def update(
 
 
 @key_app.command("disable")
-def disable(ctx: typer.Context, vault: str, name: str, version: VersionOpt = None) -> None:
+def disable(
+    ctx: typer.Context, vault: str, name: str, version: VersionOpt = None, force: ForceOpt = False
+) -> None:
     """Disable a key (or one version): wrap and unwrap are refused at once."""
     with runtime(ctx) as rt:
-        emit(ctx, vaults.set_key_enabled(rt, vault, name, False, version=version), _human_key)
+        emit(ctx, vaults.set_key_enabled(rt, vault, name, False, version=version, force=force), _human_key)
 
 
 @key_app.command("enable")
@@ -105,10 +111,10 @@ def enable(ctx: typer.Context, vault: str, name: str, version: VersionOpt = None
 
 
 @key_app.command("delete")
-def delete(ctx: typer.Context, vault: str, name: str) -> None:
+def delete(ctx: typer.Context, vault: str, name: str, force: ForceOpt = False) -> None:
     """Soft-delete a key (recoverable for the vault's retention period)."""
     with runtime(ctx) as rt:
-        emit(ctx, vaults.delete_key(rt, vault, name), _human_key)
+        emit(ctx, vaults.delete_key(rt, vault, name, force=force), _human_key)
 
 
 @key_app.command("recover")
@@ -119,10 +125,10 @@ def recover(ctx: typer.Context, vault: str, name: str) -> None:
 
 
 @key_app.command("purge")
-def purge(ctx: typer.Context, vault: str, name: str) -> None:
+def purge(ctx: typer.Context, vault: str, name: str, force: ForceOpt = False) -> None:
     """Permanently destroy a soft-deleted key (refused under purge protection until retention ends)."""
     with runtime(ctx) as rt:
-        emit(ctx, vaults.purge_key(rt, vault, name), f"purged {vault}/{name}")
+        emit(ctx, vaults.purge_key(rt, vault, name, force=force), f"purged {vault}/{name}")
 
 
 @key_app.command("grant")
@@ -147,10 +153,12 @@ def revoke_grant(
     vault: str,
     name: str,
     identity: Annotated[str, typer.Option("--identity", help="Whose grant to remove.")],
+    force: ForceOpt = False,
 ) -> None:
     """Remove an identity's grant on a key (takes effect on the next wrap/unwrap)."""
     with runtime(ctx) as rt:
-        emit(ctx, vaults.revoke_key_grant(rt, vault, name, identity), f"revoked {identity} on {vault}/{name}")
+        result = vaults.revoke_key_grant(rt, vault, name, identity, force=force)
+        emit(ctx, result, f"revoked {identity} on {vault}/{name}")
 
 
 @key_app.command("list")

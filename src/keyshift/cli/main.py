@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "keyshift.cli.serve",  # serve
     "keyshift.cli.features",  # data search|search-fields, lake export|read|list, env backup|backups|copy
     "keyshift.cli.export",  # env export
+    "keyshift.cli.coverage",  # key coverage|retire, env coverage
 )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.orm.exc import StaleDataError
 
 from keyshift.clock import utc
-from keyshift.control import audit_trail
+from keyshift.control import audit_trail, lifecycle
 from keyshift.control.common import get_policy, iso
 from keyshift.db.models import Policy, VaultRecord
 from keyshift.errors import ConflictError, KeyshiftError, NotFoundError, VaultUnavailableError
@@ -105,6 +105,9 @@ def check_policy(rt: Runtime, policy_ref: str, *, audit: bool = False) -> Health
     except KeyshiftError as err:  # a vault error we did not map to a precise reason
         report.status = "unhealthy"
         report.reasons.append(f"{err.code}: {err.message}")
+    if report.status in ("healthy", "warning") and report.vault_reachable:  # lifecycle watch
+        for reason in lifecycle.policy_warnings(rt, snap.vault_id, snap.key_name, snap.key_version):
+            _warn(report, reason)
     return _store(rt, snap, report, audit)
 
 

@@ -252,25 +252,46 @@ def rotate_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
     return key_view(_admin(rt, vault, name, "key.rotate", lambda km: km.rotate_key(name)))
 
 
+def _gated(
+    rt: Runtime, action: str, vault: str, name: str, force: bool, fn: Callable[[KeyManager], T], **scope: Any
+) -> T:
+    """Run a key admin action past the retirement gate (control/retire.py): refused with
+    `key_in_use` while the key still covers data, unless forced (then audited as forced)."""
+    from keyshift.control import retire
+
+    forced = retire.gate(rt, action, vault, name, force=force, **scope)
+    result = _admin(rt, vault, name, action, fn)
+    if forced is not None:
+        retire.audit_forced(rt, action, forced, version=scope.get("version"))
+    return result
+
+
 def set_key_enabled(
-    rt: Runtime, vault: str, name: str, enabled: bool, *, version: str | None = None
+    rt: Runtime,
+    vault: str,
+    name: str,
+    enabled: bool,
+    *,
+    version: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     action = "key.enable" if enabled else "key.disable"
-    return key_view(
-        _admin(rt, vault, name, action, lambda km: km.set_enabled(name, enabled, version=version))
-    )
+    run: Callable[[KeyManager], KeyInfo] = lambda km: km.set_enabled(name, enabled, version=version)  # noqa: E731
+    if enabled:
+        return key_view(_admin(rt, vault, name, action, run))
+    return key_view(_gated(rt, action, vault, name, force, run, version=version))
 
 
-def delete_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
-    return key_view(_admin(rt, vault, name, "key.delete", lambda km: km.delete_key(name)))
+def delete_key(rt: Runtime, vault: str, name: str, *, force: bool = False) -> dict[str, Any]:
+    return key_view(_gated(rt, "key.delete", vault, name, force, lambda km: km.delete_key(name)))
 
 
 def recover_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
     return key_view(_admin(rt, vault, name, "key.recover", lambda km: km.recover_key(name)))
 
 
-def purge_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
-    _admin(rt, vault, name, "key.purge", lambda km: km.purge_key(name))
+def purge_key(rt: Runtime, vault: str, name: str, *, force: bool = False) -> dict[str, Any]:
+    _gated(rt, "key.purge", vault, name, force, lambda km: km.purge_key(name))
     return {"vault": vault, "name": name, "purged": True}
 
 
@@ -286,8 +307,11 @@ def grant_key(
     return {"vault": vault, "name": name, "identity": identity, "permissions": sorted(p.value for p in perms)}
 
 
-def revoke_key_grant(rt: Runtime, vault: str, name: str, identity: str) -> dict[str, Any]:
-    _admin(rt, vault, name, "key.revoke_grant", lambda km: km.revoke_grant(name, identity))
+def revoke_key_grant(
+    rt: Runtime, vault: str, name: str, identity: str, *, force: bool = False
+) -> dict[str, Any]:
+    revoke: Callable[[KeyManager], None] = lambda km: km.revoke_grant(name, identity)  # noqa: E731
+    _gated(rt, "key.revoke_grant", vault, name, force, revoke, identity=identity)
     return {"vault": vault, "name": name, "identity": identity, "revoked": True}
 
 

@@ -18,6 +18,8 @@ log = logging.getLogger("keyshift.maintenance")
 TASKS: tuple[tuple[str, str], ...] = (
     ("purge_retained", "keyshift.migrate.maintenance:purge_expired_retention"),
     ("delete_byok_vaults", "keyshift.migrate.finalize:delete_due_vaults"),
+    # Policies with a rotation period whose key version is due: rotated in the vault (audited).
+    ("auto_rotate", "keyshift.control.lifecycle:rotate_due"),
     ("rotation", "keyshift.migrate.maintenance:detect_rotations"),
     # Revocation (control/monitor.py, control/deletion.py): policy health on its interval (disables
     # environments of unhealthy policies), then due deletions of disabled / locked environments.

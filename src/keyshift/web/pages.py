@@ -206,7 +206,7 @@ def install(app: FastAPI) -> None:
     app.state.web_secret = secrets.token_bytes(32)
     app.state.html_error = html_error
     app.include_router(router)
-    for name in ("keyshift.web.pages_jobs", "keyshift.web.pages_policies"):
+    for name in ("keyshift.web.pages_jobs", "keyshift.web.pages_policies", "keyshift.web.pages_coverage"):
         try:
             module = importlib.import_module(name)
         except ImportError as exc:

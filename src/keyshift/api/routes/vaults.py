@@ -102,9 +102,15 @@ def update_key(
 
 @router.post("/vaults/{vault}/keys/{key}/disable")
 def disable_key(
-    vault: str, key: str, body: KeyVersionSelector | None = None, ctx: Ctx = allow("vault", write=True)
+    vault: str,
+    key: str,
+    body: KeyVersionSelector | None = None,
+    force: bool = False,
+    ctx: Ctx = allow("vault", write=True),
 ) -> dict[str, Any]:
-    return vaults.set_key_enabled(ctx.rt, vault, key, False, version=body.version if body else None)
+    """Refused with `key_in_use` (409) while the key (version) covers data, unless `?force=true`."""
+    version = body.version if body else None
+    return vaults.set_key_enabled(ctx.rt, vault, key, False, version=version, force=force)
 
 
 @router.post("/vaults/{vault}/keys/{key}/enable")
@@ -115,9 +121,11 @@ def enable_key(
 
 
 @router.delete("/vaults/{vault}/keys/{key}")
-def delete_key(vault: str, key: str, ctx: Ctx = allow("vault", write=True)) -> dict[str, Any]:
-    """Soft delete (recoverable within the vault's retention)."""
-    return vaults.delete_key(ctx.rt, vault, key)
+def delete_key(
+    vault: str, key: str, force: bool = False, ctx: Ctx = allow("vault", write=True)
+) -> dict[str, Any]:
+    """Soft delete (recoverable within the vault's retention); gated like disable."""
+    return vaults.delete_key(ctx.rt, vault, key, force=force)
 
 
 @router.post("/vaults/{vault}/keys/{key}/recover")
@@ -126,8 +134,10 @@ def recover_key(vault: str, key: str, ctx: Ctx = allow("vault", write=True)) -> 
 
 
 @router.post("/vaults/{vault}/keys/{key}/purge")
-def purge_key(vault: str, key: str, ctx: Ctx = allow("vault", write=True)) -> dict[str, Any]:
-    return vaults.purge_key(ctx.rt, vault, key)
+def purge_key(
+    vault: str, key: str, force: bool = False, ctx: Ctx = allow("vault", write=True)
+) -> dict[str, Any]:
+    return vaults.purge_key(ctx.rt, vault, key, force=force)
 
 
 @router.post("/vaults/{vault}/keys/{key}/grants")
@@ -137,6 +147,6 @@ def grant(vault: str, key: str, body: GrantCreate, ctx: Ctx = allow("vault", wri
 
 @router.delete("/vaults/{vault}/keys/{key}/grants/{identity}")
 def revoke_grant(
-    vault: str, key: str, identity: str, ctx: Ctx = allow("vault", write=True)
+    vault: str, key: str, identity: str, force: bool = False, ctx: Ctx = allow("vault", write=True)
 ) -> dict[str, Any]:
-    return vaults.revoke_key_grant(ctx.rt, vault, key, identity)
+    return vaults.revoke_key_grant(ctx.rt, vault, key, identity, force=force)

@@ -96,6 +96,8 @@ class Policy(Base):
     unhealthy_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The key version DEKs are wrapped under; a newer current version means rotation is due.
     observed_key_version: Mapped[str | None] = mapped_column(String(100))
+    # Automatic rotation period in days (control/lifecycle.py); None = off.
+    rotation_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
