@@ -1,7 +1,7 @@
 """What every command shares: the global options, opening the runtime, output and exit codes.
 
 With `--json` a command prints exactly one JSON value on stdout; a failure prints
-`{"error": {"code", "message"}}` on stderr. Exit codes follow SPEC §6 via KeyshiftError.exit_code.
+`{"error": {"code", "message"}}` on stderr. Exit codes come from KeyshiftError.exit_code (docs/CONCEPTS.md).
 """
 
 from __future__ import annotations
@@ -13,16 +13,35 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from keyshift.errors import InternalError, KeyshiftError
-from keyshift.runtime import Runtime
 
-stderr = Console(stderr=True)
-stdout = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from keyshift.runtime import Runtime
+
+
+class _LazyConsole:
+    """A rich Console made on first use (importing rich costs start-up time)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+stderr: Any = _LazyConsole(stderr=True)
+stdout: Any = _LazyConsole(stderr=False)
 
 
 @dataclass
@@ -59,13 +78,17 @@ def fail(err: KeyshiftError, as_json: bool) -> NoReturn:
     if as_json:
         sys.stderr.write(json.dumps(err.to_dict()) + "\n")
     else:
-        stderr.print(f"[bold red]error[/] ({err.code}): {err.message}", highlight=False, markup=True)
+        stderr.print(
+            f"[bold red]error[/] ({err.code}): {err.message}", highlight=False, markup=True, soft_wrap=True
+        )
     raise typer.Exit(err.exit_code)
 
 
 @contextmanager
 def runtime(ctx: typer.Context) -> Iterator[Runtime]:
     """Open the runtime for one command; errors (including at open) become SPEC exit codes."""
+    from keyshift.runtime import Runtime
+
     st = state(ctx)
     with errors_handled(ctx):
         rt = Runtime.open(home=st.home, database_url=st.database_url)
