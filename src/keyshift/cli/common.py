@@ -78,15 +78,14 @@ def fail(err: KeyshiftError, as_json: bool) -> NoReturn:
     if as_json:
         sys.stderr.write(json.dumps(err.to_dict()) + "\n")
     else:
-        stderr.print(
-            f"[bold red]error[/] ({err.code}): {err.message}", highlight=False, markup=True, soft_wrap=True
-        )
+        typer.secho("error", fg="red", bold=True, err=True, nl=False)
+        typer.echo(f" ({err.code}): {err.message}", err=True)
     raise typer.Exit(err.exit_code)
 
 
 @contextmanager
 def runtime(ctx: typer.Context) -> Iterator[Runtime]:
-    """Open the runtime for one command; errors (including at open) become SPEC exit codes."""
+    """Open the runtime for one command; errors (including at open) become the documented exit codes."""
     from keyshift.runtime import Runtime
 
     st = state(ctx)

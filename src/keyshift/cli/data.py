@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime, state, stdout
+from keyshift.cli.common import emit, print_table, runtime, state
 from keyshift.clock import parse_time
 from keyshift.errors import UsageError
 from keyshift.stores.service import EnvironmentData
@@ -44,7 +44,8 @@ def _value_view(value: Any) -> Any:
 
 
 def _print_json(value: Any) -> None:
-    stdout.print_json(json.dumps(value, ensure_ascii=False), highlight=False)
+    # Plain JSON text (rich's highlighter costs start-up time on the hottest command).
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
 # -- records ----------------------------------------------------------------------------------

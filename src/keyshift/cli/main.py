@@ -110,10 +110,21 @@ def _register(module: str) -> None:
     mod.register(_commands_app)
 
 
-def load_commands(name: str | None = None) -> Any:
-    """The click group holding `name` (every command when `name` is None or not in the table)."""
+def load_commands(name: str | None = None, sub: str | None = None) -> Any:
+    """The click group holding `name` (every command when `name` is None or not in the table).
+
+    With `sub` (the word after `name`), the group's owner module alone is tried first: `data get`
+    needs only keyshift.cli.data, not the modules that add `data search` to the group.
+    """
     entry = COMMANDS.get(name) if name is not None else None
     modules = [PREFIX + m for m in entry[1]] if entry else list(COMMAND_MODULES)
+    if sub is not None and len(modules) > 1 and modules[0] not in _registered:
+        _register(modules[0])
+        group = typer.main.get_group(_commands_app)
+        cmd = group.commands.get(name)
+        if cmd is not None and sub in getattr(cmd, "commands", {}):
+            plain_help(group)
+            return group
     for module in modules:
         _register(module)
     group = typer.main.get_group(_commands_app)
@@ -124,11 +135,18 @@ def load_commands(name: str | None = None) -> Any:
 class LazyRoot(TyperGroup):
     """The root group: lists commands from the table, imports a command's modules when it runs."""
 
+    _sub: str | None = None
+
     def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 
+    def resolve_command(self, ctx: Context, args: list[str]) -> Any:
+        # Remember the subcommand's name so that get_command can load just what it needs.
+        self._sub = args[1] if len(args) > 1 and not args[1].startswith("-") else None
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: Context, cmd_name: str) -> Any:
-        cmd = load_commands(cmd_name).commands.get(cmd_name)
+        cmd = load_commands(cmd_name, self._sub).commands.get(cmd_name)
         if cmd is None and cmd_name not in COMMANDS:
             return None
         return cmd
