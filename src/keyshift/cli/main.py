@@ -118,7 +118,7 @@ def load_commands(name: str | None = None, sub: str | None = None) -> Any:
     """
     entry = COMMANDS.get(name) if name is not None else None
     modules = [PREFIX + m for m in entry[1]] if entry else list(COMMAND_MODULES)
-    if sub is not None and len(modules) > 1 and modules[0] not in _registered:
+    if name is not None and sub is not None and len(modules) > 1 and modules[0] not in _registered:
         _register(modules[0])
         group = typer.main.get_group(_commands_app)
         cmd = group.commands.get(name)

@@ -56,7 +56,9 @@ def _quick_head() -> str | None:
         rev, down = values.get("revision"), values.get("down_revision")
         if not isinstance(rev, str):
             return None
-        revisions[rev] = tuple(down) if isinstance(down, tuple | list) else (down,) if down else ()
+        revisions[rev] = (
+            tuple(str(d) for d in down) if isinstance(down, tuple | list) else (str(down),) if down else ()
+        )
     pointed = {d for downs in revisions.values() for d in downs}
     heads = [r for r in revisions if r not in pointed]
     return heads[0] if len(heads) == 1 else None
