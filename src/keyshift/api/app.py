@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from keyshift.api import errors
 from keyshift.api.middleware import BodyLimit, RequestAudit
+from keyshift.api.responses import KeyshiftJSONResponse
 from keyshift.api.routes import ROUTERS
 from keyshift.api.schemas import ERROR_RESPONSES
 from keyshift.runtime import Runtime
@@ -34,6 +35,7 @@ def create_app(
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
+        default_response_class=KeyshiftJSONResponse,
     )
     app.state.runtime = rt
     errors.install(app)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime, stdout
+from keyshift.cli.common import cell, emit, print_table, runtime, stdout
 from keyshift.errors import UsageError
 
 lake_app = typer.Typer(help="Data lake: encrypted Parquet exports of tables.", no_args_is_help=True)
@@ -119,7 +119,9 @@ def backup_cmd(
 
     with runtime(ctx) as rt:
         out = create_backup(rt, env, retention_days=retention_days, note=note)
-        emit(ctx, out, f"backup {out['id']} taken ({out['counts']}); expires {out['expires_at']}")
+        counts = out.get("counts")
+        what = ", ".join(f"{n} {k}" for k, n in counts.items()) if isinstance(counts, dict) else counts
+        emit(ctx, out, f"backup {out['id']} taken ({what}); expires {cell(out['expires_at'])}")
 
 
 def backups_cmd(

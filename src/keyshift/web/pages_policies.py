@@ -22,7 +22,7 @@ def policies_page(request: Request, ctx: Ctx = web_allow("collection")) -> Respo
     vault_rows = [
         v
         for v in vaults.list_vaults(ctx.rt)
-        if v.get("owner") == "customer" and (scope is None or v.get("tenant") == scope)
+        if v.get("owner") == "customer" and (scope is None or (v.get("tenant") or {}).get("id") == scope)
     ]
     from keyshift.control import tenants
 
