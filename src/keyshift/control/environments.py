@@ -7,7 +7,7 @@ the SQL-only layout (audit and files inside SQL); others get the document store 
 
 `env_sql_restricted`: an environment is SQL-restricted while its tenant has `sql_restriction` and it
 is not (yet) on a customer-managed key — a migrated environment's audit and files have left SQL, and
-features enabled later get their storage under the CMK (SPEC §2).
+features enabled later get their storage under the CMK (docs/CONCEPTS.md).
 
 Features: enabling one records it on the environment and then calls every hook in
 `FEATURE_ENABLED_HOOKS` with `(rt, session, env, feature)` inside the same transaction (the data
@@ -224,7 +224,8 @@ def enable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
 
 def require_byok_tenant(tenant: Tenant, *, allow_locked: bool = False) -> None:
     """The tenant may use legacy BYOK now: not locked (unless allowed), feature on, has its vault."""
-    # A locked tenant may only import and activate keys: that is how it unlocks (SPEC §2; byok_lock.py).
+    # A locked tenant may only import and activate keys: that is how it unlocks
+    # (docs/CONCEPTS.md; byok_lock.py).
     if tenant.locked_at is not None and not allow_locked:
         raise ConflictError(f"tenant {tenant.name!r} is locked", code="tenant_locked")
     if not tenant.byok_feature:
@@ -258,14 +259,14 @@ def require_not_deleted(env: Environment) -> None:
 
 
 def render_managed_by(rt: Runtime, managed_by: str) -> str:
-    """Human rendering (SPEC §1): customer_via_platform -> CustomerVia<PlatformName>."""
+    """Human rendering (docs/CONCEPTS.md): customer_via_platform -> CustomerVia<PlatformName>."""
     if managed_by == "customer_via_platform":
         return f"CustomerVia{rt.settings.platform_name}"
     return {"platform": "Platform", "customer": "Customer"}.get(managed_by, managed_by)
 
 
 def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
-    """The environment encryption page (SPEC §6 fields, plus a few more)."""
+    """The environment encryption page (the fields docs/CONCEPTS.md lists, plus a few more)."""
     tenant = s.get(Tenant, env.tenant_id)
     assert tenant is not None
     policy = s.get(Policy, env.policy_id) if env.policy_id else None

@@ -4,10 +4,11 @@ A BYOK tenant (`create --byok`) gets `byok_feature` and `sql_restriction` on and
 a local vault owned by the platform, named `byok-<tenant>`, soft delete 90 days, purge protection on.
 
 `byok_flag_remove` turns `byok_feature` off and records the operator's ticket reference. It leaves
-`sql_restriction` on: per SPEC §2 the restriction is lifted only when the tenant's last BYOK
-environment has migrated to a customer-managed key (tenant finalization, done by the migration part,
-`keyshift.migrate.finalize`). Until then the tenant's platform/BYOK environments stay SQL-only, while
-an environment already on CMK is no longer restricted (see `environments.env_sql_restricted`).
+`sql_restriction` on: per the BYOK rules (docs/CONCEPTS.md) the restriction is lifted only when
+the tenant's last BYOK environment has migrated to a customer-managed key (tenant finalization,
+done by the migration part, `keyshift.migrate.finalize`). Until then the tenant's platform/BYOK
+environments stay SQL-only, while an environment already on CMK is no longer restricted (see
+`environments.env_sql_restricted`).
 """
 
 from __future__ import annotations

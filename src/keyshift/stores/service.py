@@ -31,7 +31,7 @@ class EnvironmentData:
         self.files = FileStore(rt, view.id)
 
     def check(self) -> None:
-        """Raise the SPEC error if the environment may not be read or written right now."""
+        """Raise the documented error if the environment may not be read or written right now."""
         env_states(self.rt).require_usable(self.id)
 
     def stores(self) -> dict[str, str]:
