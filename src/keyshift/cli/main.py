@@ -19,6 +19,7 @@ import typer
 from keyshift.cli.clicklib import ClickException, Context, HelpFormatter, NoArgsIsHelpError, TyperGroup
 from keyshift.cli.common import CliState
 from keyshift.cli.help_style import plain_help
+from keyshift.errors import KeyshiftError
 
 # Each module exposes `register(app: typer.Typer) -> None`; listed here so the tree stays visible.
 COMMAND_MODULES = (
@@ -275,4 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         _error(as_json, "aborted", "aborted", 130)
     except KeyboardInterrupt:
         _error(as_json, "aborted", "interrupted", 130)
+    except KeyshiftError as err:  # raised outside a command's own error handling (an import, say)
+        _error(as_json, err.code, err.message, err.exit_code)
+    except Exception as exc:  # never a traceback with internals on a user's terminal
+        _error(as_json, "internal_error", f"internal error: {type(exc).__name__}", 1)
     sys.exit(rc if isinstance(rc, int) else 0)
