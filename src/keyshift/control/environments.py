@@ -141,22 +141,18 @@ def list_environments(
         out = []
         for env in s.scalars(stmt):
             t = s.get(Tenant, env.tenant_id)
-            pol = s.get(Policy, env.policy_id) if env.policy_id else None
             out.append(
                 {
                     "id": env.id,
                     "name": env.name,
                     "tenant": t.name if t else env.tenant_id,
+                    "tenant_id": env.tenant_id,
                     "region": env.region,
                     "type": env.type,
                     "managed": env.managed,
                     "state": env.state,
-                    "mode": env.enc_mode,
-                    "managed_by": env.enc_managed_by,
-                    "status": env.enc_status,
-                    "policy": pol.name if pol else None,
-                    "policy_id": env.policy_id,
-                    "policy_health": pol.health if pol else None,
+                    # The same shape as in `env show` (one shape per object, docs/API.md).
+                    "encryption": encryption_view(rt, s, env),
                 }
             )
         return out
@@ -265,13 +261,33 @@ def render_managed_by(rt: Runtime, managed_by: str) -> str:
     return {"platform": "Platform", "customer": "Customer"}.get(managed_by, managed_by)
 
 
+def encryption_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
+    """The environment's encryption binding, as `env show` and `env list` both show it."""
+    policy = s.get(Policy, env.policy_id) if env.policy_id else None
+    vault = s.get(VaultRecord, env.kek_vault_id) if env.kek_vault_id else None
+    byok_key = s.get(ByokKey, env.byok_key_id) if env.byok_key_id else None
+    return {
+        "mode": env.enc_mode,
+        "managed_by": env.enc_managed_by,
+        "managed_by_display": render_managed_by(rt, env.enc_managed_by),
+        "status": env.enc_status,
+        "policy": policy.name if policy else None,
+        "policy_id": env.policy_id,
+        "policy_health": policy.health if policy else None,
+        "key": {
+            "vault": vault.name if vault else env.kek_vault_id,
+            "name": env.kek_key_name,
+            "version": env.kek_key_version,
+            "identity": env.kek_identity,
+            "byok_key": byok_key.name if byok_key else None,
+        },
+    }
+
+
 def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
     """The environment encryption page (the fields docs/CONCEPTS.md lists, plus a few more)."""
     tenant = s.get(Tenant, env.tenant_id)
     assert tenant is not None
-    policy = s.get(Policy, env.policy_id) if env.policy_id else None
-    vault = s.get(VaultRecord, env.kek_vault_id) if env.kek_vault_id else None
-    byok_key = s.get(ByokKey, env.byok_key_id) if env.byok_key_id else None
     return {
         "id": env.id,
         "name": env.name,
@@ -285,22 +301,7 @@ def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any
         "sql_restriction": env_sql_restricted(tenant, env),
         "features": list(env.features or []),
         "stores": dict(env.stores or {}),
-        "encryption": {
-            "mode": env.enc_mode,
-            "managed_by": env.enc_managed_by,
-            "managed_by_display": render_managed_by(rt, env.enc_managed_by),
-            "status": env.enc_status,
-            "policy": policy.name if policy else None,
-            "policy_id": env.policy_id,
-            "policy_health": policy.health if policy else None,
-            "key": {
-                "vault": vault.name if vault else env.kek_vault_id,
-                "name": env.kek_key_name,
-                "version": env.kek_key_version,
-                "identity": env.kek_identity,
-                "byok_key": byok_key.name if byok_key else None,
-            },
-        },
+        "encryption": encryption_view(rt, s, env),
         "linked_at": iso(env.linked_at),
         "migrated_from_byok_at": iso(env.migrated_from_byok_at),
         "restore_until": iso(env.restore_until),

@@ -61,7 +61,7 @@ def policy_page(request: Request, policy: str, ctx: Ctx = web_allow("policy")) -
     candidates = [
         e
         for e in environments.list_environments(ctx.rt, tenant=view["tenant_id"])
-        if e.get("policy_id") is None and e.get("region") == view["region"]
+        if e["encryption"]["policy_id"] is None and e.get("region") == view["region"]
     ]
     return page(request, "policy.html", policy=view, candidates=candidates)
 
