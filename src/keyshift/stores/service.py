@@ -6,14 +6,17 @@ checks the environment's state first (fail closed: disabled or locked -> exit 7)
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from keyshift.runtime import Runtime
-from keyshift.stores.audit import AuditLog
 from keyshift.stores.envstate import check_usable, env_states
-from keyshift.stores.files import FileStore
 from keyshift.stores.layout import layout
 from keyshift.stores.records import RecordStore
+
+if TYPE_CHECKING:
+    from keyshift.stores.audit import AuditLog
+    from keyshift.stores.files import FileStore
 
 
 class EnvironmentData:
@@ -27,8 +30,19 @@ class EnvironmentData:
         self.id = view.id
         self.name = view.name
         self.records = RecordStore(rt, view.id)
-        self.audit = AuditLog(rt, view.id)
-        self.files = FileStore(rt, view.id)
+
+    # The audit and file stores load on first use (a CLI `data get` needs neither: start-up time).
+    @cached_property
+    def audit(self) -> AuditLog:
+        from keyshift.stores.audit import AuditLog
+
+        return AuditLog(self.rt, self.id)
+
+    @cached_property
+    def files(self) -> FileStore:
+        from keyshift.stores.files import FileStore
+
+        return FileStore(self.rt, self.id)
 
     def check(self) -> None:
         """Raise the documented error if the environment may not be read or written right now."""
