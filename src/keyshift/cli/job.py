@@ -74,7 +74,7 @@ def finish(ctx: typer.Context, rt: Runtime, view: dict[str, Any], wait: bool) ->
 
 def _started(v: dict[str, Any]) -> None:
     sys.stdout.write(f"job {v['id']} ({v['kind']}) started: {v['state']}\n")
-    if v.get("state") in ("pending", "running"):
+    if v.get("state") not in ("succeeded", "failed", "cancelled"):
         sys.stdout.write(
             "a `keyshift worker` process runs it: start one if none is running, or run it now with "
             f"`keyshift job wait {v['id']}` (or give --wait to run it here)\n"
