@@ -39,6 +39,10 @@ def test_cli_shapes_and_times(tmp_path: Path, db_url: str | None) -> None:
     vault = cli("vault", "create", "contoso-kv", "--tenant", "contoso")
     assert vault["tenant"] == {"id": tenant["id"], "name": "contoso"}
     assert [v["tenant"] for v in cli("vault", "list") if v["name"] == "contoso-kv"] == [vault["tenant"]]
+    added = cli(
+        "vault", "add", "contoso-kms", "--kind", "aws-kms", "--region", "eu-west-1", "--tenant", "contoso"
+    )  # registering contacts nothing
+    assert added["tenant"] == vault["tenant"] == cli("vault", "show", "contoso-kms")["tenant"]
     stamps = _times(shown) + _times(vault) + _times(cli("audit-trail"))
     assert stamps and all(Z_TIME.match(t) for t in stamps), stamps
 
