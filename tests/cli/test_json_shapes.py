@@ -1,5 +1,6 @@
 """One JSON shape per object: `env list` and `env show` share the `encryption` shape; a vault's
-tenant is a {id, name} reference in the CLI and the API; timestamps are ISO 8601 UTC with Z in both."""
+tenant and a job's environment/tenant/policy are {id, name} references in the CLI and the API;
+timestamps are ISO 8601 UTC with Z in both."""
 
 from __future__ import annotations
 
@@ -43,7 +44,22 @@ def test_cli_shapes_and_times(tmp_path: Path, db_url: str | None) -> None:
         "vault", "add", "contoso-kms", "--kind", "aws-kms", "--region", "eu-west-1", "--tenant", "contoso"
     )  # registering contacts nothing
     assert added["tenant"] == vault["tenant"] == cli("vault", "show", "contoso-kms")["tenant"]
-    stamps = _times(shown) + _times(vault) + _times(cli("audit-trail"))
+    cli("vault", "update", "contoso-kv", "--purge-protection")
+    cli("key", "create", "contoso-kv", "cmk", "--type", "RSA", "--size", "2048")
+    policy = cli(
+        "policy", "create", "contoso", "pol", "--region", "eu", "--vault", "contoso-kv", "--key", "cmk"
+    )
+    grant = ("--identity", policy["identity"], "--permissions", "get,wrapKey,unwrapKey")
+    cli("key", "grant", "contoso-kv", "cmk", *grant)
+    cli("env", "managed", "enable", "contoso-prod")
+    cli("policy", "health", "pol")
+    started = cli("policy", "add-env", "pol", "contoso-prod")
+    job = cli("job", "show", started["id"])
+    assert job["environment"] == {"id": shown["id"], "name": "contoso-prod"}
+    assert job["tenant"] == {"id": tenant["id"], "name": "contoso"}
+    assert job["policy"] == {"id": policy["id"], "name": "pol"}
+    assert cli("job", "list")[0]["environment"] == job["environment"]
+    stamps = _times(shown) + _times(vault) + _times(cli("audit-trail")) + _times(job)
     assert stamps and all(Z_TIME.match(t) for t in stamps), stamps
 
 

@@ -21,7 +21,12 @@ COLUMNS = ["id", "kind", "state", "environment", "phase", "done", "total", "erro
 
 def _row(view: dict[str, Any]) -> dict[str, Any]:
     err = view.get("error")
-    return {**view, "error": f"{err['code']}" if err else None}
+    env = view.get("environment") or {}
+    return {
+        **view,
+        "environment": env.get("name") or env.get("id"),
+        "error": f"{err['code']}" if err else None,
+    }
 
 
 def _show(view: dict[str, Any]) -> None:
