@@ -171,7 +171,10 @@ class Pkcs11Vault:
 
     def _run(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run fn(session); on a lost session reopen once; map token errors to typed vault errors."""
-        import pkcs11
+        try:
+            import pkcs11
+        except ImportError:  # the 'hsm' extra is not installed: say which to install
+            raise VaultUnavailableError(MissingExtraError("a pkcs11 vault", "hsm").message) from None
 
         lost = (
             pkcs11.SessionHandleInvalid,
