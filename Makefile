@@ -1,7 +1,10 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both build .venv when needed.
+# `make demo` installs Keyshift alone (what the demo runs); `make test` adds the test, bench and
+# optional-feature extras. Each install has its own stamp, redone when pyproject.toml changes.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+BASE_STAMP := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 EXTRAS := hsm,kmip,lake,dev,bench
 PYTEST_ARGS ?= -n 2 --durations=15
@@ -10,13 +13,19 @@ PYTEST_ARGS ?= -n 2 --durations=15
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(BASE_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP) $(BASE_STAMP)
+
+demo: $(BASE_STAMP)
 	$(BIN)/keyshift demo
 
 lint: $(STAMP)
@@ -26,6 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs after lint (ruff) and the type check (mypy): `make test` fails on either.
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -36,4 +46,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info src/*.egg-info

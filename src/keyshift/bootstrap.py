@@ -24,8 +24,8 @@ from sqlalchemy.engine import make_url
 from keyshift.clock import SystemClock
 from keyshift.config import HOME_FILE, HomeInfo, Settings
 from keyshift.db import schema
-from keyshift.db.engine import make_engine
-from keyshift.errors import AlreadyExistsError, ConflictError, NotFoundError
+from keyshift.db.connect import open_engine, public_url, reachable
+from keyshift.errors import AlreadyExistsError, ConflictError, NotFoundError, UsageError
 
 INIT_PRINCIPAL = "system:init"
 
@@ -35,20 +35,47 @@ def init_home(
     *,
     database_url: str | None = None,
     allow_fake_clock: bool = False,
+    regions: list[str] | None = None,
+    default_region: str | None = None,
 ) -> dict[str, object]:
     settings = Settings(home=Path(home), database_url=database_url)
     path = settings.home_path()
     created = not (path / HOME_FILE).exists()
-    if created:
-        HomeInfo.write(path, allow_fake_clock=allow_fake_clock, created_at=SystemClock().now().isoformat())
+    if not created:
+        settings = settings.with_home(HomeInfo.load(path))
     url = settings.resolved_database_url()
+    engine = open_engine(url)  # refuses a malformed URL before anything is written
+    if created and not url.startswith("sqlite"):
+        try:
+            with reachable(url), engine.connect():  # nor record a URL that does not answer
+                pass
+        except BaseException:
+            engine.dispose()
+            raise
+    if created:
+        allowed = regions or list(settings.regions)
+        default = default_region or (
+            settings.default_region if settings.default_region in allowed else allowed[0]
+        )
+        if default not in allowed:
+            raise UsageError(f"default region {default!r} is not one of the regions", code="invalid_region")
+        HomeInfo.write(
+            path,
+            allow_fake_clock=allow_fake_clock,
+            created_at=SystemClock().now().isoformat(),
+            # Recorded so later commands need no --database-url; never with its password.
+            database_url=public_url(database_url) if database_url else None,
+            regions=regions,
+            default_region=default if (regions or default_region) else None,
+        )
+        settings = settings.with_home(HomeInfo.load(path))
     private = _private_paths(settings, url)
     for f in private["files"]:
         _private_file(f)  # created 0600 before SQLite opens it, whatever the umask
-    engine = make_engine(url)
     try:
-        schema.upgrade(engine)
-        master = _ensure_master_key(path, engine)
+        with reachable(url):
+            schema.upgrade(engine)
+            master = _ensure_master_key(path, engine)
     finally:
         engine.dispose()
     platform = _ensure_platform_vault(settings)
@@ -66,7 +93,10 @@ def init_home(
     return {
         "home": str(path),
         "created": created,
-        "database": make_url(url).render_as_string(hide_password=True),
+        "database": public_url(url),
+        "database_recorded": HomeInfo.load(path).database_url is not None,
+        "regions": list(settings.regions),
+        "default_region": settings.default_region,
         "schema": schema.head_revision(),
         "allow_fake_clock": HomeInfo.load(path).allow_fake_clock,
         "master_key": master,

@@ -1,6 +1,6 @@
 """The error family. Every error Keyshift raises to a caller is a KeyshiftError.
 
-Each class maps to exactly one CLI exit code (SPEC §6) and one HTTP status; `api/` and `cli/`
+Each class maps to exactly one CLI exit code (docs/CONCEPTS.md) and one HTTP status; `api/` and `cli/`
 translate, nothing else does. Messages are for humans and never carry key material or plaintext.
 Authentication failures of ciphertexts are one opaque error that never says why.
 """
@@ -117,6 +117,14 @@ class EnvironmentUnavailableError(KeyshiftError):
     code = "environment_disabled"
     exit_code = 7
     http_status = 423
+
+
+class DatabaseUnavailableError(ConflictError):
+    """The state database could not be reached (down, refused, bad credentials). Retryable. Exit 4."""
+
+    code = "database_unavailable"
+    http_status = 503
+    retryable = True
 
 
 EXIT_CODES: dict[int, str] = {

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyshift.clock import Clock, FakeableClock
 from keyshift.config import HomeInfo, Settings
 from keyshift.db import schema
-from keyshift.db.engine import make_engine, make_sessionmaker, transaction
+from keyshift.db.connect import open_engine, reachable
+from keyshift.db.engine import make_sessionmaker, transaction
 
 if TYPE_CHECKING:
     from keyshift.vaults.base import KeyVault
@@ -67,9 +68,16 @@ class Runtime:
         elif overrides:
             settings = settings.model_copy(update=overrides)
         info = HomeInfo.load(settings.home_path())
-        engine = make_engine(settings.resolved_database_url())
+        settings = settings.with_home(info)  # the database URL and regions recorded by init
+        url = settings.resolved_database_url()
+        engine = open_engine(url)  # a bad URL is a usage error, not an internal one
         if check_schema:
-            schema.require_current(engine)
+            try:
+                with reachable(url):
+                    schema.require_current(engine)
+            except BaseException:
+                engine.dispose()
+                raise
         return cls(
             settings=settings,
             home=info,

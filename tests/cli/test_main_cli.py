@@ -1,4 +1,4 @@
-"""The CLI contract of SPEC §6 at the entry point: JSON errors and exit codes, parser errors included."""
+"""The CLI contract at the entry point: JSON errors and exit codes, parser errors included."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ class Cli:
     """Runs `keyshift --json ...` in-process (typer's CliRunner) against one home.
 
     Returns the parsed JSON on success; on failure asserts the exit code, an empty stdout and the
-    SPEC error shape on stderr, and returns the error object.
+    documented error shape on stderr, and returns the error object.
     """
 
     def __init__(self, rt: Runtime, home: Any, db_url: str | None) -> None:

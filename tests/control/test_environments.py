@@ -1,4 +1,4 @@
-"""Environments: create with region/type on the platform key, layouts, list, show (the SPEC §6
+"""Environments: create with region/type on the platform key, layouts, list, show (the docs/CONCEPTS.md
 encryption page), managed flag, features and the SQL-restriction refusals."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from keyshift.db.models import Environment
 from keyshift.errors import AlreadyExistsError, ConflictError, NotFoundError, UsageError
 from keyshift.runtime import Runtime
 
-SPEC_FIELDS = {
+SHOW_FIELDS = {
     "id",
     "name",
     "tenant",
@@ -31,7 +31,7 @@ SPEC_FIELDS = {
 def test_new_environment_is_bound_to_the_platform_key(ctl: Runtime) -> None:
     tenants.create_tenant(ctl, "contoso")
     v = environments.create_environment(ctl, "contoso", "contoso-prod", region="us", env_type="production")
-    assert set(v) >= SPEC_FIELDS
+    assert set(v) >= SHOW_FIELDS
     assert (v["tenant"], v["region"], v["type"], v["managed"], v["state"]) == (
         "contoso",
         "us",

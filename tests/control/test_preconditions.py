@@ -1,4 +1,5 @@
-"""check_can_link: each rule of SPEC §2 "adding an environment to a policy" fails with its own code."""
+"""check_can_link: each rule for adding an environment to a policy (docs/CONCEPTS.md) fails with
+its own code."""
 
 from __future__ import annotations
 

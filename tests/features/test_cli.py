@@ -1,4 +1,4 @@
-"""The CLI commands of the feature storages: JSON output, error JSON on stderr, SPEC exit codes."""
+"""The CLI commands of the feature storages: JSON output, error JSON on stderr, documented exit codes."""
 
 from __future__ import annotations
 

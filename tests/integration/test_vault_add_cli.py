@@ -1,6 +1,6 @@
 """`keyshift vault add` for pkcs11 / kmip / aws-kms through the CLI: reference-only secrets (no PIN
 in the state DB, on either backend), reachability in `vault show`, `key create` where the vault
-allows it, and bad input refused with the SPEC exit code and nothing changed."""
+allows it, and bad input refused with the documented exit code and nothing changed."""
 
 # ruff: noqa: F811 - pytest fixtures imported from servers are parameters here
 from __future__ import annotations

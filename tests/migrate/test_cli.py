@@ -115,7 +115,9 @@ def test_byok_migration_through_the_cli_then_vault_deleted_by_maintenance_when_d
     tenant = ok(home, "tenant", "show", "fab", env=env)
     due = t0 + timedelta(days=28)
     assert tenant["byok_vault"]["state"] == "scheduled_deletion"
-    assert tenant["byok_vault"]["delete_after"] == due.isoformat()
+    assert tenant["byok_vault"]["delete_after"] == due.isoformat().replace(
+        "+00:00", "Z"
+    )  # CLI times end in Z
     # maintenance: not a second before, then deleted
     early = {"KEYSHIFT_NOW": (due - timedelta(seconds=1)).isoformat()}
     assert ok(home, "maintenance", "run", env=early)["delete_byok_vaults"]["deleted"] == []

@@ -118,7 +118,7 @@ def faulty(rt: Runtime) -> Any:
 
 
 def revoke(rt: Runtime, kind: str, world: World, clock: Any = None) -> Any:
-    """Make the policy's key unusable in one of the SPEC's ways; returns the undo callable."""
+    """Make the policy's key unusable in one of the documented ways; returns the undo callable."""
     if kind == "grant_removed":
         vaults.revoke_key_grant(rt, VAULT, KEY, world.identity, force=True)
         return lambda: vaults.grant_key(rt, VAULT, KEY, world.identity, "get,wrapKey,unwrapKey")

@@ -1,4 +1,4 @@
-"""Legacy BYOK tenant lock / unlock (SPEC §2) through the CLI, and the 28-day deletion of locked
+"""Legacy BYOK tenant lock / unlock (docs/CONCEPTS.md) through the CLI, and the 28-day deletion of locked
 environments."""
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def test_schedule_warn_delete_when_due_and_cancel(rt, clock, home, db_url):  # t
     assert env_row(rt, prod).state == "disabled" and _count(rt, DataRecord, prod) == 10
     cli = Cli(home, db_url, clock)
     shown = cli("env", "deletion", "show", "contoso-prod")
-    assert shown["delete_after"] == (t0 + timedelta(days=30)).isoformat()
+    assert shown["delete_after"] == (t0 + timedelta(days=30)).isoformat().replace("+00:00", "Z")
     out = cli("env", "deletion", "cancel", "contoso-prod")
     assert out["delete_after"] is None and out["state"] == "disabled"
     before = snapshot(rt)

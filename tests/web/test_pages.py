@@ -165,5 +165,8 @@ def test_remove_environment_from_the_policy_page(client: TestClient, sqlite_rt: 
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"].startswith("/jobs/job_")
+    job_page = client.get(r.headers["location"]).text  # the job names its environment and policy
+    assert f'href="/environments/{env["id"]}">contoso-prod</a>' in job_page
+    assert f'href="/policies/{pol["id"]}">' in job_page
     Worker(rt).run_once()
     assert environments.show_environment(rt, env["id"])["encryption"]["mode"] == "platform"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from keyshift.api import errors
 from keyshift.api.middleware import BodyLimit, RequestAudit, RequestContext
+from keyshift.api.responses import KeyshiftJSONResponse
 from keyshift.api.routes import ROUTERS, ops
 from keyshift.api.schemas import ERROR_RESPONSES
 from keyshift.runtime import Runtime
@@ -35,6 +36,7 @@ def create_app(
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
+        default_response_class=KeyshiftJSONResponse,
     )
     app.state.runtime = rt
     errors.install(app)

@@ -21,11 +21,17 @@ def audit_trail_cmd(
     ctx: typer.Context,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (name or id).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="ISO 8601 time.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many rows (1-100000).")] = 1000,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", help="The newest N rows (1-100000, default 1000).")
+    ] = 1000,
 ) -> None:
-    """Who did what, when, and how it ended: every control-plane change and key operation."""
+    """Who did what, when, and how it ended: every control-plane change and key operation.
+
+    Newest first (like `job list`): `--limit N` shows the latest N events.
+    """
     with runtime(ctx) as rt:
-        emit(ctx, audit_trail.read(rt, tenant=tenant, since=since, limit=limit), _human)
+        rows = audit_trail.read(rt, tenant=tenant, since=since, limit=limit, newest_first=True)
+        emit(ctx, rows, _human)
 
 
 def register(app: typer.Typer) -> None:

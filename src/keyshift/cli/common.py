@@ -1,28 +1,49 @@
 """What every command shares: the global options, opening the runtime, output and exit codes.
 
 With `--json` a command prints exactly one JSON value on stdout; a failure prints
-`{"error": {"code", "message"}}` on stderr. Exit codes follow SPEC §6 via KeyshiftError.exit_code.
+`{"error": {"code", "message"}}` on stderr. Exit codes come from KeyshiftError.exit_code (docs/CONCEPTS.md).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from keyshift.errors import InternalError, KeyshiftError
-from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z, normalize_times
 
-stderr = Console(stderr=True)
-stdout = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from keyshift.runtime import Runtime
+
+
+class _LazyConsole:
+    """A rich Console made on first use (importing rich costs start-up time)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+stderr: Any = _LazyConsole(stderr=True)
+stdout: Any = _LazyConsole(stderr=False)
 
 
 @dataclass
@@ -40,7 +61,9 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return iso_z(value)
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.hex()
@@ -52,20 +75,24 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, indent=2, sort_keys=False)
+    """JSON text of a result; timestamps in one format (ISO 8601 UTC with Z, docs/API.md)."""
+    return json.dumps(normalize_times(value), default=_default, indent=2, sort_keys=False)
 
 
 def fail(err: KeyshiftError, as_json: bool) -> NoReturn:
     if as_json:
         sys.stderr.write(json.dumps(err.to_dict()) + "\n")
     else:
-        stderr.print(f"[bold red]error[/] ({err.code}): {err.message}", highlight=False, markup=True)
+        typer.secho("error", fg="red", bold=True, err=True, nl=False)
+        typer.echo(f" ({err.code}): {err.message}", err=True)
     raise typer.Exit(err.exit_code)
 
 
 @contextmanager
 def runtime(ctx: typer.Context) -> Iterator[Runtime]:
-    """Open the runtime for one command; errors (including at open) become SPEC exit codes."""
+    """Open the runtime for one command; errors (including at open) become the documented exit codes."""
+    from keyshift.runtime import Runtime
+
     st = state(ctx)
     with errors_handled(ctx):
         rt = Runtime.open(home=st.home, database_url=st.database_url)
@@ -103,12 +130,83 @@ def emit(ctx: typer.Context, value: Any, human: Callable[[Any], None] | str | No
         human(value)
 
 
+# An id as Keyshift makes them (`job_e404acd…`), alone or inside a cell such as `tenant:ten_…`.
+_ID_RE = re.compile(r"\b[a-z]{2,6}_[0-9a-f]{12,}\b")
+
+
+def cell(value: Any) -> str:
+    """A table cell: empty for None, ISO 8601 UTC with Z for times, text otherwise."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return iso_z(value)
+    text = str(value)
+    return normalize_times(text, time_key=True) if text.endswith("+00:00") else text
+
+
 def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
+    """A table that never cuts an id: columns holding ids keep their full width; other columns
+    wrap on a terminal. Piped (not a terminal), the table is as wide as its content."""
+    from rich.console import Console
     from rich.table import Table
 
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
-    stdout.print(table)
+    for i, c in enumerate(columns):
+        idlike = c == "id" or c.endswith("_id") or any(_ID_RE.search(row[i]) for row in cells)
+        if idlike:
+            table.add_column(c, no_wrap=True, min_width=widths[i], overflow="ignore")
+        else:
+            table.add_column(c, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    if sys.stdout.isatty():
+        stdout.print(table)
+    else:
+        natural = sum(widths) + 3 * len(columns) + 1
+        Console(file=sys.stdout, width=max(80, natural), highlight=False).print(table)
+
+
+def describe(value: Any, indent: int = 0) -> list[str]:
+    """Plain indented lines for a nested result (never a Python dict or list repr)."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if not value:
+            return [f"{pad}(none)"]
+        lines: list[str] = []
+        for k, v in value.items():
+            if isinstance(v, dict | list) and v and not _flat_list(v):
+                lines.append(f"{pad}{k}:")
+                lines += describe(v, indent + 1)
+            else:
+                lines.append(f"{pad}{k}: {_scalar(v)}")
+        return lines
+    if isinstance(value, list):
+        if _flat_list(value):
+            return [f"{pad}{_scalar(value)}"]
+        out: list[str] = []
+        for item in value:
+            sub = describe(item, indent + 1)
+            out.append(f"{pad}- {sub[0].strip()}")
+            out += sub[1:]
+        return out
+    return [f"{pad}{_scalar(value)}"]
+
+
+def _flat_list(v: Any) -> bool:
+    return isinstance(v, list) and all(not isinstance(x, dict | list) for x in v)
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, list):
+        return ", ".join(_scalar(x) for x in v) if v else "none"
+    if isinstance(v, dict):
+        return "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return cell(v) if v is not None else "-"
+
+
+def print_lines(value: Any, indent: int = 0) -> None:
+    sys.stdout.write("\n".join(describe(value, indent)) + "\n")

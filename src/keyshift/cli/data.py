@@ -1,8 +1,9 @@
 """`keyshift data|audit|files ...`: environment data through the data-plane service layer.
 
 Groups owned here: `data_app` (records), `audit_app` (audit events), `files_app` (files). Values and
-events are JSON given on the command line; anything else is a usage error (exit 2). `files get`
-streams to stdout unless `-o FILE` is given (then the file appears only once complete).
+events are JSON (a record value inline, on stdin with `-`, or from `--file`); anything else is a
+usage error (exit 2). `files get` streams to stdout unless `-o FILE` is given (then the file
+appears only once complete).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime, state, stdout
+from keyshift.cli.common import emit, print_table, runtime, state
 from keyshift.clock import parse_time
 from keyshift.errors import UsageError
 from keyshift.stores.service import EnvironmentData
@@ -43,7 +44,8 @@ def _value_view(value: Any) -> Any:
 
 
 def _print_json(value: Any) -> None:
-    stdout.print_json(json.dumps(value, ensure_ascii=False), highlight=False)
+    # Plain JSON text (rich's highlighter costs start-up time on the hottest command).
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -55,18 +57,41 @@ def data_put(
     env: str,
     table: str,
     record_id: Annotated[str, typer.Argument(metavar="ID")],
-    value: Annotated[str, typer.Argument(metavar="JSON")],
+    value: Annotated[
+        str | None,
+        typer.Argument(metavar="[JSON|-]", help="The value as JSON, or - to read it from stdin."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", metavar="FILE", help="Read the JSON value from FILE.")
+    ] = None,
     expected_version: Annotated[
         int | None, typer.Option("--expected-version", help="Write only if the record is at this version.")
     ] = None,
 ) -> None:
-    """Write a record (a JSON value)."""
+    """Write a record (a JSON value given inline, on stdin with -, or with --file FILE)."""
     with runtime(ctx) as rt:
-        doc = parse_json(value)
+        doc = parse_json(_value_text(value, file))
         version = EnvironmentData(rt, env).records.put(
             table, record_id, doc, expected_version=expected_version
         )
         emit(ctx, {"table": table, "id": record_id, "version": version}, f"{table}/{record_id} v{version}")
+
+
+def _value_text(value: str | None, file: Path | None) -> str:
+    """The JSON text from exactly one source: the argument, stdin (`-`) or --file."""
+    if (value is None) == (file is None):
+        raise UsageError("give the value as JSON, - for stdin, or --file FILE (exactly one)")
+    try:
+        if file is not None:
+            return file.expanduser().read_text(encoding="utf-8")
+        if value == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {str(file)!r}: {exc.strerror}", code="invalid_file") from None
+    except UnicodeDecodeError:
+        raise UsageError("the value is not UTF-8 text", code="invalid_json") from None
+    assert value is not None
+    return value
 
 
 @data_app.command("get")

@@ -74,7 +74,11 @@ def list_(
 
 
 def _display(rt: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**r, "managed_by": environments.render_managed_by(rt, r["managed_by"])} for r in rows]
+    flat = []
+    for r in rows:
+        enc = r["encryption"]
+        flat.append({**r, **enc, "managed_by": enc["managed_by_display"]})
+    return flat
 
 
 @env_app.command("show")

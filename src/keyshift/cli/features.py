@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime, stdout
+from keyshift.cli.common import cell, emit, print_table, runtime, stdout
 from keyshift.errors import UsageError
 
 lake_app = typer.Typer(help="Data lake: encrypted Parquet exports of tables.", no_args_is_help=True)
@@ -74,9 +74,9 @@ def search_rekey_cmd(ctx: typer.Context, env: str) -> None:
 @lake_app.command("export")
 def lake_export(ctx: typer.Context, env: str, table: str) -> None:
     """Export TABLE to an encrypted Parquet file in the environment's lake."""
-    from keyshift.features.lake import export_table
-
     with runtime(ctx) as rt:
+        from keyshift.features.lake import export_table  # needs the 'lake' extra
+
         out = export_table(rt, env, table)
         emit(ctx, out, f"exported {out['rows']} rows to {out['path']} ({out['size']} bytes)")
 
@@ -89,9 +89,9 @@ def lake_read(
     limit: Annotated[int, typer.Option("--limit", help="At most this many rows.")] = 1000,
 ) -> None:
     """Read an export back (decrypted through the environment's key)."""
-    from keyshift.features.lake import read_export
-
     with runtime(ctx) as rt:
+        from keyshift.features.lake import read_export  # needs the 'lake' extra
+
         out = read_export(rt, env, path, limit=limit)
         emit(ctx, out, lambda v: print_table(_rows(v["records"]), ["id", "version", "updated_at", "value"]))
 
@@ -99,9 +99,9 @@ def lake_read(
 @lake_app.command("list")
 def lake_list(ctx: typer.Context, env: str) -> None:
     """The environment's lake exports."""
-    from keyshift.features.lake import list_exports
-
     with runtime(ctx) as rt:
+        from keyshift.features.lake import list_exports  # needs the 'lake' extra
+
         out = list_exports(rt, env)
         emit(ctx, out, lambda v: print_table(v, ["path", "table", "rows", "size", "created_at"]))
 
@@ -119,7 +119,9 @@ def backup_cmd(
 
     with runtime(ctx) as rt:
         out = create_backup(rt, env, retention_days=retention_days, note=note)
-        emit(ctx, out, f"backup {out['id']} taken ({out['counts']}); expires {out['expires_at']}")
+        counts = out.get("counts")
+        what = ", ".join(f"{n} {k}" for k, n in counts.items()) if isinstance(counts, dict) else counts
+        emit(ctx, out, f"backup {out['id']} taken ({what}); expires {cell(out['expires_at'])}")
 
 
 def backups_cmd(

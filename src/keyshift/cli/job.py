@@ -21,7 +21,12 @@ COLUMNS = ["id", "kind", "state", "environment", "phase", "done", "total", "erro
 
 def _row(view: dict[str, Any]) -> dict[str, Any]:
     err = view.get("error")
-    return {**view, "error": f"{err['code']}" if err else None}
+    env = view.get("environment") or {}
+    return {
+        **view,
+        "environment": env.get("name") or env.get("id"),
+        "error": f"{err['code']}" if err else None,
+    }
 
 
 def _show(view: dict[str, Any]) -> None:
@@ -77,6 +82,11 @@ def finish(
 
 def _started(v: dict[str, Any]) -> None:
     sys.stdout.write(f"job {v['id']} ({v['kind']}) started: {v['state']}\n")
+    if v.get("state") not in ("succeeded", "failed", "cancelled"):
+        sys.stdout.write(
+            "a `keyshift worker` process runs it: start one if none is running, or run it now with "
+            f"`keyshift job wait {v['id']}` (or give --wait to run it here)\n"
+        )
 
 
 def _exit_for(code: str) -> int:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, runtime, stdout
+from keyshift.cli.common import emit, print_lines, runtime, stdout
 
 deletion_app = typer.Typer(
     help="Scheduled deletion of disabled or locked environments.", no_args_is_help=True
@@ -116,11 +116,7 @@ def monitor(ctx: typer.Context, policy: Annotated[str | None, typer.Argument()] 
                 policy_id = get_policy(s, policy).id
             out = {policy_id: check_one(rt, policy_id)}
 
-    def human(v: dict[str, Any]) -> None:
-        for policy, r in v.items():
-            stdout.print(f"{policy}: {r}", highlight=False)
-
-    emit(ctx, out, human)
+    emit(ctx, out, print_lines)
 
 
 def register(app: typer.Typer) -> None:

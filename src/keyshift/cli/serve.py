@@ -6,12 +6,14 @@ structured logs (`--log-format json`).
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated
 
 import typer
 
 from keyshift.cli.common import errors_handled, state
-from keyshift.runtime import Runtime
+from keyshift.errors import ConflictError
 
 
 def serve(
@@ -33,16 +35,21 @@ def serve(
     import uvicorn
 
     from keyshift.api.app import create_app
+    from keyshift.runtime import Runtime
 
     _setup_logging(log_format)
     st = state(ctx)
     with errors_handled(ctx):
         rt = Runtime.open(home=st.home, database_url=st.database_url, principal="api:server")
     try:
+        with errors_handled(ctx):
+            sock = bind(host, port)  # before saying "serving on": a busy port is a clear error
         app = create_app(rt, require_vaults=tuple(require_vault or ()))
-        typer.echo(f"serving on http://{host}:{port}/ (API /api/v1, OpenAPI /openapi.json)", err=True)
+        bound = sock.getsockname()[1]
+        typer.echo(f"serving on http://{host}:{bound}/ (API /api/v1, OpenAPI /openapi.json)", err=True)
         # log_config=None: uvicorn keeps our handlers; its own access log is replaced by ours.
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
+        config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         rt.close()
 
@@ -53,6 +60,29 @@ def _setup_logging(log_format: str) -> None:
     if log_format not in logs.FORMATS:
         raise typer.BadParameter(f"--log-format must be one of {', '.join(logs.FORMATS)}")
     logs.configure(log_format)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or ConflictError (exit 4) if the address is taken or invalid."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConflictError(f"cannot listen on {host}:{port}: {exc.strerror}", code="bad_address") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConflictError(
+                f"cannot listen on {host}:{port}: the address is already in use", code="address_in_use"
+            ) from None
+        raise ConflictError(f"cannot listen on {host}:{port}: {exc.strerror}", code="bad_address") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def register(app: typer.Typer) -> None:

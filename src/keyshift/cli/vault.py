@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from keyshift.cli.common import emit, print_table, runtime, stdout
-from keyshift.control import vaults
+from keyshift.control import vault_registry, vaults
 
 vault_app = typer.Typer(
     help="Key vaults: the embedded local vault and registered external ones.", no_args_is_help=True
@@ -54,13 +54,24 @@ def create(
     purge_protection: Annotated[
         bool, typer.Option("--purge-protection", help="Refuse purging deleted keys before retention ends.")
     ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant", metavar="TENANT", help="The tenant this vault belongs to (its admins see it)."
+        ),
+    ] = None,
 ) -> None:
     """Create a local vault."""
     with runtime(ctx) as rt:
+        tenant_id = vault_registry.tenant_id(rt, tenant)
         emit(
             ctx,
             vaults.create_local_vault(
-                rt, name, soft_delete_days=soft_delete_days, purge_protection=purge_protection
+                rt,
+                name,
+                soft_delete_days=soft_delete_days,
+                purge_protection=purge_protection,
+                tenant_id=tenant_id,
             ),
             _human_vault,
         )
@@ -85,6 +96,43 @@ def show(ctx: typer.Context, vault: str) -> None:
     """Show a vault: kind, soft delete, purge protection, reachability and its keys."""
     with runtime(ctx) as rt:
         emit(ctx, vaults.show_vault(rt, vault), _human_vault)
+
+
+@vault_app.command("update")
+def update(
+    ctx: typer.Context,
+    vault: str,
+    name: Annotated[str | None, typer.Option("--name", metavar="NEW_NAME", help="Rename the vault.")] = None,
+    soft_delete_days: Annotated[
+        int | None, typer.Option("--soft-delete-days", metavar="DAYS", help="Soft-delete retention, 7-90.")
+    ] = None,
+    purge_protection: Annotated[
+        bool | None,
+        typer.Option("--purge-protection", help="Turn purge protection on (it cannot be turned off)."),
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", metavar="TENANT", help="Assign the vault to a tenant.")
+    ] = None,
+) -> None:
+    """Rename a vault or change its options."""
+    with runtime(ctx) as rt:
+        view = vault_registry.update_vault(
+            rt,
+            vault,
+            name=name,
+            soft_delete_days=soft_delete_days,
+            purge_protection=purge_protection,
+            tenant=tenant,
+        )
+        emit(ctx, view, _human_vault)
+
+
+@vault_app.command("remove")
+def remove(ctx: typer.Context, vault: str) -> None:
+    """Unregister a vault (refused while a policy or an environment uses it, or it holds local keys)."""
+    with runtime(ctx) as rt:
+        view = vault_registry.remove_vault(rt, vault)
+        emit(ctx, view, f"removed vault {view['name']} ({view['id']})")
 
 
 def register(app: typer.Typer) -> None:

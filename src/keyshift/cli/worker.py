@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime
+from keyshift.cli.common import emit, print_lines, print_table, runtime
 from keyshift.jobs import schedule
 from keyshift.jobs.runner import Worker
 
@@ -92,10 +92,12 @@ def _count_beat() -> None:
 
 
 def _human(out: dict[str, Any]) -> None:
-    for job_id, st in out["jobs"].items():
-        typer.echo(f"job {job_id}: {st}")
-    for name, res in out["maintenance"].items():
-        typer.echo(f"maintenance {name}: {res}")
+    jobs = out.get("jobs") or {}
+    typer.echo("jobs:" if jobs else "jobs: none runnable")
+    for job_id, st in jobs.items():
+        typer.echo(f"  {job_id}: {st if not isinstance(st, dict) else st.get('state', '')}")
+    typer.echo("maintenance:")
+    print_lines(out.get("maintenance") or {}, indent=1)
 
 
 @worker_app.command("status")
@@ -142,8 +144,7 @@ def maintenance_run(ctx: typer.Context) -> None:
 
 
 def _human_maintenance(out: dict[str, Any]) -> None:
-    for name, res in out.items():
-        typer.echo(f"{name}: {res}")
+    print_lines(out)
 
 
 def register(app: typer.Typer) -> None:

@@ -66,9 +66,12 @@ def query(
     tenant_id: str | None = None,
     since: datetime | None = None,
     limit: int = 1000,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
+    """Events in the order they happened (oldest first), or the newest `limit` newest first."""
     with rt.transaction() as session:
-        stmt = select(AdminAuditEvent).order_by(AdminAuditEvent.id)
+        order = AdminAuditEvent.id.desc() if newest_first else AdminAuditEvent.id
+        stmt = select(AdminAuditEvent).order_by(order)
         if tenant_id is not None:
             stmt = stmt.where(AdminAuditEvent.tenant_id == tenant_id)
         if since is not None:
@@ -101,6 +104,7 @@ def read(
     tenant: str | None = None,
     since: str | datetime | None = None,
     limit: int = 1000,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
     """`audit-trail [--tenant T] [--since TIME]`: tenant by name or id, time as ISO 8601."""
     from keyshift.clock import parse_time
@@ -114,4 +118,4 @@ def read(
     if tenant is not None:
         with rt.transaction() as session:
             tenant_id = get_tenant(session, tenant).id
-    return query(rt, tenant_id=tenant_id, since=when, limit=limit)
+    return query(rt, tenant_id=tenant_id, since=when, limit=limit, newest_first=newest_first)

@@ -1,4 +1,4 @@
-"""Legacy BYOK tenant lock and unlock (SPEC §2).
+"""Legacy BYOK tenant lock and unlock (docs/CONCEPTS.md).
 
 Lock (`byok lock T --file F.pfx --password P --confirm T`): the caller proves possession of the
 tenant's *active* key (the PKCS#12 file opens with the password and its public-key fingerprint is

@@ -7,7 +7,7 @@ the SQL-only layout (audit and files inside SQL); others get the document store 
 
 `env_sql_restricted`: an environment is SQL-restricted while its tenant has `sql_restriction` and it
 is not (yet) on a customer-managed key — a migrated environment's audit and files have left SQL, and
-features enabled later get their storage under the CMK (SPEC §2).
+features enabled later get their storage under the CMK (docs/CONCEPTS.md).
 
 Features: enabling one records it on the environment and then calls every hook in
 `FEATURE_ENABLED_HOOKS` with `(rt, session, env, feature)` inside the same transaction (the data
@@ -141,22 +141,18 @@ def list_environments(
         out = []
         for env in s.scalars(stmt):
             t = s.get(Tenant, env.tenant_id)
-            pol = s.get(Policy, env.policy_id) if env.policy_id else None
             out.append(
                 {
                     "id": env.id,
                     "name": env.name,
                     "tenant": t.name if t else env.tenant_id,
+                    "tenant_id": env.tenant_id,
                     "region": env.region,
                     "type": env.type,
                     "managed": env.managed,
                     "state": env.state,
-                    "mode": env.enc_mode,
-                    "managed_by": env.enc_managed_by,
-                    "status": env.enc_status,
-                    "policy": pol.name if pol else None,
-                    "policy_id": env.policy_id,
-                    "policy_health": pol.health if pol else None,
+                    # The same shape as in `env show` (one shape per object, docs/API.md).
+                    "encryption": encryption_view(rt, s, env),
                 }
             )
         return out
@@ -224,7 +220,8 @@ def enable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
 
 def require_byok_tenant(tenant: Tenant, *, allow_locked: bool = False) -> None:
     """The tenant may use legacy BYOK now: not locked (unless allowed), feature on, has its vault."""
-    # A locked tenant may only import and activate keys: that is how it unlocks (SPEC §2; byok_lock.py).
+    # A locked tenant may only import and activate keys: that is how it unlocks
+    # (docs/CONCEPTS.md; byok_lock.py).
     if tenant.locked_at is not None and not allow_locked:
         raise ConflictError(f"tenant {tenant.name!r} is locked", code="tenant_locked")
     if not tenant.byok_feature:
@@ -258,19 +255,39 @@ def require_not_deleted(env: Environment) -> None:
 
 
 def render_managed_by(rt: Runtime, managed_by: str) -> str:
-    """Human rendering (SPEC §1): customer_via_platform -> CustomerVia<PlatformName>."""
+    """Human rendering (docs/CONCEPTS.md): customer_via_platform -> CustomerVia<PlatformName>."""
     if managed_by == "customer_via_platform":
         return f"CustomerVia{rt.settings.platform_name}"
     return {"platform": "Platform", "customer": "Customer"}.get(managed_by, managed_by)
 
 
-def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
-    """The environment encryption page (SPEC §6 fields, plus a few more)."""
-    tenant = s.get(Tenant, env.tenant_id)
-    assert tenant is not None
+def encryption_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
+    """The environment's encryption binding, as `env show` and `env list` both show it."""
     policy = s.get(Policy, env.policy_id) if env.policy_id else None
     vault = s.get(VaultRecord, env.kek_vault_id) if env.kek_vault_id else None
     byok_key = s.get(ByokKey, env.byok_key_id) if env.byok_key_id else None
+    return {
+        "mode": env.enc_mode,
+        "managed_by": env.enc_managed_by,
+        "managed_by_display": render_managed_by(rt, env.enc_managed_by),
+        "status": env.enc_status,
+        "policy": policy.name if policy else None,
+        "policy_id": env.policy_id,
+        "policy_health": policy.health if policy else None,
+        "key": {
+            "vault": vault.name if vault else env.kek_vault_id,
+            "name": env.kek_key_name,
+            "version": env.kek_key_version,
+            "identity": env.kek_identity,
+            "byok_key": byok_key.name if byok_key else None,
+        },
+    }
+
+
+def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
+    """The environment encryption page (the fields docs/CONCEPTS.md lists, plus a few more)."""
+    tenant = s.get(Tenant, env.tenant_id)
+    assert tenant is not None
     return {
         "id": env.id,
         "name": env.name,
@@ -284,22 +301,7 @@ def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any
         "sql_restriction": env_sql_restricted(tenant, env),
         "features": list(env.features or []),
         "stores": dict(env.stores or {}),
-        "encryption": {
-            "mode": env.enc_mode,
-            "managed_by": env.enc_managed_by,
-            "managed_by_display": render_managed_by(rt, env.enc_managed_by),
-            "status": env.enc_status,
-            "policy": policy.name if policy else None,
-            "policy_id": env.policy_id,
-            "policy_health": policy.health if policy else None,
-            "key": {
-                "vault": vault.name if vault else env.kek_vault_id,
-                "name": env.kek_key_name,
-                "version": env.kek_key_version,
-                "identity": env.kek_identity,
-                "byok_key": byok_key.name if byok_key else None,
-            },
-        },
+        "encryption": encryption_view(rt, s, env),
         "linked_at": iso(env.linked_at),
         "migrated_from_byok_at": iso(env.migrated_from_byok_at),
         "restore_until": iso(env.restore_until),

@@ -1,5 +1,5 @@
 """Enterprise policies (kind `encryption`): create (with their own identity), list, show, update,
-delete. Update and delete are refused while environments are linked (SPEC §2: changing key = move
+delete. Update and delete are refused while environments are linked (docs/CONCEPTS.md: changing key = move
 the environment to another policy). Health lives in `control.health`.
 
 The policy identity (`pol-<random>`) is what the key's owner grants get/wrapKey/unwrapKey to.

@@ -1,4 +1,4 @@
-"""Preconditions for adding an environment to an enterprise policy (SPEC §2), in ONE function.
+"""Preconditions for adding an environment to an enterprise policy (docs/CONCEPTS.md), in ONE function.
 
 `check_can_link(rt, session, env, policy)` raises a ConflictError with its own code for the first
 rule that fails; the link job (migration part) calls it before it starts and again at cutover.

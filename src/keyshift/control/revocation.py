@@ -138,7 +138,8 @@ def on_data_key_failure(rt: Runtime, env_id: str, error: KeyshiftError) -> Keysh
     stay up, and the monitor decides when the grace is over. A refusal (disabled, deleted, expired,
     access denied, not found) is confirmed with a real policy check; the environment — and every
     environment of the policy when the policy is unhealthy — is disabled, and the caller gets the
-    SPEC error (exit 7) instead of the vault's. Never raises: a failure here leaves `error` to be raised.
+    documented error (exit 7) instead of the vault's. Never raises: a failure here leaves `error`
+    to be raised.
     """
     if error.retryable or not isinstance(error, KeyInaccessibleError):
         return None

@@ -9,15 +9,16 @@ Views never contain key material.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
+from sqlalchemy.orm import Session
 
 from keyshift.control import audit_trail
-from keyshift.db.models import VaultRecord
+from keyshift.db.models import Tenant, VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import AlreadyExistsError, ConflictError, KeyshiftError, UsageError
 from keyshift.runtime import Runtime
@@ -84,6 +85,7 @@ def create_local_vault(
             )
             session.add(rec)
             session.flush()
+            tenant_name = tenant_names(session, [tenant_id]).get(tenant_id or "")
             audit_trail.record(
                 rt,
                 session,
@@ -98,7 +100,7 @@ def create_local_vault(
                     "owner": owner,
                 },
             )
-            view = vault_view(rec)
+            view = vault_view(rec, tenant_name)
         return view
     except DbIntegrityError:
         err: KeyshiftError = AlreadyExistsError(f"vault {name!r} already exists")
@@ -108,13 +110,14 @@ def create_local_vault(
     raise err
 
 
-def vault_view(rec: VaultRecord) -> dict[str, Any]:
+def vault_view(rec: VaultRecord, tenant_name: str | None = None) -> dict[str, Any]:
+    """A vault as every interface shows it; `tenant` is a reference {"id", "name"} or null."""
     return {
         "id": rec.id,
         "name": rec.name,
         "kind": rec.kind,
         "owner": rec.owner,
-        "tenant": rec.tenant_id,
+        "tenant": {"id": rec.tenant_id, "name": tenant_name} if rec.tenant_id else None,
         "soft_delete_days": rec.soft_delete_days,
         "purge_protection": rec.purge_protection,
         "state": rec.state,
@@ -123,18 +126,34 @@ def vault_view(rec: VaultRecord) -> dict[str, Any]:
     }
 
 
+def tenant_names(session: Session, ids: Iterable[str | None]) -> dict[str, str]:
+    """Tenant id -> name for the given ids (for references in views)."""
+    wanted = {i for i in ids if i}
+    if not wanted:
+        return {}
+    rows = session.execute(select(Tenant.id, Tenant.name).where(Tenant.id.in_(wanted))).all()
+    return {tid: name for tid, name in rows}
+
+
+def view_of(rt: Runtime, rec: VaultRecord) -> dict[str, Any]:
+    """vault_view with the tenant's name looked up."""
+    with rt.transaction() as session:
+        return vault_view(rec, tenant_names(session, [rec.tenant_id]).get(rec.tenant_id or ""))
+
+
 def list_vaults(rt: Runtime) -> list[dict[str, Any]]:
     with rt.transaction() as session:
         rows = session.scalars(
             select(VaultRecord).where(VaultRecord.state != "deleted").order_by(VaultRecord.name)
         ).all()
-        return [vault_view(r) for r in rows]
+        names = tenant_names(session, [r.tenant_id for r in rows])
+        return [vault_view(r, names.get(r.tenant_id or "")) for r in rows]
 
 
 def show_vault(rt: Runtime, vault: str) -> dict[str, Any]:
     """The vault, its reachability (via info()) and its keys when the adapter can list them."""
     rec = find_vault_record(rt, vault)
-    view = vault_view(rec)
+    view = view_of(rt, rec)
     adapter: KeyVault | None = None
     try:
         adapter = rt.vault(rec.name)
@@ -365,7 +384,7 @@ def erase_local_vault(rt: Runtime, vault: str, *, reason: str | None = None) -> 
                 reason=reason,
                 details={"keys_erased": erased},
             )
-            view = vault_view(row)
+            view = vault_view(row, tenant_names(session, [row.tenant_id]).get(row.tenant_id or ""))
     except KeyshiftError as exc:
         audit_trail.record_failure(
             rt, "vault.delete", exc, target_type="vault", target_id=rec.name, tenant_id=rec.tenant_id

@@ -7,7 +7,7 @@ keyring does not keep what the resolver returns, so the resolver (normally backe
 stays the one place that decides how long an unwrapped key lives.
 
 `UsageBudget` caps how many messages one DEK encrypts (AES-GCM with random 96-bit nonces: at most
-2^31 before a new DEK takes over, SPEC §4). How the data plane persists it:
+2^31 before a new DEK takes over, docs/CONCEPTS.md). How the data plane persists it:
 
 * the DEK row carries a counter `uses_reserved` (and the limit, 2^31);
 * a process that encrypts under the DEK reserves a *block* (e.g. 2^20) with one atomic statement,

@@ -22,10 +22,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, BinaryIO
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pyarrow.parquet.encryption as pe
 from sqlalchemy import select
+
+from keyshift.extras import MissingExtraError
+
+try:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pyarrow.parquet.encryption as pe
+except ImportError:  # importing this module without the extra is the typed error, not a traceback
+    raise MissingExtraError("the data lake", "lake") from None
 
 from keyshift.control import audit_trail
 from keyshift.crypto.dek import Keyring

@@ -107,6 +107,23 @@ def runnable_jobs(session: Session, limit: int = 50) -> list[str]:
     return list(session.scalars(stmt))
 
 
+def _refs(job: Job) -> dict[str, dict[str, Any] | None]:
+    from sqlalchemy.orm import object_session
+
+    from keyshift.db.models import Environment, Policy, Tenant
+
+    session = object_session(job)
+    out: dict[str, dict[str, Any] | None] = {}
+    for key, model, ref in (
+        ("environment", Environment, job.environment_id),
+        ("tenant", Tenant, job.tenant_id),
+        ("policy", Policy, job.policy_id),
+    ):
+        row = session.get(model, ref) if session is not None and ref else None
+        out[key] = {"id": ref, "name": getattr(row, "name", None)} if ref else None
+    return out
+
+
 def to_view(job: Job) -> dict[str, Any]:
     error = None
     if job.error_code is not None:
@@ -115,9 +132,8 @@ def to_view(job: Job) -> dict[str, Any]:
         "id": job.id,
         "kind": job.kind,
         "state": job.state,
-        "environment": job.environment_id,
-        "tenant": job.tenant_id,
-        "policy": job.policy_id,
+        # References are {"id", "name"} like everywhere else (docs/API.md); names need the session.
+        **_refs(job),
         "phase": job.checkpoint.get("phase_name"),
         "done": job.items_done,
         "total": job.items_total,

@@ -90,7 +90,8 @@ def start_unlink(rt: Runtime, policy_ref: str, env_ref: str) -> dict[str, Any]:
 
 
 def old_key_warnings(rt: Runtime, vault_id: str, key_name: str) -> list[str]:
-    """The customer key must stay usable for 30 days after an unlink (SPEC): say so when it won't."""
+    """The customer key must stay usable for 30 days after an unlink (docs/CONCEPTS.md): say so
+    when it won't."""
     now = rt.clock.now()
     try:
         vault = rt.vault(vault_id)

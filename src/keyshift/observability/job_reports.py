@@ -50,10 +50,12 @@ class JobReporter:
             log.error("job report failed: %s", type(exc).__name__)
 
     def _fields(self, view: dict[str, Any]) -> dict[str, Any]:
+        env = view.get("environment")
         return {
             "job": view.get("id"),
             "kind": view.get("kind"),
-            "environment": view.get("environment"),
+            # Job views name references as {"id", "name"}; log lines carry the id alone.
+            "environment": env.get("id") if isinstance(env, dict) else env,
             "phase": view.get("phase"),
             "done": view.get("done"),
             "total": view.get("total"),

@@ -118,7 +118,7 @@ class EnvStates:
                 self._views.pop(env_id, None)
 
     def require_usable(self, env_id: str) -> EnvView:
-        """The environment's snapshot if it may be read and written; else the SPEC error (exit 7)."""
+        """The environment's snapshot if it may be read and written; else the documented error (exit 7)."""
         view = self.get(env_id)
         check_usable(view)
         return view

@@ -6,15 +6,18 @@ checks the environment's state first (fail closed: disabled or locked -> exit 7)
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from keyshift.observability.dataplane import instrument
 from keyshift.runtime import Runtime
-from keyshift.stores.audit import AuditLog
 from keyshift.stores.envstate import check_usable, env_states
-from keyshift.stores.files import FileStore
 from keyshift.stores.layout import layout
 from keyshift.stores.records import RecordStore
+
+if TYPE_CHECKING:
+    from keyshift.stores.audit import AuditLog
+    from keyshift.stores.files import FileStore
 
 
 class EnvironmentData:
@@ -29,11 +32,22 @@ class EnvironmentData:
         self.name = view.name
         # Calls through these three are counted and timed (metrics keyshift_data_request*).
         self.records = instrument(RecordStore(rt, view.id), "records")
-        self.audit = instrument(AuditLog(rt, view.id), "audit")
-        self.files = instrument(FileStore(rt, view.id), "files")
+
+    # The audit and file stores load on first use (a CLI `data get` needs neither: start-up time).
+    @cached_property
+    def audit(self) -> AuditLog:
+        from keyshift.stores.audit import AuditLog
+
+        return instrument(AuditLog(self.rt, self.id), "audit")
+
+    @cached_property
+    def files(self) -> FileStore:
+        from keyshift.stores.files import FileStore
+
+        return instrument(FileStore(self.rt, self.id), "files")
 
     def check(self) -> None:
-        """Raise the SPEC error if the environment may not be read or written right now."""
+        """Raise the documented error if the environment may not be read or written right now."""
         env_states(self.rt).require_usable(self.id)
 
     def stores(self) -> dict[str, str]:

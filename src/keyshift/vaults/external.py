@@ -119,7 +119,8 @@ def add_external_vault(
             raise UsageError(
                 "AWS KMS schedules key deletion 7..30 days ahead; --soft-delete-days must be 7..30"
             )
-        tenant_id = get_tenant(op.session, tenant).id if tenant else None
+        owner_tenant = get_tenant(op.session, tenant) if tenant else None
+        tenant_id = owner_tenant.id if owner_tenant else None
         existing = op.session.query(VaultRecord).filter(VaultRecord.name == name).first()
         if existing is not None:
             from keyshift.errors import AlreadyExistsError
@@ -141,7 +142,7 @@ def add_external_vault(
         op.target_id = row.id
         op.tenant_id = tenant_id
         op.details.update({"config": public_config(config)})
-        return record_view(row)
+        return record_view(row, owner_tenant.name if owner_tenant else None)
 
 
 def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,13 +150,14 @@ def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config)))  # a detached copy
 
 
-def record_view(row: VaultRecord) -> dict[str, Any]:
+def record_view(row: VaultRecord, tenant_name: str | None = None) -> dict[str, Any]:
+    """The vault as `vault list/show` shows it (tenant as an {id, name} reference) plus its config."""
     return {
         "id": row.id,
         "name": row.name,
         "kind": row.kind,
         "owner": row.owner,
-        "tenant_id": row.tenant_id,
+        "tenant": {"id": row.tenant_id, "name": tenant_name} if row.tenant_id else None,
         "config": public_config(row.config or {}),
         "soft_delete_days": row.soft_delete_days,
         "purge_protection": bool(row.purge_protection),

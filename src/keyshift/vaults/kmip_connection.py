@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from keyshift.errors import KeyshiftError, UsageError, VaultUnavailableError
+from keyshift.extras import MissingExtraError
 from keyshift.vaults import kmip_envelope as env
 from keyshift.vaults.base import KeyDeletedError, KeyDisabledError, KeyNotFoundError, KeyRef
 
@@ -49,7 +50,8 @@ class KmipConnection:
         try:
             from kmip.pie.client import ProxyKmipClient
         except ImportError:
-            raise VaultUnavailableError("PyKMIP is not installed (extra 'kmip')") from None
+            # The vault layer reports it as unavailable (retryable once installed), saying what to install.
+            raise VaultUnavailableError(MissingExtraError("a kmip vault", "kmip").message) from None
         for field in ("cert", "key", "ca"):
             if not os.access(self.config[field], os.R_OK):
                 raise VaultUnavailableError(

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keyshift.errors import AlreadyExistsError, KeyshiftError, UsageError, VaultUnavailableError
+from keyshift.extras import MissingExtraError
 from keyshift.vaults import pkcs11_mech as mech
 from keyshift.vaults.base import (
     AccessDeniedError,
@@ -125,7 +126,8 @@ class Pkcs11Vault:
         try:
             import pkcs11
         except ImportError:
-            raise VaultUnavailableError("python-pkcs11 is not installed (extra 'hsm')") from None
+            # The vault layer reports it as unavailable (retryable once installed), saying what to install.
+            raise VaultUnavailableError(MissingExtraError("a pkcs11 vault", "hsm").message) from None
         try:
             lib = pkcs11.lib(self.config["module"])
         except Exception:
@@ -169,7 +171,10 @@ class Pkcs11Vault:
 
     def _run(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run fn(session); on a lost session reopen once; map token errors to typed vault errors."""
-        import pkcs11
+        try:
+            import pkcs11
+        except ImportError:  # the 'hsm' extra is not installed: say which to install
+            raise VaultUnavailableError(MissingExtraError("a pkcs11 vault", "hsm").message) from None
 
         lost = (
             pkcs11.SessionHandleInvalid,

@@ -52,9 +52,28 @@ def find_vault_record(rt: Runtime, name_or_id: str) -> VaultRecord:
         return row
 
 
+# kind -> (the third-party module it needs, the keyshift extra that installs it)
+EXTRA_OF: dict[str, tuple[str, str]] = {"pkcs11": ("pkcs11", "hsm"), "kmip": ("kmip", "kmip")}
+
+
+def require_extra(kind: str) -> None:
+    """VaultUnavailableError naming `pip install 'keyshift[EXTRA]'` when the kind's package is missing."""
+    needed = EXTRA_OF.get(kind)
+    if needed is None:
+        return
+    try:
+        importlib.import_module(needed[0])
+    except ImportError:
+        from keyshift.errors import VaultUnavailableError
+        from keyshift.extras import MissingExtraError
+
+        raise VaultUnavailableError(MissingExtraError(f"a {kind} vault", needed[1]).message) from None
+
+
 def open_vault(rt: Runtime, name_or_id: str) -> KeyVault:
     """The adapter for a registered vault, its calls counted and timed (observability)."""
     from keyshift.observability.vault_calls import instrument
 
     row = find_vault_record(rt, name_or_id)
+    require_extra(row.kind)
     return instrument(factory_for(row.kind)(rt, row))

@@ -116,8 +116,6 @@ def home(ctx: Ctx = web_allow("authenticated")) -> Response:
 def environments_page(request: Request, view: str = "all", ctx: Ctx = web_allow("collection")) -> Response:
     with_policies = view == "policies"
     rows = environments.list_environments(ctx.rt, tenant=ctx.tenant_filter, with_policies=with_policies)
-    for r in rows:
-        r["managed_by_display"] = environments.render_managed_by(ctx.rt, str(r.get("managed_by")))
     return page(request, "environments.html", rows=rows, with_policies=with_policies)
 
 

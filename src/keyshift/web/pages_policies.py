@@ -22,7 +22,7 @@ def policies_page(request: Request, ctx: Ctx = web_allow("collection")) -> Respo
     vault_rows = [
         v
         for v in vaults.list_vaults(ctx.rt)
-        if v.get("owner") == "customer" and (scope is None or v.get("tenant") == scope)
+        if v.get("owner") == "customer" and (scope is None or (v.get("tenant") or {}).get("id") == scope)
     ]
     from keyshift.control import tenants
 
@@ -61,7 +61,7 @@ def policy_page(request: Request, policy: str, ctx: Ctx = web_allow("policy")) -
     candidates = [
         e
         for e in environments.list_environments(ctx.rt, tenant=view["tenant_id"])
-        if e.get("policy_id") is None and e.get("region") == view["region"]
+        if e["encryption"]["policy_id"] is None and e.get("region") == view["region"]
     ]
     return page(request, "policy.html", policy=view, candidates=candidates)
 

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.schemas import Body, Name
-from keyshift.features import backups, lake, restore, search, search_jobs
+from keyshift.features import backups, restore, search, search_jobs
 
 router = APIRouter(tags=["features"])
 
@@ -67,11 +67,15 @@ def search_table(
 @router.post("/environments/{env}/lake/exports", status_code=status.HTTP_201_CREATED)
 def export_table(env: str, body: LakeExportCreate, ctx: Ctx = allow("env", write=True)) -> dict[str, Any]:
     """Export every record of a table to an encrypted Parquet file in the environment's lake."""
+    from keyshift.features import lake  # needs the 'lake' extra (pyarrow)
+
     return lake.export_table(ctx.rt, env, body.table)
 
 
 @router.get("/environments/{env}/lake/exports")
 def list_exports(env: str, ctx: Ctx = allow("env")) -> list[dict[str, Any]]:
+    from keyshift.features import lake
+
     return lake.list_exports(ctx.rt, env)
 
 

@@ -29,7 +29,7 @@ def list_vaults(ctx: Ctx = allow("collection")) -> list[dict[str, Any]]:
     scope = ctx.tenant_filter
     if scope is None:
         return rows
-    return [r for r in rows if r.get("tenant") == scope and r.get("owner") == "customer"]
+    return [r for r in rows if (r.get("tenant") or {}).get("id") == scope and r.get("owner") == "customer"]
 
 
 @router.post("/vaults", status_code=status.HTTP_201_CREATED)
