@@ -40,6 +40,7 @@ from keyshift.crypto.dek import (
     generate_dek,
 )
 from keyshift.crypto.records import RecordCipher
+from keyshift.db.engine import read_transaction
 from keyshift.db.models import Dek, DekWrap, Environment
 from keyshift.errors import (
     ConflictError,
@@ -216,7 +217,7 @@ class DataKeys:
                     del self._inflight[slot]
 
     def _load(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> DataKey:
-        with rt.transaction() as s:
+        with read_transaction(rt.sessions) as s:
             wrap = s.scalars(
                 select(DekWrap)
                 .join(Dek, Dek.id == DekWrap.dek_id)
@@ -399,7 +400,7 @@ class DataKeys:
         ).first()
 
     def _load_or_create_primary(self, rt: Runtime, env: EnvView, store: str) -> str:
-        with rt.transaction() as s:
+        with read_transaction(rt.sessions) as s:
             dek_hex = self._primary_id(s, env.id, store)
         if dek_hex is None:
             dek_hex = self._create(rt, env.id, store)

@@ -138,7 +138,6 @@ class RecordStore:
         self._states = env_states(rt)
         self._sql = record_sql(rt)
         self._hot = self._keys.hot_key
-        self._monotonic = self._keys.monotonic
         self._hot_keys: dict[bytes, HotKey] = {}  # DEK id -> the hot key this store last used
 
     # -- helpers -----------------------------------------------------------------------------
@@ -183,7 +182,7 @@ class RecordStore:
             if (
                 hot is None
                 or not hot.live
-                or self._monotonic() >= hot.deadline
+                or self._keys.monotonic() >= hot.deadline
                 or next(hot.tickets) >= hot.allowance
             ):
                 hot = self._hot_keys[dek_id] = self._hot(self.rt, env, STORE, dek_id)
