@@ -67,7 +67,7 @@ class TableAd:
         return ad
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     id: str
     value: Any
@@ -132,5 +132,5 @@ def decode_value(data: bytes) -> Any:
     if tag == TAG_BYTES:
         return body
     if tag == TAG_JSON:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))  # always UTF-8: no encoding detection
     raise IntegrityError("unknown value type")

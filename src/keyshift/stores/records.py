@@ -20,6 +20,7 @@ state, versions, AD binding, fail closed.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from functools import lru_cache, partial
@@ -30,6 +31,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyshift.crypto.dek import DataKeyExhaustedError
+from keyshift.crypto.format import RECORD_OVERHEAD
 from keyshift.crypto.records import AdPrefix, AssociatedData, RecordCipher
 from keyshift.db.engine import read_transaction
 from keyshift.db.models import DataRecord
@@ -50,6 +52,7 @@ from keyshift.stores.record_codec import (
 from keyshift.stores.records_sql import executemany, record_sql
 
 STORE = "records"
+_U32 = struct.Struct(">I")
 DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
 SCAN_PAGE = 1000  # rows per read of a whole-table scan
@@ -152,17 +155,20 @@ class RecordStore:
 
     def _encrypt_all(
         self, env: EnvView, table: str, items: list[tuple[str, bytes]]
-    ) -> list[tuple[str, bytes]]:
-        """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out."""
-        out: list[tuple[str, bytes]] = []
-        ad = _prefix(env.tenant_id, env.id, table)
+    ) -> list[tuple[str, bytes, str]]:
+        """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out.
+        Returns (id, blob, DEK id in hex) triples."""
+        out: list[tuple[str, bytes, str]] = []
+        ad = _prefix(env.tenant_id, env.id, table).for_record
+        append = out.append
         while len(out) < len(items):
             cipher: RecordCipher = self._keys.cipher(self.rt, env, STORE)
             dek_id = cipher.keyring.primary.id
+            dek_hex, encrypt = dek_id.hex(), cipher.encrypt_ad
             nbytes = 0
             try:
                 for rid, plain in items[len(out) :]:
-                    out.append((rid, cipher.encrypt_ad(plain, ad.for_record(rid))))
+                    append((rid, encrypt(plain, ad(rid)), dek_hex))
                     nbytes += len(plain)
             except DataKeyExhaustedError:
                 self._keys.roll(self.rt, env, STORE, dek_id)
@@ -171,31 +177,52 @@ class RecordStore:
         return out
 
     def _decrypt(self, env: EnvView, table: str, record_id: str, blob: bytes) -> Any:
-        """Authenticate and decode one stored value (the read hot path)."""
-        try:
-            if type(blob) is not bytes:
-                blob = bytes(blob)
-            if len(blob) < 20:
-                raise IntegrityError("ciphertext is malformed")
-            dek_id = blob[4:20]
-            hot = self._hot_keys.get(dek_id)
-            if (
-                hot is None
-                or not hot.live
-                or self._keys.monotonic() >= hot.deadline
-                or next(hot.tickets) >= hot.allowance
-            ):
-                hot = self._hot_keys[dek_id] = self._hot(self.rt, env, STORE, dek_id)
-            plain = hot.cipher.decrypt_ad(blob, _prefix(env.tenant_id, env.id, table).for_record(record_id))
-            hot.sizes.append(len(plain))
-            return decode_value(plain)
-        except IntegrityError:
-            raise IntegrityError(
-                f"record {table}/{record_id} of environment {env.name!r} failed authentication "
-                "(stored ciphertext is corrupt or was moved)"
-            ) from None
-        except ValueError:  # JSON decode of an authenticated plaintext: should not happen
-            raise IntegrityError(f"record {table}/{record_id} holds an undecodable value") from None
+        """Authenticate and decode one stored value."""
+        return self._open(env, table, [(record_id, blob)])[0]
+
+    def _open(self, env: EnvView, table: str, rows: Iterable[tuple[str, bytes]]) -> list[Any]:
+        """Authenticate and decode stored values (the read hot path; names bound once per call).
+
+        Per row: the DEK's hot key (renewed through `DataKeys.hot_key` when spent, expired or
+        flushed), the table's encoded AD with the id appended, AES-GCM, the value decoding.
+        """
+        prefix = _prefix(env.tenant_id, env.id, table).prefix
+        hot_keys, monotonic, pack = self._hot_keys, self._keys.monotonic, _U32.pack
+        out: list[Any] = []
+        append = out.append
+        for rid, blob in rows:
+            try:
+                if type(blob) is not bytes:
+                    blob = bytes(blob)
+                if len(blob) < RECORD_OVERHEAD:
+                    raise IntegrityError("ciphertext is malformed")
+                dek_id = blob[4:20]
+                hot = hot_keys.get(dek_id)
+                if (
+                    hot is None
+                    or not hot.live
+                    or monotonic() >= hot.deadline
+                    or next(hot.tickets) >= hot.allowance
+                ):
+                    hot = hot_keys[dek_id] = self._hot(self.rt, env, STORE, dek_id)
+                raw = rid.encode("utf-8")
+                plain = hot.cipher.decrypt_ad(blob, prefix + pack(len(raw)) + raw)
+                hot.sizes.append(len(plain))
+                append(decode_value(plain))
+            except IntegrityError:
+                raise IntegrityError(
+                    f"record {table}/{rid} of environment {env.name!r} failed authentication "
+                    "(stored ciphertext is corrupt or was moved)"
+                ) from None
+            except ValueError:  # JSON decode of an authenticated plaintext: should not happen
+                raise IntegrityError(f"record {table}/{rid} holds an undecodable value") from None
+        return out
+
+    def _records(self, env: EnvView, table: str, rows: list[Any]) -> list[Record]:
+        """Record objects of (id, blob, version, updated_at) rows."""
+        values = self._open(env, table, [(r[0], r[1]) for r in rows])
+        read_at = self._sql.read_at
+        return [Record(r[0], v, r[2], read_at(r[3])) for r, v in zip(rows, values, strict=True)]
 
     def _table_exists(self, table: str) -> bool:
         sql = self._sql
@@ -206,9 +233,6 @@ class RecordStore:
             return NotFoundError(f"table {table!r} not found", code="table_not_found")
         return NotFoundError(f"record {table}/{record_id} not found", code="record_not_found")
 
-    def _row(self, env: EnvView, table: str, rid: str, blob: bytes, at: datetime) -> tuple[Any, ...]:
-        return (env.id, table, rid, blob[4:20].hex(), blob, at)
-
     # -- writes ------------------------------------------------------------------------------
     def put(self, table: str, record_id: str, value: Any, *, expected_version: int | None = None) -> int:
         """Write a record; returns its new version. With expected_version: compare-and-swap."""
@@ -218,10 +242,10 @@ class RecordStore:
             validate_version(expected_version)
         plain = encode_value(value)
         env = self._env()
-        [(_, blob)] = self._encrypt_all(env, table, [(record_id, plain)])
+        [(_, blob, dek_hex)] = self._encrypt_all(env, table, [(record_id, plain)])
         hooks = self._hooks(env, table, [(record_id, value)])
         sql = self._sql
-        row = self._row(env, table, record_id, blob, sql.bind_at(self.rt.clock.now()))
+        row = (env.id, table, record_id, dek_hex, blob, sql.bind_at(self.rt.clock.now()))
 
         def work(conn: Any) -> int:
             if expected_version is None:
@@ -271,7 +295,8 @@ class RecordStore:
             blobs = self._encrypt_all(env, table, list(plain.items()))
             del plain
             now = self._sql.bind_at(self.rt.clock.now())
-            rows = [self._row(env, table, rid, blob, now) for rid, blob in blobs]
+            env_id = env.id
+            rows = [(env_id, table, rid, dek_hex, blob, now) for rid, blob, dek_hex in blobs]
             del blobs
             hooks = self._hooks(env, table, list(values.items()))
             del values
@@ -315,7 +340,8 @@ class RecordStore:
             return []
         env = self._env()
         ids = sorted(entries)  # one lock order for every batch writer
-        blobs = dict(self._encrypt_all(env, table, [(rid, entries[rid][0]) for rid in ids]))
+        sealed = self._encrypt_all(env, table, [(rid, entries[rid][0]) for rid in ids])
+        blobs = {rid: blob for rid, blob, _ in sealed}
         now = self.rt.clock.now()
         stmt = _cas_update()
         pending = ids
@@ -469,10 +495,7 @@ class RecordStore:
         else:
             rows = sql.fetch(sql.get_many_sql(len(wanted)), (env.id, table, *wanted))
         rows.sort(key=lambda r: r[0])
-        return [
-            Record(rid, self._decrypt(env, table, rid, blob), ver, sql.read_at(at))
-            for rid, blob, ver, at in rows
-        ]
+        return self._records(env, table, rows)
 
     @overload
     def scan(self, table: str, after: str | None = None, limit: None = None) -> Iterator[Record]: ...
@@ -513,8 +536,7 @@ class RecordStore:
             rows = sql.fetch(sql.scan_after, (env.id, table, after, limit))
         if not rows and after is None:
             raise NotFoundError(f"table {table!r} not found", code="table_not_found")
-        read_at, decrypt = sql.read_at, self._decrypt
-        return [Record(rid, decrypt(env, table, rid, blob), ver, read_at(at)) for rid, blob, ver, at in rows]
+        return self._records(env, table, rows)
 
     def _pages(self, table: str, page: list[Record]) -> Iterator[Record]:
         while True:

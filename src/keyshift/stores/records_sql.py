@@ -10,7 +10,7 @@ statements on the DBAPI connection under a Session's transaction instead (`in_se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table
@@ -36,7 +36,9 @@ class RecordSql:
         dialect = rt.engine.dialect
         at_type = _T.c.updated_at.type  # the column's own converters, as the ORM applies them
         self._bind_at = at_type._cached_bind_processor(dialect)
-        self._read_at = at_type._cached_result_processor(dialect, None)
+        self._read_at: Callable[[Any], Any] | None = at_type._cached_result_processor(dialect, None)
+        if dialect.name == "sqlite":  # the same result, parsed by the C ISO parser
+            self._read_at = _sqlite_at
         q = self.db.sql
         self.get_value = q(f"SELECT value FROM data_records WHERE {_KEY} AND record_id = ?")
         self.get_row = q(
@@ -104,6 +106,14 @@ class RecordSql:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _sqlite_at(raw: Any) -> datetime | None:
+    """SQLite keeps UTC times as naive ISO text ('YYYY-MM-DD HH:MM:SS[.ffffff]')."""
+    if raw is None:
+        return None
+    at = datetime.fromisoformat(raw)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def in_session(s: Session) -> Any:
