@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from functools import lru_cache, partial
 from itertools import islice
 from typing import Any, overload
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyshift.crypto.dek import DataKeyExhaustedError
@@ -106,29 +105,6 @@ def _upsert(dialect: str) -> Any:
             "version": _T.c.version + 1,
         },
     )
-
-
-def _cas_update() -> Any:
-    return (
-        update(_T)
-        .where(
-            _T.c.environment_id == bindparam("b_env"),
-            _T.c.table_name == bindparam("b_table"),
-            _T.c.record_id == bindparam("b_id"),
-            _T.c.version == bindparam("b_version"),
-        )
-        .values(
-            value=bindparam("b_value"),
-            dek_id=bindparam("b_dek"),
-            updated_at=bindparam("b_at"),
-            version=_T.c.version + 1,
-        )
-    )
-
-
-def _insert_new(dialect: str) -> Any:
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
-    return ins.on_conflict_do_nothing(index_elements=[_T.c.environment_id, _T.c.table_name, _T.c.record_id])
 
 
 class RecordStore:
@@ -341,76 +317,52 @@ class RecordStore:
         env = self._env()
         ids = sorted(entries)  # one lock order for every batch writer
         sealed = self._encrypt_all(env, table, [(rid, entries[rid][0]) for rid in ids])
-        blobs = {rid: blob for rid, blob, _ in sealed}
-        now = self.rt.clock.now()
-        stmt = _cas_update()
+        sql = self._sql
+        at = sql.bind_at(self.rt.clock.now())
+        params = {
+            rid: (blob, dek_hex, at, env.id, table, rid, entries[rid][2]) for rid, blob, dek_hex in sealed
+        }
+        del sealed
         pending = ids
         while pending:
-            hooks = _prepare_hooks(self.rt, env, table, [(rid, entries[rid][1]) for rid in pending])
-            with self.rt.transaction() as s:
-                # Lock the rows (PostgreSQL FOR UPDATE; SQLite transactions hold the write lock),
-                # keep those still at their expected version, then one executemany of the UPDATEs.
-                if len(pending) == 1:  # one row: the version-checked UPDATE alone (shortest lock)
-                    won = self._cas_one(s, stmt, env.id, table, pending[0], entries, blobs, now)
-                    for fn in hooks if won else ():
-                        fn(s)
-                    return won
-                current: dict[str, int] = {}
-                for i in range(0, len(pending), _IN_CHUNK):
-                    current.update(
-                        s.execute(
-                            select(_T.c.record_id, _T.c.version)
-                            .where(
-                                _T.c.environment_id == env.id,
-                                _T.c.table_name == table,
-                                _T.c.record_id.in_(pending[i : i + _IN_CHUNK]),
-                            )
-                            .order_by(_T.c.record_id)
-                            .with_for_update()
-                        ).all()
-                    )
-                won = [rid for rid in pending if current.get(rid) == entries[rid][2]]
-                if hooks and len(won) != len(pending):
-                    pending = won  # prepare the hooks again for the winners only
-                    continue
-                if won:
-                    res = s.execute(
-                        stmt,
-                        [
-                            {
-                                "b_env": env.id,
-                                "b_table": table,
-                                "b_id": rid,
-                                "b_version": entries[rid][2],
-                                "b_value": blobs[rid],
-                                "b_dek": blobs[rid][4:20].hex(),
-                                "b_at": now,
-                            }
-                            for rid in won
-                        ],
-                    )
-                    if res.rowcount != len(won):  # type: ignore[attr-defined]
-                        raise IntegrityError("record versions changed under a row lock")
-                for fn in hooks:
-                    fn(s)
-            return won
+            hooks = self._hooks(env, table, [(rid, entries[rid][1]) for rid in pending])
+            try:
+                work = partial(self._cas_batch, env.id, table, pending, params, bool(hooks))
+                return sql.write(work, hooks, self.rt)
+            except _LostRace as lost:
+                pending = lost.won  # prepare the hooks again for the winners only
         return []
 
-    @staticmethod
-    def _cas_one(
-        s: Any,
-        stmt: Any,
+    def _cas_batch(
+        self,
         env_id: str,
         table: str,
-        rid: str,
-        entries: dict[str, tuple[bytes, Any, int]],
-        blobs: dict[str, bytes],
-        now: datetime,
+        pending: list[str],
+        params: dict[str, tuple[Any, ...]],
+        hooked: bool,
+        conn: Any,
     ) -> list[str]:
-        blob = blobs[rid]
-        params = {"b_env": env_id, "b_table": table, "b_id": rid, "b_version": entries[rid][2]}
-        params |= {"b_value": blob, "b_dek": blob[4:20].hex(), "b_at": now}
-        return [rid] if s.execute(stmt, params).rowcount == 1 else []
+        """In the write transaction: lock the rows (PostgreSQL FOR UPDATE; SQLite's write
+        transaction holds the lock), keep those still at their expected version, update them in
+        one executemany."""
+        sql = self._sql
+        if len(pending) == 1:  # one row: the version-checked UPDATE alone (shortest lock)
+            if conn.execute(sql.cas, params[pending[0]]).rowcount == 1:
+                return pending
+            if hooked:
+                raise _LostRace([])  # the hooks must not run for a row not written
+            return []
+        current: dict[str, int] = {}
+        for i in range(0, len(pending), _IN_CHUNK):
+            chunk = pending[i : i + _IN_CHUNK]
+            locked = conn.execute(sql.lock_versions_sql(len(chunk)), (env_id, table, *chunk))
+            current.update(locked.fetchall())
+        won = [rid for rid in pending if current.get(rid) == params[rid][6]]
+        if hooked and len(won) != len(pending):
+            raise _LostRace(won)  # roll back; the hooks were prepared for rows that lost
+        if won and executemany(conn, sql.cas, [params[rid] for rid in won]) != len(won):
+            raise IntegrityError("record versions changed under a row lock")
+        return won
 
     def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
         validate_table(table)
@@ -573,6 +525,14 @@ class RecordStore:
 
 class _NothingDeleted(Exception):
     """A delete matched no row (rolls its transaction back)."""
+
+
+class _LostRace(Exception):
+    """Some rows of a hooked batch lost the race: roll back, prepare the hooks for the winners."""
+
+    def __init__(self, won: list[str]) -> None:
+        super().__init__("rows lost the race")
+        self.won = won
 
 
 @lru_cache(maxsize=4096)

@@ -69,6 +69,7 @@ class RecordSql:
         self.delete = q(f"DELETE FROM data_records WHERE {_KEY} AND record_id = ?")
         self.delete_at = q(f"DELETE FROM data_records WHERE {_KEY} AND record_id = ? AND version = ?")
         self._in: dict[int, str] = {}
+        self._lock: dict[int, str] = {}
 
     def get_many_sql(self, count: int) -> str:
         """SELECT of `count` ids (statements cached per count)."""
@@ -81,6 +82,20 @@ class RecordSql:
             )
             if len(self._in) < 64:
                 self._in[count] = sql
+        return sql
+
+    def lock_versions_sql(self, count: int) -> str:
+        """(id, version) of `count` ids in id order, locked for update on PostgreSQL (SQLite's write
+        transaction holds the database lock already)."""
+        sql = self._lock.get(count)
+        if sql is None:
+            marks = ", ".join("?" * count)
+            sql = self.db.sql(
+                "SELECT record_id, version FROM data_records "
+                f"WHERE {_KEY} AND record_id IN ({marks}) ORDER BY record_id"
+            ) + (" FOR UPDATE" if self.db.postgres else "")
+            if len(self._lock) < 64:
+                self._lock[count] = sql
         return sql
 
     def bind_at(self, at: datetime) -> Any:
