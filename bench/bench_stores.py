@@ -12,7 +12,7 @@ helper (the bench's former baseline, "in-path plaintext").
 * put_many: 10,000 rows in batches of 1,000, each round into a fresh table.
 Each case runs >= 5 rounds; in each round every candidate runs once, order rotated. The ratio is
 the median of the per-round ratios (Keyshift ÷ raw), the spread their min-max.
-* put_many memory: tracemalloc peak of one `put_many` of BENCH_BIG_PUT_MANY (default 1,000,000)
+* put_many memory: tracemalloc peak of one `put_many` of BENCH_BIG_PUT_MANY (default 250,000; 0 skips)
   generated items (SQLite).
 * files (directory file storage): a 256 MiB file put/get vs a plain file copy (skip with
   BENCH_SKIP_FILES=1).
@@ -321,7 +321,7 @@ def _rows(section: Section, group: str, rates: dict[str, list[float]], unit: str
 
 
 def _big_put_many(report: Report, env: Any) -> None:
-    count = int(os.environ.get("BENCH_BIG_PUT_MANY", "1000000"))
+    count = int(os.environ.get("BENCH_BIG_PUT_MANY", "250000"))
     section = report.section(
         "stores: one put_many of many items (SQLite)",
         "tracemalloc peak of one put_many of a generator (items ~100 B JSON); streamed in chunks",
@@ -447,7 +447,7 @@ def run(report: Report) -> None:
                         prt.close()
                 finally:
                     drop()
-            if int(os.environ.get("BENCH_BIG_PUT_MANY", "1000000")) > 0:
+            if int(os.environ.get("BENCH_BIG_PUT_MANY", "250000")) > 0:
                 _big_put_many(report, env)
             if not os.environ.get("BENCH_SKIP_FILES"):
                 _files(report, env, tmp)
