@@ -308,3 +308,26 @@ def test_large_put_many_streams_in_chunks(rt: Runtime, monkeypatch: pytest.Monke
     with pytest.raises(UsageError):
         store.put_many("t", bad)  # a list is checked whole first: nothing written
     assert snapshot(rt, "data_records", env_id=store.env_id) == before
+
+
+def test_record_times_read_back_as_the_clock_wrote_them(rt: Runtime, store: RecordStore) -> None:
+    from datetime import UTC, timedelta
+
+    rt.clock.advance(seconds=90.25)  # type: ignore[attr-defined]
+    store.put("t", "c", 1)
+    when = rt.clock.now()
+    with rt.transaction() as s:  # what the ORM reads from the same row
+        orm = s.scalars(
+            select(DataRecord.updated_at).where(
+                DataRecord.environment_id == store.env_id, DataRecord.record_id == "c"
+            )
+        ).one()
+    for rec in (
+        store.get_record("t", "c"),
+        next(r for r in store.scan("t") if r.id == "c"),
+        store.get_many("t", ["c"])[0],
+        store.scan("t", after="b", limit=1)[0],
+    ):
+        assert rec.updated_at == when == orm
+        assert rec.updated_at.utcoffset() == timedelta(0) and rec.updated_at.tzinfo is not None
+        assert rec.to_dict()["updated_at"] == when.astimezone(UTC).isoformat()

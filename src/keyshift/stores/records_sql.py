@@ -39,6 +39,8 @@ class RecordSql:
         self._read_at: Callable[[Any], Any] | None = at_type._cached_result_processor(dialect, None)
         if dialect.name == "sqlite":  # the same result, parsed by the C ISO parser
             self._read_at = _sqlite_at
+        elif self.db.postgres:  # psycopg returns aware datetimes: only normalise the zone
+            self._read_at = _aware_at
         q = self.db.sql
         self.get_value = q(f"SELECT value FROM data_records WHERE {_KEY} AND record_id = ?")
         self.get_row = q(
@@ -129,6 +131,12 @@ def _sqlite_at(raw: Any) -> datetime | None:
         return None
     at = datetime.fromisoformat(raw)
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _aware_at(raw: Any) -> datetime | None:
+    if raw is None or raw.tzinfo is UTC:
+        return raw  # type: ignore[no-any-return]
+    return raw.astimezone(UTC) if raw.tzinfo is not None else raw.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
 def in_session(s: Session) -> Any:
