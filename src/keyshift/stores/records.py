@@ -48,7 +48,8 @@ from keyshift.stores.record_codec import (
     validate_table,
     validate_version,
 )
-from keyshift.stores.records_sql import executemany, record_sql
+from keyshift.stores.records_batch import BatchWrites
+from keyshift.stores.records_sql import _IN_CHUNK, MAX_BATCH, executemany, record_sql
 
 STORE = "records"
 _U32 = struct.Struct(">I")
@@ -56,8 +57,6 @@ DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
 SCAN_PAGE = 1000  # rows per read of a whole-table scan
 PUT_CHUNK = 5000  # rows per write transaction of a large put_many
-MAX_BATCH = 10_000  # ids per get_many / put_many_if_versions call
-_IN_CHUNK = 500  # ids per SQL IN list
 
 _T: Table = DataRecord.__table__  # type: ignore[assignment]
 
@@ -107,7 +106,7 @@ def _upsert(dialect: str) -> Any:
     )
 
 
-class RecordStore:
+class RecordStore(BatchWrites):
     """Records of one environment. Obtain through `stores.service.EnvironmentData`."""
 
     def __init__(self, rt: Runtime, env_id: str) -> None:
@@ -286,84 +285,6 @@ class RecordStore:
         rid, value = item
         return validate_id(rid), value, encode_value(value)
 
-    def put_many_if_versions(self, table: str, items: Iterable[tuple[str, Any, int]]) -> list[str]:
-        """Compare-and-swap many records of one table in ONE write transaction.
-
-        `items` are (id, value, expected version >= 1) triples. Each row is written only if its
-        stored version is still the expected one (then version + 1); a row changed or deleted since
-        it was read lost the race and is left exactly as it is (never overwritten, never recreated).
-        Returns the ids written, in id order. Encryption and write-hook preparation run before the
-        transaction, which locks the rows, keeps those still at their version and updates them in
-        one executemany. If some rows lost the race and write hooks were prepared, the hooks are
-        prepared again for the winners only, so derived indexes follow exactly the rows written.
-        """
-        validate_table(table)
-        entries: dict[str, tuple[bytes, Any, int]] = {}
-        for item in items:
-            if not isinstance(item, tuple | list) or len(item) != 3:
-                raise UsageError(
-                    "put_many_if_versions takes (id, value, expected version) triples", code="invalid_value"
-                )
-            rid, value, version = item
-            validate_id(rid)
-            validate_version(version, minimum=1)
-            if rid in entries:
-                raise UsageError(f"record id {rid!r} appears twice in one batch", code="invalid_value")
-            entries[rid] = (encode_value(value), value, version)
-        if len(entries) > MAX_BATCH:
-            raise UsageError(f"at most {MAX_BATCH} records per batch", code="invalid_value")
-        if not entries:
-            return []
-        env = self._env()
-        ids = sorted(entries)  # one lock order for every batch writer
-        sealed = self._encrypt_all(env, table, [(rid, entries[rid][0]) for rid in ids])
-        sql = self._sql
-        at = sql.bind_at(self.rt.clock.now())
-        params = {
-            rid: (blob, dek_hex, at, env.id, table, rid, entries[rid][2]) for rid, blob, dek_hex in sealed
-        }
-        del sealed
-        pending = ids
-        while pending:
-            hooks = self._hooks(env, table, [(rid, entries[rid][1]) for rid in pending])
-            try:
-                work = partial(self._cas_batch, env.id, table, pending, params, bool(hooks))
-                return sql.write(work, hooks, self.rt)
-            except _LostRace as lost:
-                pending = lost.won  # prepare the hooks again for the winners only
-        return []
-
-    def _cas_batch(
-        self,
-        env_id: str,
-        table: str,
-        pending: list[str],
-        params: dict[str, tuple[Any, ...]],
-        hooked: bool,
-        conn: Any,
-    ) -> list[str]:
-        """In the write transaction: lock the rows (PostgreSQL FOR UPDATE; SQLite's write
-        transaction holds the lock), keep those still at their expected version, update them in
-        one executemany."""
-        sql = self._sql
-        if len(pending) == 1:  # one row: the version-checked UPDATE alone (shortest lock)
-            if conn.execute(sql.cas, params[pending[0]]).rowcount == 1:
-                return pending
-            if hooked:
-                raise _LostRace([])  # the hooks must not run for a row not written
-            return []
-        current: dict[str, int] = {}
-        for i in range(0, len(pending), _IN_CHUNK):
-            chunk = pending[i : i + _IN_CHUNK]
-            locked = conn.execute(sql.lock_versions_sql(len(chunk)), (env_id, table, *chunk))
-            current.update(locked.fetchall())
-        won = [rid for rid in pending if current.get(rid) == params[rid][6]]
-        if hooked and len(won) != len(pending):
-            raise _LostRace(won)  # roll back; the hooks were prepared for rows that lost
-        if won and executemany(conn, sql.cas, [params[rid] for rid in won]) != len(won):
-            raise IntegrityError("record versions changed under a row lock")
-        return won
-
     def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
         validate_table(table)
         validate_id(record_id)
@@ -525,14 +446,6 @@ class RecordStore:
 
 class _NothingDeleted(Exception):
     """A delete matched no row (rolls its transaction back)."""
-
-
-class _LostRace(Exception):
-    """Some rows of a hooked batch lost the race: roll back, prepare the hooks for the winners."""
-
-    def __init__(self, won: list[str]) -> None:
-        super().__init__("rows lost the race")
-        self.won = won
 
 
 @lru_cache(maxsize=4096)

@@ -21,6 +21,8 @@ from keyshift.db.models import DataRecord
 from keyshift.runtime import Runtime
 
 EXTENSION = "keyshift.stores.records_sql"
+MAX_BATCH = 10_000  # ids per get_many / put_many_if_versions call
+_IN_CHUNK = 500  # ids per SQL IN list
 T = TypeVar("T")
 
 _T = cast(Table, DataRecord.__table__)
