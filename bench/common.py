@@ -95,6 +95,72 @@ def interleaved_ops_per_second(
     return best
 
 
+def ab_rounds(
+    fns: dict[str, Callable[[], object]],
+    *,
+    rounds: int = 5,
+    min_time: float = 0.2,
+    warmup: int = 3,
+    max_calls: int = 1_000_000,
+) -> dict[str, list[float]]:
+    """Calls/s of each function in each of `rounds` rounds, A/B interleaved.
+
+    Every round times each candidate once, back to back, with the order rotated per round, so
+    load drift on a shared machine hits all of them alike. Ratios are taken per round
+    (`ratio_stats`), which cancels the drift between rounds too.
+    """
+    names = list(fns)
+    calls: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        n = 1
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time / 2 or n >= max_calls:
+                break
+            n = min(max_calls, max(n * 2, int(n * min_time / max(elapsed, 1e-9) * 0.6)))
+        calls[name] = max(1, int(n * min_time / max(elapsed, 1e-9)))
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            fn, n = fns[name], calls[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out[name].append(n / (time.perf_counter() - start))
+    return out
+
+
+def timed_rounds(fns: dict[str, Callable[[], object]], *, rounds: int = 5) -> dict[str, list[float]]:
+    """Seconds of one call of each function per round (for long operations), interleaved and
+    rotated like `ab_rounds`."""
+    names = list(fns)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def ratio_stats(ours: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Per-round ratios ours/base: (median, min, max)."""
+    ratios = [a / b for a, b in zip(ours, base, strict=True)]
+    return median(ratios), min(ratios), max(ratios)
+
+
 def best_seconds(fn: Callable[[], object], *, repeat: int = 3, warmup: int = 1) -> float:
     """Best wall time of one call (for operations that take long on their own)."""
     for _ in range(warmup):
@@ -128,6 +194,7 @@ class Row:
     note: str = ""
     unavailable: str | None = None
     ratio: float | None = None
+    spread: tuple[float, float] | None = None  # min and max of the per-round ratios
 
 
 @dataclass
@@ -151,6 +218,29 @@ class Section:
         self.rows.append(row)
         return row
 
+    def add_rounds(
+        self,
+        group: str,
+        name: str,
+        rates: list[float],
+        base: list[float] | None = None,
+        unit: str = "ops/s",
+        *,
+        note: str = "",
+    ) -> Row:
+        """A row from per-round rates: value = median rate; with `base` (the baseline's rates of
+        the same rounds), ratio = median of the per-round ratios and spread = their min-max.
+        Without `base` the row is the group's baseline."""
+        row = Row(group, name, median(rates), unit, base is None, note)
+        if base is not None:
+            mid, lo, hi = ratio_stats(rates, base)
+            row.ratio, row.spread = mid, (lo, hi)
+            row.note = f"ratio spread {lo:.2f}-{hi:.2f} over {len(rates)} rounds" + (
+                f"; {note}" if note else ""
+            )
+        self.rows.append(row)
+        return row
+
     def unavailable(self, group: str, name: str, reason: str) -> Row:
         row = Row(group, name, None, unavailable=reason)
         self.rows.append(row)
@@ -159,6 +249,8 @@ class Section:
     def compute_ratios(self) -> None:
         baselines = {r.group: r for r in self.rows if r.baseline and r.value}
         for row in self.rows:
+            if row.spread is not None:
+                continue  # a median of per-round ratios, set by add_rounds
             base = baselines.get(row.group)
             if base and row.value is not None and base.value and row.unit == base.unit:
                 row.ratio = row.value / base.value

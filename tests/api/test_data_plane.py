@@ -92,3 +92,25 @@ def test_disabled_environment_answers_423(client: TestClient, rt: Runtime, svc: 
     env_states(rt).invalidate(svc["env"]["id"])
     r = client.get(f"{base}/records/t/x", headers=h)
     assert r.status_code == 423 and r.json()["error"]["code"].startswith("environment_")
+
+
+def test_expected_version_past_int64_is_422_and_full_pages_name_the_next(
+    client: TestClient, svc: dict[str, Any]
+) -> None:
+    base, h = svc["base"], svc["headers"]
+    assert client.put(f"{base}/records/big/a", json={"value": 1}, headers=h).status_code == 200
+    assert client.put(f"{base}/records/big/b", json={"value": 2}, headers=h).status_code == 200
+    for big in (1 << 63, 1 << 64):
+        r = client.put(f"{base}/records/big/a", json={"value": 9, "expected_version": big}, headers=h)
+        assert r.status_code == 422, r.text
+        r = client.delete(f"{base}/records/big/a?expected_version={big}", headers=h)
+        assert r.status_code == 422, r.text
+    edge = client.put(
+        f"{base}/records/big/a", json={"value": 9, "expected_version": (1 << 63) - 1}, headers=h
+    )
+    assert edge.status_code == 409
+    assert client.get(f"{base}/records/big/a", headers=h).json()["value"] == 1
+    page = client.get(f"{base}/records/big?limit=1", headers=h)
+    assert [x["id"] for x in page.json()] == ["a"] and page.headers["X-Next-After"] == "a"
+    rest = client.get(f"{base}/records/big?limit=5&after=a", headers=h)
+    assert [x["id"] for x in rest.json()] == ["b"] and "X-Next-After" not in rest.headers

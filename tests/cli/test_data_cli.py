@@ -157,3 +157,21 @@ def test_disabled_or_locked_environment_refuses_everything_with_exit_7(
     finally:
         _set_state(cli, "contoso-prod", "enabled")
     assert cli("data", "get", "contoso-prod", "t", "r") == 1
+
+
+def test_expected_version_past_int64_is_a_usage_error_and_lists_say_when_a_page_is_full(cli: Cli) -> None:
+    cli("data", "put", "contoso-prod", "versions", "v1", '{"v": 1}')
+    for big in (str(1 << 63), str(1 << 70)):
+        err = cli(
+            "data", "put", "contoso-prod", "versions", "v1", '{"v": 2}', "--expected-version", big, code=2
+        )
+        assert err["code"] == "invalid_version"
+        err = cli("data", "delete", "contoso-prod", "versions", "v1", "--expected-version", big, code=2)
+        assert err["code"] == "invalid_version"
+    assert cli("data", "get", "contoso-prod", "versions", "v1") == {"v": 1}
+    cli("data", "put", "contoso-prod", "versions", "v2", '{"v": 2}')
+    full = cli.raw("data", "list", "contoso-prod", "versions", "--limit", "1")
+    assert full.exit_code == 0 and [r["id"] for r in json.loads(full.stdout)] == ["v1"]
+    assert "--after v1" in full.stderr
+    last = cli.raw("data", "list", "contoso-prod", "versions", "--after", "v1", "--limit", "5")
+    assert [r["id"] for r in json.loads(last.stdout)] == ["v2"] and "--after" not in last.stderr

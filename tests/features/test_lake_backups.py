@@ -107,7 +107,7 @@ def test_storages_follow_a_key_change(rt: Runtime) -> None:
     assert lake.read_export(rt, "contoso-prod", out["path"])["rows"] == 5
     RecordStore(rt, env).delete("accounts", "a0")
     restore.restore_backup(rt, "contoso-prod", b["id"])
-    assert len(RecordStore(rt, env).scan("accounts")) == 5
+    assert len(list(RecordStore(rt, env).scan("accounts"))) == 5
 
 
 def test_backup_and_restore_bring_everything_back(rt: Runtime) -> None:

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+MAX_VERSION = (1 << 63) - 1  # record versions are signed 64-bit integers (stores.record_codec)
+
 
 def _no_control_chars(value: str) -> str:
     """Names and references never contain NUL, other control characters or lone surrogates."""
@@ -118,7 +120,7 @@ JsonValue = Annotated[Any, AfterValidator(_valid_unicode)]
 
 class RecordPut(Body):
     value: JsonValue = Field(description="Any JSON value.")
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
 
 
 class AuditAppend(Body):

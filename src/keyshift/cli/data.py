@@ -116,6 +116,8 @@ def data_list(
     with runtime(ctx) as rt:
         recs = EnvironmentData(rt, env).records.scan(table, after=after, limit=limit)
         rows = [r.to_dict() for r in recs]
+        if len(recs) == limit:  # never stop silently: say how to read on
+            typer.echo(f"(page full: more may follow; next page: --after {recs[-1].id})", err=True)
         emit(
             ctx,
             rows,

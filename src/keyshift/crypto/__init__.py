@@ -16,7 +16,7 @@ from keyshift.crypto.dek import (
     generate_dek,
 )
 from keyshift.crypto.format import RecordHeader, StreamHeader
-from keyshift.crypto.records import AssociatedData, RecordCipher, dek_id_of
+from keyshift.crypto.records import AdPrefix, AssociatedData, RecordCipher, dek_id_of
 from keyshift.crypto.stream import (
     DecryptingReader,
     ciphertext_size,
@@ -27,6 +27,7 @@ from keyshift.crypto.stream import (
 )
 
 __all__ = [
+    "AdPrefix",
     "AssociatedData",
     "BlockBudget",
     "Budget",

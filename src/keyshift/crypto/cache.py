@@ -136,11 +136,35 @@ class DekCache:
 
     def note_use(self, scope: str, dek_id: bytes, nbytes: int) -> None:
         """Count one use of the key over nbytes of data (no-op if the key is not cached)."""
+        self.note_uses(scope, dek_id, 1, nbytes)
+
+    def note_uses(self, scope: str, dek_id: bytes, uses: int, nbytes: int) -> None:
+        """Count `uses` uses of the key over nbytes of data in all (no-op if the key is not cached)."""
         with self._lock:
             entry = self._entries.get((scope, dek_id))
             if entry is not None:
-                entry.uses += 1
+                entry.uses += max(0, int(uses))
                 entry.nbytes += max(0, int(nbytes))
+
+    def lease(self, scope: str, dek_id: bytes) -> tuple[DataKey, float, int, int] | None:
+        """The cached key and what is left of its bounds: (key, seconds of age, uses, bytes).
+
+        None if absent or past any bound (then it is evicted). A caller that serves lookups from
+        its own copy (the record hot path) stays within what is left and reports its uses back
+        with `note_uses`, so the bounds hold without a lock or a clock read per lookup.
+        """
+        slot = (scope, dek_id)
+        with self._lock:
+            entry = self._entries.get(slot)
+            if entry is None:
+                return None
+            now = self._clock.now()
+            if self._expired(entry, now):
+                del self._entries[slot]
+                return None
+            self._entries.move_to_end(slot)
+            age_left = self.max_age_seconds - (now - entry.added).total_seconds()
+            return entry.key, age_left, self.max_uses - entry.uses, self.max_bytes - entry.nbytes
 
     def flush(self, scope: str | None = None) -> int:
         """Drop every entry of one scope (or all scopes); returns how many were dropped."""

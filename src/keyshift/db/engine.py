@@ -1,19 +1,32 @@
-"""Engines and sessions. SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL is used as is."""
+"""Engines and sessions. SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL is used as is.
+
+Locking (docs/ARCHITECTURE.md): on SQLite a write transaction takes the write lock up front
+(`BEGIN IMMEDIATE`, behind an in-process gate with immediate hand-over); a read transaction
+(`read_transaction`) is a plain deferred `BEGIN` and never takes the write lock (WAL readers do
+not block writers nor wait for them). On PostgreSQL there is no pre-ping round trip per checkout:
+a pooled connection is checked with a zero-timeout poll of its socket (a server-side close makes
+it readable), and a dead one is replaced before use.
+"""
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_SECONDS = 30.0
 GATE_TIMEOUT_SECONDS = 30.0
+READ_OPTION = "keyshift_read"  # execution option marking a read-only transaction
+
+_gates: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -33,8 +46,44 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         _gate_writers(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        _check_on_checkout(engine)
+    elif engine.dialect.name != "postgresql":
+        raise ValueError(f"unsupported database {engine.dialect.name!r}")
+    return engine
+
+
+def _check_on_checkout(engine: Engine) -> None:
+    """Replace a pooled PostgreSQL connection the server has closed, without a round trip."""
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        if not pg_alive(dbapi_conn):
+            raise exc.DisconnectionError("the server closed this connection")
+
+
+def pg_alive(conn: Any) -> bool:
+    """False if the server closed this idle psycopg connection. A zero-timeout poll of its socket,
+    no round trip: an idle connection's socket is readable only if the server sent something
+    unasked (a notice, or its goodbye and then end-of-file, which libpq reports as an error)."""
+    from psycopg import pq
+
+    if conn.closed:
+        return False
+    pgconn = conn.pgconn
+    try:
+        for _ in range(4):
+            if not select.select([pgconn.socket], [], [], 0)[0]:
+                break
+            pgconn.consume_input()  # raises once it reads end-of-file
+        else:
+            return False
+        while pgconn.notifies() is not None:  # drop LISTEN payloads (none of ours)
+            pass
+    except Exception:
+        return False
+    return bool(pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy())
 
 
 def _begin_immediate(dbapi_conn: Any) -> None:
@@ -70,6 +119,7 @@ def _gate_writers(engine: Engine) -> None:
     goes ahead and SQLite's own locking decides, exactly as without it.
     """
     gate = threading.Lock()
+    _gates[engine] = gate
     held: set[int] = set()  # ids of DBAPI connections whose transaction holds the gate
     dialect = engine.dialect
     commit, rollback = dialect.do_commit, dialect.do_rollback
@@ -77,6 +127,9 @@ def _gate_writers(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         dbapi_conn = conn.connection.dbapi_connection
+        if conn.get_execution_options().get(READ_OPTION):
+            dbapi_conn.execute("BEGIN")  # deferred: a WAL reader, never the write lock
+            return
         got = gate.acquire(timeout=GATE_TIMEOUT_SECONDS)
         try:
             _begin_immediate(dbapi_conn)
@@ -112,6 +165,25 @@ def _gate_writers(engine: Engine) -> None:
     dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
 
 
+@contextmanager
+def sqlite_write(engine: Engine, dbapi_conn: Any) -> Iterator[None]:
+    """A write transaction on a plain sqlite3 connection of this engine, with the same gate and
+    BEGIN IMMEDIATE hand-over as the engine's own transactions; commit on success."""
+    gate = _gates.get(engine)
+    got = gate.acquire(timeout=GATE_TIMEOUT_SECONDS) if gate is not None else False
+    try:
+        _begin_immediate(dbapi_conn)
+        try:
+            yield
+        except BaseException:
+            dbapi_conn.execute("ROLLBACK")
+            raise
+        dbapi_conn.execute("COMMIT")
+    finally:
+        if got and gate is not None:
+            gate.release()
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -122,6 +194,20 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     session = factory()
     try:
         with session.begin():
+            yield session
+    finally:
+        session.close()
+
+
+@contextmanager
+def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work that only reads: on SQLite a deferred BEGIN (no write lock, no writer
+    gate), so readers never queue behind a writer. Writing in it is a programming error (SQLite
+    would then have to upgrade the lock and may fail with "database is locked")."""
+    session = factory()
+    try:
+        with session.begin():
+            session.connection(execution_options={READ_OPTION: True})
             yield session
     finally:
         session.close()

@@ -18,6 +18,7 @@ rolling, flush, and rewrapping an environment under another KEK.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +40,7 @@ from keyshift.crypto.dek import (
     generate_dek,
 )
 from keyshift.crypto.records import RecordCipher
+from keyshift.db.engine import read_transaction
 from keyshift.db.models import Dek, DekWrap, Environment
 from keyshift.errors import (
     ConflictError,
@@ -56,6 +58,8 @@ EXTENSION = "keyshift.stores.keys"
 STORES = ("records", "audit", "files", "search", "lake", "backup")
 FIRST_BLOCK = 64
 UNKNOWN_KEY = "unknown data key"
+HOT_MAX_USES = 4096  # uses a hot key serves before it reports back to the cache
+HOT_BYTES_PER_USE = (16 << 20) + 64  # the most plaintext one record decrypts to
 
 T = TypeVar("T")
 
@@ -97,6 +101,28 @@ def _vault_error(env_name: str, exc: KeyshiftError) -> KeyshiftError:
     return exc
 
 
+class HotKey:
+    """A cached DEK lent to the record read path: no lock and no clock arithmetic per record.
+
+    Serves while `live`, before `deadline` (monotonic seconds) and while `next(tickets)` is below
+    `allowance`. The deadline is at most what is left of the cache entry's age (itself at most the
+    revocation bound) and at most `state_refresh_seconds`; the allowance is at most the uses the
+    entry has left and fits in the bytes it has left at the largest record size. The record path
+    appends each plaintext size to `sizes`; the next `DataKeys.hot_key` call reports them to the
+    cache. `flush()` clears `live` (revocation reaches a hot key at once).
+    """
+
+    __slots__ = ("allowance", "cipher", "deadline", "live", "sizes", "tickets")
+
+    def __init__(self, cipher: RecordCipher, deadline: float, allowance: int) -> None:
+        self.cipher = cipher
+        self.deadline = deadline
+        self.allowance = allowance
+        self.tickets = itertools.count()
+        self.sizes: list[int] = []
+        self.live = True
+
+
 class DataKeys:
     """Per-runtime DEK state: the unwrapped-DEK cache, usage budgets, vault-call counts."""
 
@@ -122,6 +148,8 @@ class DataKeys:
         self._decrypters: dict[tuple[str, str, bytes], tuple[DataKey, RecordCipher]] = {}
         self._lock = threading.RLock()
         self._inflight: dict[tuple[str, bytes], threading.Lock] = {}
+        self._hot: dict[tuple[str, str, bytes], HotKey] = {}
+        self._flushes = 0
         env_states(rt).on_unusable.append(self.flush)
 
     # -- vault calls -------------------------------------------------------------------------
@@ -189,7 +217,7 @@ class DataKeys:
                     del self._inflight[slot]
 
     def _load(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> DataKey:
-        with rt.transaction() as s:
+        with read_transaction(rt.sessions) as s:
             wrap = s.scalars(
                 select(DekWrap)
                 .join(Dek, Dek.id == DekWrap.dek_id)
@@ -214,6 +242,51 @@ class DataKeys:
 
     def note_use(self, env_id: str, dek_id: bytes, nbytes: int) -> None:
         self.cache.note_use(env_id, dek_id, nbytes)
+
+    def hot_key(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> HotKey:
+        """The live hot key for one DEK of the store, with one use taken for the caller.
+
+        If the shared one is spent or past its deadline, reports its uses to the cache and makes a
+        new one, looking the key up exactly as `key_for` does (cache bounds, unwrap on a miss,
+        fail closed).
+        """
+        slot = (env.id, store, dek_id)
+        current = self._hot.get(slot)
+        if (
+            current is not None
+            and current.live
+            and self.monotonic() < current.deadline
+            and next(current.tickets) < current.allowance
+        ):
+            return current  # another reader renewed it already
+        with self._lock:
+            old = self._hot.get(slot)
+            if old is not None and old is current:
+                del self._hot[slot]
+            else:
+                old = None
+            generation = self._flushes
+        if old is not None:
+            old.live = False
+            sizes, old.sizes = old.sizes, []
+            self.cache.note_uses(env.id, dek_id, len(sizes), sum(sizes))
+        key = self.key_for(rt, env, store, dek_id)
+        lease = self.cache.lease(env.id, dek_id)
+        now = self.monotonic()
+        if lease is None or lease[0] is not key:  # evicted meanwhile: serve this one use only
+            hot = HotKey(RecordCipher(Keyring(key)), now, 1)
+        else:
+            _, age_left, uses_left, bytes_left = lease
+            allowance = max(1, min(HOT_MAX_USES, uses_left, bytes_left // HOT_BYTES_PER_USE))
+            deadline = now + min(age_left, rt.settings.state_refresh_seconds)
+            hot = HotKey(RecordCipher(Keyring(key)), deadline, allowance)
+        next(hot.tickets)  # the caller's use
+        with self._lock:
+            if self._flushes == generation:
+                self._hot[slot] = hot
+            else:  # flushed while we looked the key up: this use only, like key_for's race
+                hot.live = False
+        return hot
 
     # -- the primary (encrypting) key ---------------------------------------------------------
     def primary(self, rt: Runtime, env: EnvView, store: str) -> tuple[DataKey, BlockBudget]:
@@ -327,7 +400,7 @@ class DataKeys:
         ).first()
 
     def _load_or_create_primary(self, rt: Runtime, env: EnvView, store: str) -> str:
-        with rt.transaction() as s:
+        with read_transaction(rt.sessions) as s:
             dek_hex = self._primary_id(s, env.id, store)
         if dek_hex is None:
             dek_hex = self._create(rt, env.id, store)
@@ -391,6 +464,9 @@ class DataKeys:
     def flush(self, env_id: str | None = None) -> int:
         """Drop cached DEKs (and primary hints) of one environment, or of all. Returns entries dropped."""
         with self._lock:
+            self._flushes += 1
+            for slot in [k for k in self._hot if env_id is None or k[0] == env_id]:
+                self._hot.pop(slot).live = False
             if env_id is None:
                 self._primary.clear()
                 self._ciphers.clear()

@@ -1,8 +1,7 @@
 """The SQL record store: put, get, put_many, delete, scan per table of one environment.
 
-A value is a JSON document (dict, list, str, number, bool, None) or bytes; the plaintext starts
-with a one-byte type tag (b"J" JSON in UTF-8, b"B" raw bytes) and is encrypted with AES-256-GCM
-under the store's primary DEK, associated data = (tenant, environment, "records", table, id).
+A value is a JSON document or bytes (`record_codec`), encrypted with AES-256-GCM under the store's
+primary DEK, associated data = (tenant, environment, "records", table, id).
 
 Every row has a version (1 on insert, +1 on each write). `put(..., expected_version=n)` is a
 compare-and-swap: it writes only if the stored version is still n (0 = "must not exist yet"),
@@ -10,38 +9,54 @@ else ConflictError "version_conflict". Tables exist while they hold rows.
 
 Encryption and decryption never run inside a DB transaction: they may need the vault or the DEK
 budget counter, which open their own.
+
+The hot path (docs/ARCHITECTURE.md, "Performance"): statements are written once per runtime
+(`records_sql`) and run on plain DBAPI connections (reads in autocommit: on SQLite no write lock,
+on PostgreSQL one round trip); the associated data of a table is encoded once and the record id
+appended per record; DEKs come from `DataKeys.hot_key` (no lock or clock arithmetic per record);
+the environment gate is one dict read and one monotonic comparison. Every check stays: names,
+state, versions, AD binding, fail closed.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import struct
+from collections.abc import Iterable, Iterator
+from functools import lru_cache, partial
+from itertools import islice
+from typing import Any, overload
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyshift.crypto.dek import DataKeyExhaustedError
-from keyshift.crypto.records import AssociatedData, RecordCipher
+from keyshift.crypto.format import RECORD_OVERHEAD
+from keyshift.crypto.records import AdPrefix, AssociatedData, RecordCipher
+from keyshift.db.engine import read_transaction
 from keyshift.db.models import DataRecord
 from keyshift.errors import ConflictError, IntegrityError, KeyshiftError, NotFoundError, UsageError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView, env_states
-from keyshift.stores.keys import data_keys
+from keyshift.stores.keys import HotKey, data_keys
+from keyshift.stores.record_codec import (
+    MAX_VALUE_BYTES,
+    Record,
+    TableAd,
+    decode_value,
+    encode_value,
+    validate_id,
+    validate_table,
+    validate_version,
+)
+from keyshift.stores.records_batch import BatchWrites
+from keyshift.stores.records_sql import _IN_CHUNK, MAX_BATCH, executemany, record_sql
 
 STORE = "records"
-TABLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-ID_RE = re.compile(r"^[A-Za-z0-9_.:@+=~-]{1,512}$")
-TAG_JSON = b"J"
-TAG_BYTES = b"B"
-MAX_VALUE_BYTES = 16 << 20
+_U32 = struct.Struct(">I")
 DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
-MAX_BATCH = 10_000  # ids per get_many / put_many_if_versions call
-_IN_CHUNK = 500  # ids per SQL IN list
+SCAN_PAGE = 1000  # rows per read of a whole-table scan
+PUT_CHUNK = 5000  # rows per write transaction of a large put_many
 
 _T: Table = DataRecord.__table__  # type: ignore[assignment]
 
@@ -78,109 +93,6 @@ def _prepare_hooks(rt: Runtime, env: EnvView, table: str, changes: list[tuple[st
     return out
 
 
-class TableAd:
-    """Associated data of many records of one table, encoding the shared fields only once.
-
-    Equal to `AssociatedData(tenant, environment, store, table, id)` field for field and byte for
-    byte (docs/FORMAT.md: each field is a u32 big-endian length and its UTF-8 bytes, in order); it
-    only skips re-encoding the four fields every record of the table shares.
-    """
-
-    __slots__ = ("base", "prefix")
-
-    def __init__(self, base: AssociatedData) -> None:
-        self.base = base
-        encoded = base.encode()
-        empty_id = len(base.record_id.encode("utf-8")) + 4
-        self.prefix = encoded[:-empty_id] if empty_id else encoded
-
-    def with_record(self, record_id: str) -> AssociatedData:
-        raw = record_id.encode("utf-8")
-        if len(raw) > 512:  # record ids are validated first; never build a different encoding
-            return self.base.with_record(record_id)
-        ad = object.__new__(AssociatedData)
-        b = self.base
-        for name, value in (
-            ("tenant", b.tenant),
-            ("environment", b.environment),
-            ("store", b.store),
-            ("collection", b.collection),
-            ("record_id", record_id),
-            ("_encoded", self.prefix + len(raw).to_bytes(4, "big") + raw),
-        ):
-            object.__setattr__(ad, name, value)
-        return ad
-
-
-@dataclass(frozen=True)
-class Record:
-    id: str
-    value: Any
-    version: int
-    updated_at: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        value = self.value
-        if isinstance(value, bytes):
-            value = {"$bytes": value.hex()}
-        return {
-            "id": self.id,
-            "version": self.version,
-            "updated_at": self.updated_at.isoformat(),
-            "value": value,
-        }
-
-
-def validate_table(table: object) -> str:
-    if not isinstance(table, str) or not TABLE_RE.match(table):
-        raise UsageError(
-            f"invalid table name {table!r}: 1-128 letters, digits, '_', '.', '-' "
-            "(not starting with '.' or '-')",
-            code="invalid_table",
-        )
-    return table
-
-
-def validate_id(record_id: object) -> str:
-    if not isinstance(record_id, str) or not ID_RE.match(record_id) or record_id in (".", ".."):
-        raise UsageError(
-            f"invalid record id {record_id!r}: 1-512 letters, digits or _ . : @ + = ~ - "
-            "(no '/', backslash, NUL)",
-            code="invalid_id",
-        )
-    return record_id
-
-
-def encode_value(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        data = TAG_BYTES + bytes(value)
-    else:
-        try:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"value is not JSON-serialisable: {exc}", code="invalid_value") from None
-        try:
-            data = TAG_JSON + text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate (e.g. "\ud800") has no UTF-8 form. The codec's message would quote
-            # the character and its position in the value: say only what is wrong.
-            raise UsageError(
-                "value holds text that is not valid Unicode (a lone surrogate)", code="invalid_value"
-            ) from None
-    if len(data) > MAX_VALUE_BYTES:
-        raise UsageError(f"a record value holds at most {MAX_VALUE_BYTES} bytes", code="value_too_large")
-    return data
-
-
-def decode_value(data: bytes) -> Any:
-    tag, body = data[:1], data[1:]
-    if tag == TAG_BYTES:
-        return body
-    if tag == TAG_JSON:
-        return json.loads(body)
-    raise IntegrityError("unknown value type")
-
-
 def _upsert(dialect: str) -> Any:
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
     return ins.on_conflict_do_update(
@@ -194,30 +106,7 @@ def _upsert(dialect: str) -> Any:
     )
 
 
-def _cas_update() -> Any:
-    return (
-        update(_T)
-        .where(
-            _T.c.environment_id == bindparam("b_env"),
-            _T.c.table_name == bindparam("b_table"),
-            _T.c.record_id == bindparam("b_id"),
-            _T.c.version == bindparam("b_version"),
-        )
-        .values(
-            value=bindparam("b_value"),
-            dek_id=bindparam("b_dek"),
-            updated_at=bindparam("b_at"),
-            version=_T.c.version + 1,
-        )
-    )
-
-
-def _insert_new(dialect: str) -> Any:
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
-    return ins.on_conflict_do_nothing(index_elements=[_T.c.environment_id, _T.c.table_name, _T.c.record_id])
-
-
-class RecordStore:
+class RecordStore(BatchWrites):
     """Records of one environment. Obtain through `stores.service.EnvironmentData`."""
 
     def __init__(self, rt: Runtime, env_id: str) -> None:
@@ -225,9 +114,9 @@ class RecordStore:
         self.env_id = env_id
         self._keys = data_keys(rt)
         self._states = env_states(rt)
-        self._dialect = rt.engine.dialect.name
-        self._upsert = _upsert(self._dialect)
-        self._insert_new = _insert_new(self._dialect)
+        self._sql = record_sql(rt)
+        self._hot = self._keys.hot_key
+        self._hot_keys: dict[bytes, HotKey] = {}  # DEK id -> the hot key this store last used
 
     # -- helpers -----------------------------------------------------------------------------
     def _env(self) -> EnvView:
@@ -236,19 +125,25 @@ class RecordStore:
     def _ad(self, env: EnvView, table: str, record_id: str) -> AssociatedData:
         return AssociatedData(env.tenant_id, env.id, STORE, table, record_id)
 
+    def _hooks(self, env: EnvView, table: str, changes: list[tuple[str, Any]]) -> list[Any]:
+        return _prepare_hooks(self.rt, env, table, changes)
+
     def _encrypt_all(
         self, env: EnvView, table: str, items: list[tuple[str, bytes]]
-    ) -> list[tuple[str, bytes]]:
-        """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out."""
-        out: list[tuple[str, bytes]] = []
-        base = TableAd(self._ad(env, table, ""))
+    ) -> list[tuple[str, bytes, str]]:
+        """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out.
+        Returns (id, blob, DEK id in hex) triples."""
+        out: list[tuple[str, bytes, str]] = []
+        ad = _prefix(env.tenant_id, env.id, table).for_record
+        append = out.append
         while len(out) < len(items):
             cipher: RecordCipher = self._keys.cipher(self.rt, env, STORE)
             dek_id = cipher.keyring.primary.id
+            dek_hex, encrypt = dek_id.hex(), cipher.encrypt_ad
             nbytes = 0
             try:
                 for rid, plain in items[len(out) :]:
-                    out.append((rid, cipher.encrypt(plain, base.with_record(rid))))
+                    append((rid, encrypt(plain, ad(rid)), dek_hex))
                     nbytes += len(plain)
             except DataKeyExhaustedError:
                 self._keys.roll(self.rt, env, STORE, dek_id)
@@ -257,32 +152,56 @@ class RecordStore:
         return out
 
     def _decrypt(self, env: EnvView, table: str, record_id: str, blob: bytes) -> Any:
-        try:
-            if len(blob) < 20:
-                raise IntegrityError("ciphertext is malformed")
-            dek_id = bytes(blob[4:20])
-            cipher = self._keys.decrypter(self.rt, env, STORE, dek_id)
-            plain = cipher.decrypt(blob, self._ad(env, table, record_id))
-            self._keys.note_use(env.id, dek_id, len(plain))
-            return decode_value(plain)
-        except IntegrityError:
-            raise IntegrityError(
-                f"record {table}/{record_id} of environment {env.name!r} failed authentication "
-                "(stored ciphertext is corrupt or was moved)"
-            ) from None
-        except ValueError:  # JSON decode of an authenticated plaintext: should not happen
-            raise IntegrityError(f"record {table}/{record_id} holds an undecodable value") from None
+        """Authenticate and decode one stored value."""
+        return self._open(env, table, [(record_id, blob)])[0]
+
+    def _open(self, env: EnvView, table: str, rows: Iterable[tuple[str, bytes]]) -> list[Any]:
+        """Authenticate and decode stored values (the read hot path; names bound once per call).
+
+        Per row: the DEK's hot key (renewed through `DataKeys.hot_key` when spent, expired or
+        flushed), the table's encoded AD with the id appended, AES-GCM, the value decoding.
+        """
+        prefix = _prefix(env.tenant_id, env.id, table).prefix
+        hot_keys, monotonic, pack = self._hot_keys, self._keys.monotonic, _U32.pack
+        out: list[Any] = []
+        append = out.append
+        for rid, blob in rows:
+            try:
+                if type(blob) is not bytes:
+                    blob = bytes(blob)
+                if len(blob) < RECORD_OVERHEAD:
+                    raise IntegrityError("ciphertext is malformed")
+                dek_id = blob[4:20]
+                hot = hot_keys.get(dek_id)
+                if (
+                    hot is None
+                    or not hot.live
+                    or monotonic() >= hot.deadline
+                    or next(hot.tickets) >= hot.allowance
+                ):
+                    hot = hot_keys[dek_id] = self._hot(self.rt, env, STORE, dek_id)
+                raw = rid.encode("utf-8")
+                plain = hot.cipher.decrypt_ad(blob, prefix + pack(len(raw)) + raw)
+                hot.sizes.append(len(plain))
+                append(decode_value(plain))
+            except IntegrityError:
+                raise IntegrityError(
+                    f"record {table}/{rid} of environment {env.name!r} failed authentication "
+                    "(stored ciphertext is corrupt or was moved)"
+                ) from None
+            except ValueError:  # JSON decode of an authenticated plaintext: should not happen
+                raise IntegrityError(f"record {table}/{rid} holds an undecodable value") from None
+        return out
+
+    def _records(self, env: EnvView, table: str, rows: list[Any]) -> list[Record]:
+        """Record objects of (id, blob, version, updated_at) rows."""
+        values = self._open(env, table, [(r[0], r[1]) for r in rows])
+        read_at = self._sql.read_at
+        return [Record(r[0], v, r[2], read_at(r[3])) for r, v in zip(rows, values, strict=True)]
 
     def _table_exists(self, table: str) -> bool:
-        with self.rt.transaction() as s:
-            return (
-                s.execute(
-                    select(_T.c.record_id)
-                    .where(_T.c.environment_id == self.env_id, _T.c.table_name == table)
-                    .limit(1)
-                ).first()
-                is not None
-            )
+        sql = self._sql
+        return bool(sql.fetch(sql.any_row, (self.env_id, table)))
 
     def _not_found(self, table: str, record_id: str) -> KeyshiftError:
         if not self._table_exists(table):
@@ -294,249 +213,133 @@ class RecordStore:
         """Write a record; returns its new version. With expected_version: compare-and-swap."""
         validate_table(table)
         validate_id(record_id)
-        if expected_version is not None and (
-            isinstance(expected_version, bool)
-            or not isinstance(expected_version, int)
-            or expected_version < 0
-        ):
-            raise UsageError("expected_version must be an integer >= 0", code="invalid_version")
+        if expected_version is not None:
+            validate_version(expected_version)
         plain = encode_value(value)
         env = self._env()
-        [(_, blob)] = self._encrypt_all(env, table, [(record_id, plain)])
-        hooks = _prepare_hooks(self.rt, env, table, [(record_id, value)])
-        row = {
-            "environment_id": env.id,
-            "table_name": table,
-            "record_id": record_id,
-            "version": 1,
-            "dek_id": blob[4:20].hex(),
-            "value": blob,
-            "updated_at": self.rt.clock.now(),
-        }
-        with self.rt.transaction() as s:
+        [(_, blob, dek_hex)] = self._encrypt_all(env, table, [(record_id, plain)])
+        hooks = self._hooks(env, table, [(record_id, value)])
+        sql = self._sql
+        row = (env.id, table, record_id, dek_hex, blob, sql.bind_at(self.rt.clock.now()))
+
+        def work(conn: Any) -> int:
             if expected_version is None:
-                version = int(s.execute(self._upsert.returning(_T.c.version), row).scalar_one())
-                for fn in hooks:
-                    fn(s)
-                return version
+                return int(conn.execute(sql.upsert_returning, row).fetchone()[0])
             if expected_version == 0:
-                if s.execute(self._insert_new.returning(_T.c.version), row).first() is None:
+                if conn.execute(sql.insert_new, row).fetchone() is None:
                     raise ConflictError(
                         f"record {table}/{record_id} already exists (expected it absent)",
                         code="version_conflict",
                     )
-                for fn in hooks:
-                    fn(s)
                 return 1
-            res = s.execute(
-                update(_T)
-                .where(
-                    _T.c.environment_id == env.id,
-                    _T.c.table_name == table,
-                    _T.c.record_id == record_id,
-                    _T.c.version == expected_version,
-                )
-                .values(
-                    value=blob, dek_id=row["dek_id"], updated_at=row["updated_at"], version=_T.c.version + 1
-                )
-            )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+            cur = conn.execute(sql.cas, (blob, row[3], row[5], env.id, table, record_id, expected_version))
+            if cur.rowcount != 1:
                 raise ConflictError(
                     f"record {table}/{record_id} is not at version {expected_version}",
                     code="version_conflict",
                 )
-            for fn in hooks:
-                fn(s)
             return expected_version + 1
 
+        return sql.write(work, hooks, self.rt)
+
     def put_many(self, table: str, items: Iterable[tuple[str, Any]]) -> int:
-        """Write many records of one table in one transaction (one executemany). Returns the count."""
-        validate_table(table)
-        plain: dict[str, bytes] = {}
-        values: dict[str, Any] = {}
-        for item in items:
-            if not isinstance(item, tuple | list) or len(item) != 2:
-                raise UsageError("put_many takes (id, value) pairs", code="invalid_value")
-            rid, value = item
-            plain[validate_id(rid)] = encode_value(value)  # a repeated id: the last value wins
-            values[rid] = value
-        if not plain:
-            return 0
-        env = self._env()
-        blobs = self._encrypt_all(env, table, list(plain.items()))
-        now = self.rt.clock.now()
-        rows = [
-            {
-                "environment_id": env.id,
-                "table_name": table,
-                "record_id": rid,
-                "version": 1,
-                "dek_id": blob[4:20].hex(),
-                "value": blob,
-                "updated_at": now,
-            }
-            for rid, blob in blobs
-        ]
-        hooks = _prepare_hooks(self.rt, env, table, list(values.items()))
-        with self.rt.transaction() as s:
-            s.execute(self._upsert, rows)
-            for fn in hooks:
-                fn(s)
-        return len(rows)
+        """Write many records of one table; returns the count written.
 
-    def put_many_if_versions(self, table: str, items: Iterable[tuple[str, Any, int]]) -> list[str]:
-        """Compare-and-swap many records of one table in ONE write transaction.
-
-        `items` are (id, value, expected version >= 1) triples. Each row is written only if its
-        stored version is still the expected one (then version + 1); a row changed or deleted since
-        it was read lost the race and is left exactly as it is (never overwritten, never recreated).
-        Returns the ids written, in id order. Encryption and write-hook preparation run before the
-        transaction, which locks the rows, keeps those still at their version and updates them in
-        one executemany. If some rows lost the race and write hooks were prepared, the hooks are
-        prepared again for the winners only, so derived indexes follow exactly the rows written.
+        Up to PUT_CHUNK items: one transaction (one executemany), all or nothing. More: streamed
+        in chunks of PUT_CHUNK, each its own transaction, so memory stays flat whatever the size.
+        A list or tuple is checked whole first (ids, pairs, values), so bad input writes nothing;
+        from any other iterable, chunks before a bad item stay written. A repeated id: the last
+        value wins.
         """
         validate_table(table)
-        entries: dict[str, tuple[bytes, Any, int]] = {}
-        for item in items:
-            if not isinstance(item, tuple | list) or len(item) != 3:
-                raise UsageError(
-                    "put_many_if_versions takes (id, value, expected version) triples", code="invalid_value"
-                )
-            rid, value, version = item
-            validate_id(rid)
-            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-                raise UsageError("expected_version must be an integer >= 1", code="invalid_version")
-            if rid in entries:
-                raise UsageError(f"record id {rid!r} appears twice in one batch", code="invalid_value")
-            entries[rid] = (encode_value(value), value, version)
-        if len(entries) > MAX_BATCH:
-            raise UsageError(f"at most {MAX_BATCH} records per batch", code="invalid_value")
-        if not entries:
-            return []
-        env = self._env()
-        ids = sorted(entries)  # one lock order for every batch writer
-        blobs = dict(self._encrypt_all(env, table, [(rid, entries[rid][0]) for rid in ids]))
-        now = self.rt.clock.now()
-        stmt = _cas_update()
-        pending = ids
-        while pending:
-            hooks = _prepare_hooks(self.rt, env, table, [(rid, entries[rid][1]) for rid in pending])
-            with self.rt.transaction() as s:
-                # Lock the rows (PostgreSQL FOR UPDATE; SQLite transactions hold the write lock),
-                # keep those still at their expected version, then one executemany of the UPDATEs.
-                if len(pending) == 1:  # one row: the version-checked UPDATE alone (shortest lock)
-                    won = self._cas_one(s, stmt, env.id, table, pending[0], entries, blobs, now)
-                    for fn in hooks if won else ():
-                        fn(s)
-                    return won
-                current: dict[str, int] = {}
-                for i in range(0, len(pending), _IN_CHUNK):
-                    current.update(
-                        s.execute(
-                            select(_T.c.record_id, _T.c.version)
-                            .where(
-                                _T.c.environment_id == env.id,
-                                _T.c.table_name == table,
-                                _T.c.record_id.in_(pending[i : i + _IN_CHUNK]),
-                            )
-                            .order_by(_T.c.record_id)
-                            .with_for_update()
-                        ).all()
-                    )
-                won = [rid for rid in pending if current.get(rid) == entries[rid][2]]
-                if hooks and len(won) != len(pending):
-                    pending = won  # prepare the hooks again for the winners only
-                    continue
-                if won:
-                    res = s.execute(
-                        stmt,
-                        [
-                            {
-                                "b_env": env.id,
-                                "b_table": table,
-                                "b_id": rid,
-                                "b_version": entries[rid][2],
-                                "b_value": blobs[rid],
-                                "b_dek": blobs[rid][4:20].hex(),
-                                "b_at": now,
-                            }
-                            for rid in won
-                        ],
-                    )
-                    if res.rowcount != len(won):  # type: ignore[attr-defined]
-                        raise IntegrityError("record versions changed under a row lock")
-                for fn in hooks:
-                    fn(s)
-            return won
-        return []
+        if isinstance(items, list | tuple) and len(items) > PUT_CHUNK:
+            for item in items:  # check everything before writing anything
+                self._pair(item)
+        it = iter(items)
+        written = 0
+        while True:
+            plain: dict[str, bytes] = {}
+            values: dict[str, Any] = {}
+            for item in islice(it, PUT_CHUNK):
+                rid, value, data = self._pair(item)
+                plain[rid] = data
+                values[rid] = value
+            if not plain:
+                return written
+            env = self._env()
+            blobs = self._encrypt_all(env, table, list(plain.items()))
+            del plain
+            now = self._sql.bind_at(self.rt.clock.now())
+            env_id = env.id
+            rows = [(env_id, table, rid, dek_hex, blob, now) for rid, blob, dek_hex in blobs]
+            del blobs
+            hooks = self._hooks(env, table, list(values.items()))
+            del values
+            self._sql.write(partial(executemany, sql=self._sql.upsert, rows=rows), hooks, self.rt)
+            written += len(rows)
 
     @staticmethod
-    def _cas_one(
-        s: Any,
-        stmt: Any,
-        env_id: str,
-        table: str,
-        rid: str,
-        entries: dict[str, tuple[bytes, Any, int]],
-        blobs: dict[str, bytes],
-        now: datetime,
-    ) -> list[str]:
-        blob = blobs[rid]
-        params = {"b_env": env_id, "b_table": table, "b_id": rid, "b_version": entries[rid][2]}
-        params |= {"b_value": blob, "b_dek": blob[4:20].hex(), "b_at": now}
-        return [rid] if s.execute(stmt, params).rowcount == 1 else []
+    def _pair(item: object) -> tuple[str, Any, bytes]:
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise UsageError("put_many takes (id, value) pairs", code="invalid_value")
+        rid, value = item
+        return validate_id(rid), value, encode_value(value)
 
     def delete(self, table: str, record_id: str, *, expected_version: int | None = None) -> None:
         validate_table(table)
         validate_id(record_id)
+        if expected_version is not None:
+            validate_version(expected_version)
         env = self._env()
-        hooks = _prepare_hooks(self.rt, env, table, [(record_id, None)])
-        with self.rt.transaction() as s:
-            stmt = delete(_T).where(
-                _T.c.environment_id == env.id, _T.c.table_name == table, _T.c.record_id == record_id
-            )
-            if expected_version is not None:
-                stmt = stmt.where(_T.c.version == expected_version)
-            res = s.execute(stmt)
-            deleted = res.rowcount == 1  # type: ignore[attr-defined]
-            if deleted:
-                for fn in hooks:
-                    fn(s)
-        if not deleted:
+        hooks = self._hooks(env, table, [(record_id, None)])
+        sql = self._sql
+        key = (env.id, table, record_id)
+
+        def work(conn: Any) -> bool:
+            if expected_version is None:
+                cur = conn.execute(sql.delete, key)
+            else:
+                cur = conn.execute(sql.delete_at, (*key, expected_version))
+            if cur.rowcount != 1:
+                raise _NothingDeleted  # roll back: the write hooks must not run
+            return True
+
+        try:
+            sql.write(work, hooks, self.rt)
+        except _NothingDeleted:
             if expected_version is not None and self._exists(table, record_id):
                 raise ConflictError(
                     f"record {table}/{record_id} is not at version {expected_version}",
                     code="version_conflict",
-                )
-            raise self._not_found(table, record_id)
+                ) from None
+            raise self._not_found(table, record_id) from None
 
     def _exists(self, table: str, record_id: str) -> bool:
-        with self.rt.transaction() as s:
-            return (
-                s.execute(
-                    select(_T.c.version).where(
-                        _T.c.environment_id == self.env_id,
-                        _T.c.table_name == table,
-                        _T.c.record_id == record_id,
-                    )
-                ).first()
-                is not None
-            )
+        sql = self._sql
+        return bool(sql.fetch(sql.version_of, (self.env_id, table, record_id)))
 
     # -- reads -------------------------------------------------------------------------------
     def get_record(self, table: str, record_id: str) -> Record:
         validate_table(table)
         validate_id(record_id)
         env = self._env()
-        with self.rt.transaction() as s:
-            row = s.execute(
-                select(_T.c.value, _T.c.version, _T.c.updated_at).where(
-                    _T.c.environment_id == env.id, _T.c.table_name == table, _T.c.record_id == record_id
-                )
-            ).first()
-        if row is None:
+        sql = self._sql
+        rows = sql.fetch(sql.get_row, (env.id, table, record_id))
+        if not rows:
             raise self._not_found(table, record_id)
-        return Record(record_id, self._decrypt(env, table, record_id, row[0]), row[1], row[2])
+        blob, version, at = rows[0]
+        return Record(record_id, self._decrypt(env, table, record_id, blob), version, sql.read_at(at))
+
+    def get(self, table: str, record_id: str) -> Any:
+        """A record's value: one point read (no version or time decoded)."""
+        validate_table(table)
+        validate_id(record_id)
+        env = self._env()
+        sql = self._sql
+        rows = sql.fetch(sql.get_value, (env.id, table, record_id))
+        if not rows:
+            raise self._not_found(table, record_id)
+        return self._decrypt(env, table, record_id, rows[0][0])
 
     def get_many(self, table: str, ids: Iterable[str]) -> list[Record]:
         """Records by id, in id order; ids that do not exist are left out (no error).
@@ -551,52 +354,77 @@ class RecordStore:
         if not wanted:
             return []
         env = self._env()
-        rows: list[Any] = []
-        with self.rt.transaction() as s:
+        sql = self._sql
+
+        def work(conn: Any) -> list[Any]:
+            rows: list[Any] = []
             for i in range(0, len(wanted), _IN_CHUNK):
-                rows += s.execute(
-                    select(_T.c.record_id, _T.c.value, _T.c.version, _T.c.updated_at).where(
-                        _T.c.environment_id == env.id,
-                        _T.c.table_name == table,
-                        _T.c.record_id.in_(wanted[i : i + _IN_CHUNK]),
-                    )
-                ).all()
+                chunk = wanted[i : i + _IN_CHUNK]
+                rows += conn.execute(sql.get_many_sql(len(chunk)), (env.id, table, *chunk)).fetchall()
+            return rows
+
+        if len(wanted) > _IN_CHUNK:
+            rows = sql.db.read(work)
+        else:
+            rows = sql.fetch(sql.get_many_sql(len(wanted)), (env.id, table, *wanted))
         rows.sort(key=lambda r: r[0])
-        return [
-            Record(rid, self._decrypt(env, table, rid, bytes(blob)), ver, at) for rid, blob, ver, at in rows
-        ]
+        return self._records(env, table, rows)
 
-    def get(self, table: str, record_id: str) -> Any:
-        return self.get_record(table, record_id).value
+    @overload
+    def scan(self, table: str, after: str | None = None, limit: None = None) -> Iterator[Record]: ...
 
-    def scan(self, table: str, after: str | None = None, limit: int = DEFAULT_SCAN_LIMIT) -> list[Record]:
-        """Records of a table in id order, starting after `after`, at most `limit` of them."""
+    @overload
+    def scan(self, table: str, after: str | None = None, *, limit: int) -> list[Record]: ...
+
+    @overload
+    def scan(self, table: str, after: str | None, limit: int) -> list[Record]: ...
+
+    def scan(
+        self, table: str, after: str | None = None, limit: int | None = None
+    ) -> Iterator[Record] | list[Record]:
+        """Records of a table in id order, starting after `after`.
+
+        Without `limit`: an iterator over the whole table, read page by page (SCAN_PAGE rows at a
+        time: constant memory). Its first page is read at once, so an unknown table or an
+        unusable environment raises here, not at the first `next()`.
+        With `limit` (1 to MAX_SCAN_LIMIT): one page, as a list (explicit paging: pass the last
+        id as `after` for the next page).
+        """
         validate_table(table)
         if after is not None:
             validate_id(after)
+        if limit is None:
+            first = self._page(table, after, SCAN_PAGE)
+            return self._pages(table, first)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SCAN_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_SCAN_LIMIT}", code="invalid_limit")
+        return self._page(table, after, limit)
+
+    def _page(self, table: str, after: str | None, limit: int) -> list[Record]:
         env = self._env()
-        stmt = (
-            select(_T.c.record_id, _T.c.value, _T.c.version, _T.c.updated_at)
-            .where(_T.c.environment_id == env.id, _T.c.table_name == table)
-            .order_by(_T.c.record_id)
-            .limit(limit)
-        )
-        if after is not None:
-            stmt = stmt.where(_T.c.record_id > after)
-        with self.rt.transaction() as s:
-            rows = s.execute(stmt).all()
+        sql = self._sql
+        if after is None:
+            rows = sql.fetch(sql.scan_first, (env.id, table, limit))
+        else:
+            rows = sql.fetch(sql.scan_after, (env.id, table, after, limit))
         if not rows and after is None:
             raise NotFoundError(f"table {table!r} not found", code="table_not_found")
-        return [Record(rid, self._decrypt(env, table, rid, blob), ver, at) for rid, blob, ver, at in rows]
+        return self._records(env, table, rows)
+
+    def _pages(self, table: str, page: list[Record]) -> Iterator[Record]:
+        while True:
+            yield from page
+            if len(page) < SCAN_PAGE:
+                return
+            page = self._page(table, page[-1].id, SCAN_PAGE)
 
     def iter_all(self, table: str, page: int = DEFAULT_SCAN_LIMIT) -> Iterable[Record]:
-        """Every record of a table, page by page."""
+        """Every record of a table, page by page (nothing if the table does not exist)."""
+        validate_table(table)
         after: str | None = None
         while True:
             try:
-                batch = self.scan(table, after=after, limit=page)
+                batch = self._page(table, after, page)
             except NotFoundError:
                 return
             yield from batch
@@ -606,7 +434,7 @@ class RecordStore:
 
     def tables(self) -> list[dict[str, Any]]:
         self._env()
-        with self.rt.transaction() as s:
+        with read_transaction(self.rt.sessions) as s:
             rows = s.execute(
                 select(_T.c.table_name, func.count())
                 .where(_T.c.environment_id == self.env_id)
@@ -614,3 +442,26 @@ class RecordStore:
                 .order_by(_T.c.table_name)
             ).all()
         return [{"table": t, "records": n} for t, n in rows]
+
+
+class _NothingDeleted(Exception):
+    """A delete matched no row (rolls its transaction back)."""
+
+
+@lru_cache(maxsize=4096)
+def _prefix(tenant_id: str, env_id: str, table: str) -> AdPrefix:
+    """The encoded associated data shared by every record of one table (ids appended per record)."""
+    return AdPrefix(tenant_id, env_id, STORE, table)
+
+
+__all__ = [
+    "MAX_VALUE_BYTES",
+    "Record",
+    "RecordStore",
+    "TableAd",
+    "decode_value",
+    "encode_value",
+    "validate_id",
+    "validate_table",
+    "validate_version",
+]

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, BinaryIO
 
 import anyio.from_thread
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from keyshift.api.access import Ctx, allow
-from keyshift.api.schemas import AuditAppend, RecordPut
+from keyshift.api.schemas import MAX_VERSION, AuditAppend, RecordPut
 from keyshift.clock import parse_time
 from keyshift.stores.service import EnvironmentData
 
@@ -31,13 +31,19 @@ def _data(ctx: Ctx, env: str) -> EnvironmentData:
 # -- records ---------------------------------------------------------------------------------------
 @router.get("/environments/{env}/records/{table}")
 def list_records(
+    response: Response,
     env: str,
     table: str,
     after: str | None = Query(default=None, max_length=200),
     limit: int = Query(default=100, ge=1, le=10_000),
     ctx: Ctx = allow("data"),
 ) -> list[dict[str, Any]]:
-    return [r.to_dict() for r in _data(ctx, env).records.scan(table, after=after, limit=limit)]
+    """One page of a table's records in id order. A full page carries `X-Next-After` (the last id):
+    pass it as `after` for the next page; a page without it is the last."""
+    records = _data(ctx, env).records.scan(table, after=after, limit=limit)
+    if len(records) == limit:
+        response.headers["X-Next-After"] = records[-1].id
+    return [r.to_dict() for r in records]
 
 
 @router.get("/environments/{env}/records/{table}/{record_id}")
@@ -61,7 +67,7 @@ def delete_record(
     env: str,
     table: str,
     record_id: str,
-    expected_version: int | None = Query(default=None, ge=0),
+    expected_version: int | None = Query(default=None, ge=0, le=MAX_VERSION),
     ctx: Ctx = allow("data", write=True),
 ) -> dict[str, Any]:
     _data(ctx, env).records.delete(table, record_id, expected_version=expected_version)
