@@ -1,0 +1,98 @@
+"""The re-encryption primitive: ciphertext under an old DEK -> the same plaintext bytes under the
+store's fresh primary DEK. No value is decoded (no JSON round trip): the bytes are carried as-is.
+
+Vault work is O(data keys), never O(rows): each DEK is unwrapped once through the per-process DEK
+cache (which no key outlives: `min(dek_cache_max_age_seconds, revocation_bound_seconds)`, so a long
+job re-unwraps a key in use once per bound) and the fresh primary is created (one wrap) by the
+first batch that needs it. Nothing is flushed per batch; instead every chunk asks the environment
+state (refreshed every `state_refresh_seconds`): a disabled or locked environment is refused and its
+cached keys are flushed by that check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from keyshift.crypto.dek import DataKeyExhaustedError
+from keyshift.crypto.records import AssociatedData, RecordCipher
+from keyshift.errors import ConflictError, IntegrityError
+from keyshift.runtime import Runtime
+from keyshift.stores.envstate import EnvView, env_states
+from keyshift.stores.keys import data_keys
+
+
+class Rekeyer:
+    """Re-encrypts blobs of one store of one environment away from a set of old DEKs."""
+
+    def __init__(self, rt: Runtime, env_id: str, store: str, old_deks: Iterable[str]) -> None:
+        self.rt = rt
+        self.env_id = env_id
+        self.store = store
+        self.old = frozenset(old_deks)
+        self.keys = data_keys(rt)
+
+    def env(self) -> EnvView:
+        """The environment, if usable (EnvironmentUnavailableError otherwise; caches flushed)."""
+        return env_states(self.rt).require_usable(self.env_id)
+
+    def is_old(self, dek_hex: str) -> bool:
+        return dek_hex in self.old
+
+    def fresh_cipher(self, env: EnvView) -> RecordCipher:
+        """A cipher whose primary is not one of the old DEKs. A primary hint this process still
+        holds for a retired DEK is dropped (`roll`: no cache flush, no vault call)."""
+        for _ in range(4):
+            cipher = self.keys.cipher(self.rt, env, self.store)
+            primary = cipher.keyring.primary.id
+            if primary.hex() not in self.old:
+                return cipher
+            self.keys.roll(self.rt, env, self.store, primary)
+        raise ConflictError(
+            f"no fresh data key for the {self.store} store of environment {env.name!r}; retry",
+            code="dek_unavailable",
+        )
+
+    def decrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
+        """Plaintext bytes of each blob (under whichever DEK its header names)."""
+        keys, rt, store = self.keys, self.rt, self.store
+        ciphers: dict[bytes, RecordCipher] = {}
+        out: list[bytes] = []
+        for ad, blob in items:
+            try:
+                if len(blob) < 20:
+                    raise IntegrityError("ciphertext is malformed")
+                dek = blob[4:20]
+                cipher = ciphers.get(dek)
+                if cipher is None:
+                    cipher = ciphers[dek] = keys.decrypter(rt, env, store, dek)
+                plain = cipher.decrypt(blob, ad)
+            except IntegrityError:
+                raise IntegrityError(
+                    f"{store} item {ad.collection}/{ad.record_id} of environment {env.name!r} failed "
+                    "authentication (stored ciphertext is corrupt or was moved)"
+                ) from None
+            keys.note_use(env.id, dek, len(plain))
+            out.append(plain)
+        return out
+
+    def encrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
+        """Encrypt plaintext bytes under the fresh primary; roll to a new DEK when one runs out."""
+        out: list[bytes] = []
+        while len(out) < len(items):
+            cipher = self.fresh_cipher(env)
+            primary = cipher.keyring.primary.id
+            nbytes = 0
+            try:
+                for ad, plain in items[len(out) :]:
+                    out.append(cipher.encrypt(plain, ad))
+                    nbytes += len(plain)
+            except DataKeyExhaustedError:
+                self.keys.roll(self.rt, env, self.store, primary)
+            finally:
+                self.keys.note_use(env.id, primary, nbytes)
+        return out
+
+    def reencrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
+        """New blobs for (associated data, old blob) pairs: same location, same plaintext bytes."""
+        plains = self.decrypt(env, items)
+        return self.encrypt(env, [(ad, p) for (ad, _), p in zip(items, plains, strict=True)])
