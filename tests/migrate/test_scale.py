@@ -147,15 +147,15 @@ def _plaintexts(rt: Runtime, env_id: str) -> dict[tuple[str, str], bytes]:
 
 
 def test_the_chunk_size_adapts_within_its_bounds_and_a_job_param_fixes_it() -> None:
-    sizer = reencrypt.ChunkSizer(256, (32, 4096))
+    sizer = reencrypt.ChunkSizer(1024, (64, 4096))
     for _ in range(10):
         sizer.observe(sizer.size, reencrypt.CHUNK_TARGET_SECONDS / 10)
     assert sizer.size == 4096
     for _ in range(10):
         sizer.observe(sizer.size, reencrypt.CHUNK_TARGET_SECONDS * 3)
-    assert sizer.size == 32
+    assert sizer.size == 64
     sizer.observe(5, 0.0)  # a short tail chunk says nothing
-    assert sizer.size == 32
+    assert sizer.size == 64
     fixed = reencrypt.ChunkSizer(7, None)
     fixed.observe(7, 0.0)
     fixed.observe(7, 99.0)
@@ -237,6 +237,18 @@ def test_batch_queries_use_an_index_range_with_statistics_absent_on_postgresql(
             plan = "\n".join(r[0] for r in c.execute(text(f"EXPLAIN {compiled}")))
             assert "Index Scan" in plan or "Index Only Scan" in plan, (name, plan)
             assert "Seq Scan" not in plan and "Sort" not in plan, (name, plan)
+        # the chunk's compare-and-swap write: the key range by index, joined to the new values by
+        # hashing (a loop over the arrays per row of the range would be quadratic in the chunk)
+        c.rollback()
+        with c.begin():
+            c.execute(record_batches._PG_SETTINGS)
+            ids = [f"r{i:07d}" for i in range(5000, 7000, 4)]
+            params = {"env": "env1", "tbl": "t", "lo": ids[0], "hi": ids[-1], "at": "2026-01-01T00:00:00Z"}
+            params |= {"ids": ids, "versions": [1] * len(ids), "blobs": [b"x"] * len(ids)}
+            params["deks"] = ["00"] * len(ids)
+            plan = "\n".join(r[0] for r in c.execute(text("EXPLAIN " + str(record_batches._PG_CAS)), params))
+            assert "Index Cond" in plan and "record_id" in plan.split("Index Cond")[1], plan
+            assert "Hash Join" in plan and "Nested Loop" not in plan and "Seq Scan" not in plan, plan
     eng.dispose()
 
 

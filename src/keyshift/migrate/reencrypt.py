@@ -18,18 +18,19 @@ transaction stays under `CHUNK_TARGET_SECONDS`, shrinks when it takes longer); S
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from keyshift.crypto.records import AssociatedData
 from keyshift.db.models import DataRecord, Dek, Job
 from keyshift.errors import UsageError
 from keyshift.jobs.context import BatchContext, StepContext
-from keyshift.migrate.rekey import Rekeyer
+from keyshift.migrate.rekey import LocationAd, Rekeyer
 from keyshift.runtime import Runtime
 from keyshift.stores import record_batches as rb
 
@@ -43,10 +44,11 @@ MAX_ROW_BATCH = 1_000_000
 # SQLite keeps 1 (no worse for clients than before). PostgreSQL locks rows, not the database: a
 # chunk blocks only clients writing those same rows; its size adapts (ChunkSizer).
 REWRITE_CHUNK = 64
-REWRITE_CHUNK_BY_DIALECT = {"sqlite": 1, "postgresql": 256}
-ADAPTIVE = {"postgresql": (32, 4096)}  # dialect -> (min, max) rows per write transaction
-CHUNK_TARGET_SECONDS = 0.05  # how long one write transaction may hold its rows' locks
+REWRITE_CHUNK_BY_DIALECT = {"sqlite": 1, "postgresql": 1024}
+ADAPTIVE = {"postgresql": (64, 4096)}  # dialect -> (min, max) rows per write transaction
+CHUNK_TARGET_SECONDS = 0.1  # how long one write transaction may hold its rows' locks
 READ_PAGE = 64  # at least this many rows per read transaction
+PIPELINED = ("postgresql",)  # a chunk's write overlaps the next chunk's crypto (row locks only)
 SWEEP_PASSES = 5
 
 
@@ -138,31 +140,71 @@ def _old_deks(rt: Runtime, job: Job) -> list[str]:
     return old
 
 
-def _rewrite_rows(
-    rt: Runtime,
-    rekeyer: Rekeyer,
-    table: str,
-    rows: list[rb.RowBlob],
-    sizer: ChunkSizer,
-    ctx: BatchContext | StepContext | None,
-) -> int:
-    """Re-encrypt the rows still under an old DEK, `sizer.size` rows per write transaction."""
-    todo = [r for r in rows if rekeyer.is_old(r.dek_id)]
-    done = 0
+class _Writes:
+    """The compare-and-swap writes of re-encrypted chunks, in order, one at a time. On PostgreSQL
+    a write runs in a second thread while this one decrypts and encrypts the next chunk (the
+    database works while Python computes); elsewhere inline. `reencrypt:chunk` is reached after
+    each write has committed."""
+
+    def __init__(
+        self, rt: Runtime, sizer: ChunkSizer, ctx: BatchContext | None, *, background: bool = True
+    ) -> None:
+        self.rt, self.sizer, self.ctx = rt, sizer, ctx
+        pipelined = background and rt.engine.dialect.name in PIPELINED
+        self.pool = ThreadPoolExecutor(1, "keyshift-reencrypt") if pipelined else None
+        self.inflight: tuple[Future[tuple[int, float]], int] | None = None
+        self.done = 0
+
+    def _write(self, env_id: str, table: str, items: list[tuple[str, int, bytes]]) -> tuple[int, float]:
+        started = time.monotonic()
+        won = rb.cas_write(self.rt, env_id, table, items, self.rt.clock.now())
+        return len(won), time.monotonic() - started
+
+    def submit(self, env_id: str, table: str, items: list[tuple[str, int, bytes]]) -> None:
+        self.wait()
+        if self.pool is None:
+            self._settle(self._write(env_id, table, items), len(items))
+        else:
+            self.inflight = (self.pool.submit(self._write, env_id, table, items), len(items))
+
+    def wait(self) -> None:
+        if self.inflight is not None:
+            future, rows = self.inflight
+            self.inflight = None
+            self._settle(future.result(), rows)
+
+    def _settle(self, result: tuple[int, float], rows: int) -> None:
+        won, seconds = result
+        self.done += won
+        self.sizer.observe(rows, seconds)
+        if self.ctx is not None:
+            self.ctx.point("reencrypt:chunk")
+
+    def close(self, *, failed: bool) -> None:
+        try:
+            if failed and self.inflight is not None:
+                with contextlib.suppress(Exception):  # the first failure is what the caller raises
+                    self.inflight[0].result()
+                self.inflight = None
+            else:
+                self.wait()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+
+def _rewrite_rows(rekeyer: Rekeyer, table: str, rows: list[rb.RowBlob], writes: _Writes) -> None:
+    """Re-encrypt the rows still under an old DEK (as the blob's authenticated header names it),
+    `sizer.size` rows per write transaction."""
+    todo = [r for r in rows if rekeyer.is_old(r.value[4:20].hex())]
     i = 0
     while i < len(todo):
         env = rekeyer.env()  # fail closed: a disabled or locked environment stops the job here
-        part = todo[i : i + sizer.size]
+        part = todo[i : i + writes.sizer.size]
         i += len(part)
-        ads = [AssociatedData(env.tenant_id, env.id, STORE, table, r.record_id) for r in part]
-        blobs = rekeyer.reencrypt(env, [(ad, r.value) for ad, r in zip(ads, part, strict=True)])
-        items = [(r.record_id, r.version, b) for r, b in zip(part, blobs, strict=True)]
-        started = time.monotonic()
-        done += len(rb.cas_write(rt, env.id, table, items, rt.clock.now()))
-        sizer.observe(len(part), time.monotonic() - started)
-        if ctx is not None:
-            ctx.point("reencrypt:chunk")
-    return done
+        ad = LocationAd(env.tenant_id, env.id, STORE, table)
+        blobs = rekeyer.reencrypt(env, [(ad(r.record_id), r.value) for r in part])
+        writes.submit(env.id, table, [(r.record_id, r.version, b) for r, b in zip(part, blobs, strict=True)])
 
 
 def run_batch(rt: Runtime, ctx: BatchContext) -> None:
@@ -170,22 +212,31 @@ def run_batch(rt: Runtime, ctx: BatchContext) -> None:
     spec = ctx.spec
     rekeyer = Rekeyer(rt, env_id, STORE, _old_deks(rt, ctx.job))
     rekeyer.env()  # the environment-state check, once per batch at least (no cache flush)
-    sizer = chunk_sizer(rt, ctx.job)
+    writes = _Writes(rt, chunk_sizer(rt, ctx.job), ctx)
+    try:
+        _rewrite_range(rt, rekeyer, spec, writes)
+    except BaseException:
+        writes.close(failed=True)
+        raise
+    writes.close(failed=False)
+    ctx.point("reencrypt:rows")
+    with rt.transaction() as s:
+        ctx.finish(s, int(spec.get("rows", 0)))
+
+
+def _rewrite_range(rt: Runtime, rekeyer: Rekeyer, spec: dict[str, Any], writes: _Writes) -> None:
     table = spec["table"]
     after, upper = spec.get("after"), spec.get("upper", spec.get("last"))
     first = spec.get("first")  # a range planned by an earlier version: [first, last]
     while True:
-        page = max(sizer.size, READ_PAGE)
-        rows = rb.read_range(rt, env_id, table, after, upper, page, first=None if after else first)
+        page = max(writes.sizer.size, READ_PAGE)
+        rows = rb.read_range(rt, rekeyer.env_id, table, after, upper, page, first=None if after else first)
         if not rows:
-            break
+            return
         after = rows[-1].record_id
-        _rewrite_rows(rt, rekeyer, table, rows, sizer, ctx)
+        _rewrite_rows(rekeyer, table, rows, writes)
         if len(rows) < page:
-            break
-    ctx.point("reencrypt:rows")
-    with rt.transaction() as s:
-        ctx.finish(s, int(spec.get("rows", 0)))
+            return
 
 
 def _old_ids(rt: Runtime, env_id: str, old: list[str]) -> list[tuple[str, str]]:
@@ -206,7 +257,7 @@ def sweep(rt: Runtime, ctx: StepContext) -> None:
     with rt.transaction() as s:
         old = list(s.get(Job, ctx.job.id).checkpoint.get("old_record_deks") or [])  # type: ignore[union-attr]
     rekeyer = Rekeyer(rt, env_id, STORE, old)
-    sizer = chunk_sizer(rt, ctx.job)
+    writes = _Writes(rt, chunk_sizer(rt, ctx.job), None, background=False)  # stragglers: few
     remaining = _old_ids(rt, env_id, old)
     for _ in range(SWEEP_PASSES):
         if not remaining:
@@ -217,7 +268,7 @@ def sweep(rt: Runtime, ctx: StepContext) -> None:
         for t, ids in by_table.items():
             for i in range(0, len(ids), READ_PAGE):
                 rows = rb.read_ids(rt, env_id, t, ids[i : i + READ_PAGE])
-                _rewrite_rows(rt, rekeyer, t, rows, sizer, None)
+                _rewrite_rows(rekeyer, t, rows, writes)
         remaining = _old_ids(rt, env_id, old)
     with rt.transaction() as s:
         ctx.advance(s, {"reencrypt_remaining": len(remaining)})

@@ -15,10 +15,39 @@ from collections.abc import Iterable, Sequence
 
 from keyshift.crypto.dek import DataKeyExhaustedError
 from keyshift.crypto.records import AssociatedData, RecordCipher
-from keyshift.errors import ConflictError, IntegrityError
+from keyshift.errors import ConflictError, IntegrityError, InternalError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.keys import data_keys
+
+
+class LocationAd:
+    """Associated data of many items of one collection: the four shared fields are encoded once.
+
+    Byte for byte what `AssociatedData(tenant, environment, store, collection, item_id)` encodes
+    (each field: u32 big-endian length, UTF-8 bytes); checked against it when built."""
+
+    def __init__(self, tenant: str, environment: str, store: str, collection: str) -> None:
+        self.fields = (tenant, environment, store, collection)
+        self.prefix = AssociatedData(tenant, environment, store, collection, "").encode()[:-4]
+        probe = "probe-id"
+        if self(probe).encode() != AssociatedData(*self.fields, probe).encode():
+            raise InternalError("associated data encoding mismatch")
+
+    def __call__(self, item_id: str) -> AssociatedData:
+        raw = item_id.encode("utf-8")
+        if len(raw) > 512:  # unusual: let the real constructor check and encode it
+            return AssociatedData(*self.fields, item_id)
+        ad = object.__new__(AssociatedData)
+        tenant, environment, store, collection = self.fields
+        setattr_ = object.__setattr__
+        setattr_(ad, "tenant", tenant)
+        setattr_(ad, "environment", environment)
+        setattr_(ad, "store", store)
+        setattr_(ad, "collection", collection)
+        setattr_(ad, "record_id", item_id)
+        setattr_(ad, "_encoded", self.prefix + len(raw).to_bytes(4, "big") + raw)
+        return ad
 
 
 class Rekeyer:
