@@ -302,3 +302,43 @@ def test_three_worker_processes_share_one_postgresql_job(rt: Runtime, db_url: st
     assert left == 0
     data_keys(rt).flush()
     assert records(rt, env_id) == before
+
+
+# -- audit moves -----------------------------------------------------------------------------------
+
+
+def test_audit_moves_carry_event_bytes_and_keep_vault_calls_within_the_bound(
+    rt: Runtime, tmp_path: Path, vault_calls: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyshift.control import tenants
+    from keyshift.stores import audit as audit_module
+
+    from .helpers import byok_world, fill, read_all
+
+    w = byok_world(rt, tmp_path, envs=("moving",))
+    env_id = w["envs"]["moving"]
+    expected = fill(rt, env_id, rows=10, events=60)
+    vault, key = customer_key(rt, "move-kv", "move-cmk")
+    make_policy(rt, w["tenant"], "move-pol", vault, key)
+    tenants.byok_flag_remove(rt, w["tenant"], ticket="SR-15")
+    data_keys(rt).flush()
+    vault_calls.clear()
+    view = start_link(rt, "move-pol", "moving")
+    with rt.transaction() as s:
+        j = job_store.find_job(s, view["id"])
+        assert j.params["move_audit"]
+        j.params = {**j.params, "audit_batch": 5}  # 12 batches
+
+    class NoJson:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"json.{name} called while moving audit events")
+
+    monkeypatch.setattr(audit_module, "json", NoJson())
+    assert run(rt, view["id"]) == "succeeded", job(rt, view["id"])
+    monkeypatch.undo()
+    total = sum(vault_calls.values())
+    data = _env_deks(rt, env_id)
+    assert total <= 4 + 2 * data, (dict(vault_calls), data)
+    data_keys(rt).flush()
+    got = read_all(rt, env_id)
+    assert got["events"] == expected["events"] and got["rows"] == expected["rows"]

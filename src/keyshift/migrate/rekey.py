@@ -11,8 +11,11 @@ cached keys are flushed by that check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 
+from keyshift.clock import utc
 from keyshift.crypto.dek import DataKeyExhaustedError
 from keyshift.crypto.records import AssociatedData, RecordCipher
 from keyshift.errors import ConflictError, IntegrityError, InternalError
@@ -125,3 +128,68 @@ class Rekeyer:
         """New blobs for (associated data, old blob) pairs: same location, same plaintext bytes."""
         plains = self.decrypt(env, items)
         return self.encrypt(env, [(ad, p) for (ad, _), p in zip(items, plains, strict=True)])
+
+
+def copy_events(
+    rt: Runtime,
+    env_id: str,
+    events: Sequence[tuple[str, datetime, bytes]],
+    *,
+    fresh: bool,
+    point: Callable[[str], None] | None = None,
+) -> int:
+    """Copy stored audit events (id, time, blob) into the environment's current audit backend,
+    re-encrypted with their plaintext bytes carried as they are (no JSON round trip). The time
+    sealed inside each plaintext is still checked against the stored time (a byte comparison of
+    the canonical prefix; a full parse only when that prefix differs), so an event moved in time is
+    refused here as on a read. An event already in the target is skipped. `fresh`: the copies go
+    under a DEK none of the source events used (a forward move after its DEKs were retired).
+    Returns how many were copied."""
+    from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+
+    from keyshift.stores.audit import COLLECTION, STORE, backend
+    from keyshift.stores.layout import choose
+
+    if not events:
+        return 0
+    old: set[str] = set()
+    if fresh:  # every audit DEK no longer active (the move retired them) plus the sources' own
+        from sqlalchemy import select
+
+        from keyshift.db.models import Dek
+
+        old = {bytes(blob[4:20]).hex() for _e, _a, blob in events}
+        with rt.transaction() as s:
+            here = (Dek.environment_id == env_id, Dek.store == STORE)
+            old.update(s.scalars(select(Dek.id).where(*here, Dek.state != "active")))
+    rekeyer = Rekeyer(rt, env_id, STORE, old)
+    env = rekeyer.env()
+    ad = LocationAd(env.tenant_id, env.id, STORE, COLLECTION)
+    ads = [ad(eid) for eid, _at, _blob in events]
+    plains = rekeyer.decrypt(env, [(a, bytes(blob)) for a, (_e, _t, blob) in zip(ads, events, strict=True)])
+    for (eid, at, _blob), plain in zip(events, plains, strict=True):
+        if not _sealed_at(plain, utc(at)):
+            raise IntegrityError(f"audit event {eid} of environment {env.name!r} failed authentication")
+    blobs = rekeyer.encrypt(env, list(zip(ads, plains, strict=True)))
+    target = backend(rt, choose(env, "audit").backend)
+    copied = 0
+    for i, ((eid, at, _old), blob) in enumerate(zip(events, blobs, strict=True)):
+        try:
+            target.append(env.id, eid, utc(at), blob[4:20].hex(), blob)
+            copied += 1
+        except SqlIntegrityError:
+            pass  # already copied (a rerun after a crash)
+        if point is not None and i == len(events) // 2:
+            point("move:mid-batch")
+    return copied
+
+
+def _sealed_at(plain: bytes, at: datetime) -> bool:
+    """Whether the event plaintext {"at": ..., "event": ...} holds this time."""
+    prefix = b'{"at":' + json.dumps(at.isoformat()).encode() + b","
+    if plain.startswith(prefix):
+        return True
+    try:
+        return utc(datetime.fromisoformat(json.loads(plain)["at"])) == at
+    except (ValueError, KeyError, TypeError):
+        return False
