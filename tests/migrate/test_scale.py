@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text, update
 
 from keyshift.db.models import DataRecord, Dek, JobBatch
 from keyshift.jobs import store as job_store
@@ -342,3 +342,36 @@ def test_audit_moves_carry_event_bytes_and_keep_vault_calls_within_the_bound(
     data_keys(rt).flush()
     got = read_all(rt, env_id)
     assert got["events"] == expected["events"] and got["rows"] == expected["rows"]
+
+
+def test_an_environment_disabled_mid_job_stops_the_job_and_flushes_its_keys(rt: Runtime) -> None:
+    """No per-batch cache flush, but the environment state is checked before every chunk: a
+    disabled environment stops the job (its cached DEKs dropped); resumed once enabled again, the
+    job finishes with nothing lost."""
+    from keyshift.db.models import Environment
+
+    env_id = _world(rt, 200)
+    before = records(rt, env_id)
+    job_id = _reencrypting_job(rt, row_batch=50)
+    chunks = {"n": 0}
+
+    def disable_after_three_chunks(name: str) -> None:
+        if name == "reencrypt:chunk":
+            chunks["n"] += 1
+            if chunks["n"] == 3:
+                with rt.transaction() as s:
+                    s.execute(update(Environment).where(Environment.id == env_id).values(state="disabled"))
+                env_states(rt).invalidate(env_id)
+
+    assert run(rt, job_id, hooks={"point": disable_after_three_chunks}) == "failed"
+    assert job(rt, job_id)["error"]["code"] == "environment_disabled"
+    with rt.transaction() as s:
+        deks = list(s.scalars(select(Dek.id).where(Dek.environment_id == env_id)))
+    assert all(data_keys(rt).cache.get(env_id, bytes.fromhex(d)) is None for d in deks)
+    with rt.transaction() as s:
+        s.execute(update(Environment).where(Environment.id == env_id).values(state="enabled"))
+    env_states(rt).invalidate(env_id)
+    job_store.resume(rt, job_id)
+    assert run(rt, job_id) == "succeeded", job(rt, job_id)
+    data_keys(rt).flush()
+    assert records(rt, env_id) == before

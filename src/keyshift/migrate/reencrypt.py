@@ -196,7 +196,7 @@ class _Writes:
 def _rewrite_rows(rekeyer: Rekeyer, table: str, rows: list[rb.RowBlob], writes: _Writes) -> None:
     """Re-encrypt the rows still under an old DEK (as the blob's authenticated header names it),
     `sizer.size` rows per write transaction."""
-    todo = [r for r in rows if rekeyer.is_old(r.value[4:20].hex())]
+    todo = [r for r in rows if rekeyer.under_old(r.value)]
     i = 0
     while i < len(todo):
         env = rekeyer.env()  # fail closed: a disabled or locked environment stops the job here

@@ -61,14 +61,16 @@ class Rekeyer:
         self.env_id = env_id
         self.store = store
         self.old = frozenset(old_deks)
+        self.old_raw = frozenset(bytes.fromhex(d) for d in self.old)
         self.keys = data_keys(rt)
 
     def env(self) -> EnvView:
         """The environment, if usable (EnvironmentUnavailableError otherwise; caches flushed)."""
         return env_states(self.rt).require_usable(self.env_id)
 
-    def is_old(self, dek_hex: str) -> bool:
-        return dek_hex in self.old
+    def under_old(self, blob: bytes) -> bool:
+        """Whether a blob's header names one of the old DEKs (the header is authenticated)."""
+        return blob[4:20] in self.old_raw
 
     def fresh_cipher(self, env: EnvView) -> RecordCipher:
         """A cipher whose primary is not one of the old DEKs. A primary hint this process still
@@ -88,6 +90,7 @@ class Rekeyer:
         """Plaintext bytes of each blob (under whichever DEK its header names)."""
         keys, rt, store = self.keys, self.rt, self.store
         ciphers: dict[bytes, RecordCipher] = {}
+        used: dict[bytes, int] = {}  # bytes decrypted per DEK: one use of each key per call
         out: list[bytes] = []
         for ad, blob in items:
             try:
@@ -103,8 +106,10 @@ class Rekeyer:
                     f"{store} item {ad.collection}/{ad.record_id} of environment {env.name!r} failed "
                     "authentication (stored ciphertext is corrupt or was moved)"
                 ) from None
-            keys.note_use(env.id, dek, len(plain))
+            used[dek] = used.get(dek, 0) + len(plain)
             out.append(plain)
+        for dek, nbytes in used.items():
+            keys.note_use(env.id, dek, nbytes)
         return out
 
     def encrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:

@@ -222,7 +222,7 @@ def cas_write(
                             "ids": [i[0] for i in items],
                             "versions": [i[1] for i in items],
                             "blobs": [i[2] for i in items],
-                            "deks": [i[2][4:20].hex() for i in items],
+                            "deks": _dek_hexes(items),
                         },
                     )
                     return sorted(r[0] for r in res)
@@ -238,6 +238,19 @@ def cas_write(
                 raise
             time.sleep(0.01 * (attempt + 1))
     raise ConflictError("record rows stayed locked by other writers; retry", code="busy")
+
+
+def _dek_hexes(items: Sequence[tuple[str, int, bytes]]) -> list[str]:
+    """The DEK id column of each new blob (its header's DEK id, in hex; few distinct per chunk)."""
+    seen: dict[bytes, str] = {}
+    out = []
+    for _rid, _ver, blob in items:
+        raw = blob[4:20]
+        text_ = seen.get(raw)
+        if text_ is None:
+            text_ = seen[raw] = raw.hex()
+        out.append(text_)
+    return out
 
 
 def _is_deadlock(exc: DBAPIError) -> bool:
