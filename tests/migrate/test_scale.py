@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,5 +374,35 @@ def test_an_environment_disabled_mid_job_stops_the_job_and_flushes_its_keys(rt: 
     env_states(rt).invalidate(env_id)
     job_store.resume(rt, job_id)
     assert run(rt, job_id) == "succeeded", job(rt, job_id)
+    data_keys(rt).flush()
+    assert records(rt, env_id) == before
+
+
+def test_a_long_batch_renews_its_lease(rt: Runtime) -> None:
+    """A batch that outlasts a third of its lease renews it between chunks, so no other worker
+    takes (and redoes) a batch that is still progressing."""
+    env_id = _world(rt, 60, deks=1)
+    before = records(rt, env_id)
+    view = start_link(rt, "pol1", "prod", reencrypt=True)
+    with rt.transaction() as s:
+        j = job_store.find_job(s, view["id"])
+        j.params = {**j.params, "row_batch": 60, "rewrite_chunk": 6}  # one batch of 10 chunks
+    expiries: list[Any] = []
+
+    def slow_chunk(name: str) -> None:
+        if name == "reencrypt:chunk":
+            time.sleep(0.15)
+            with rt.transaction() as s:
+                expiries.append(
+                    s.scalar(
+                        select(func.max(JobBatch.lease_expires)).where(
+                            JobBatch.job_id == view["id"], JobBatch.state == "leased"
+                        )
+                    )
+                )
+
+    assert run(rt, view["id"], lease_seconds=0.9, hooks={"point": slow_chunk}) == "succeeded"
+    # table "t": one batch of 10 chunks (then table "u"); its lease was renewed along the way
+    assert len(expiries) >= 10 and len(set(expiries[:10])) >= 3, expiries
     data_keys(rt).flush()
     assert records(rt, env_id) == before

@@ -154,6 +154,7 @@ class _Writes:
         self.pool = ThreadPoolExecutor(1, "keyshift-reencrypt") if pipelined else None
         self.inflight: tuple[Future[tuple[int, float]], int] | None = None
         self.done = 0
+        self.renewed = time.monotonic()
 
     def _write(self, env_id: str, table: str, items: list[tuple[str, int, bytes]]) -> tuple[int, float]:
         started = time.monotonic()
@@ -179,6 +180,11 @@ class _Writes:
         self.sizer.observe(rows, seconds)
         if self.ctx is not None:
             self.ctx.point("reencrypt:chunk")
+            if time.monotonic() - self.renewed > self.ctx.lease_seconds / 3:
+                # a long batch keeps its lease (LeaseLost if another worker took it meanwhile)
+                with self.rt.transaction() as s:
+                    self.ctx.renew(s)
+                self.renewed = time.monotonic()
 
     def close(self, *, failed: bool) -> None:
         try:
