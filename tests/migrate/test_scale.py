@@ -406,3 +406,14 @@ def test_a_long_batch_renews_its_lease(rt: Runtime) -> None:
     assert len(expiries) >= 10 and len(set(expiries[:10])) >= 3, expiries
     data_keys(rt).flush()
     assert records(rt, env_id) == before
+
+
+@pytest.mark.parametrize("item_id", ["r1", "", "évé:ñ@x", "a" * 512, "b" * 600])
+def test_location_ad_encodes_exactly_as_associated_data(item_id: str) -> None:
+    from keyshift.crypto.records import AssociatedData
+    from keyshift.migrate.rekey import LocationAd
+
+    make = LocationAd("tenant-1", "env-ü", "records", "accounts")
+    got = make(item_id)
+    want = AssociatedData("tenant-1", "env-ü", "records", "accounts", item_id)
+    assert got.encode() == want.encode() and got == want
