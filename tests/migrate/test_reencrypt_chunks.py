@@ -1,5 +1,5 @@
-"""--reencrypt rewrites rows in chunks (job param `rewrite_chunk`): one read transaction, crypto
-outside, one write transaction of per-row compare-and-swap UPDATEs per chunk. Proofs: every row kept
+"""--reencrypt rewrites rows in chunks (job param `rewrite_chunk`): key-range read transactions,
+crypto outside, one compare-and-swap write transaction per chunk. Proofs: every row kept
 and under a fresh DEK; a client's write or delete inside a chunk wins; kill -9 between two chunks of
 one batch, then resume, loses and duplicates nothing; a bad knob fails before any DEK is retired."""
 
@@ -75,19 +75,21 @@ def test_a_client_write_or_delete_inside_a_chunk_wins(
 ) -> None:
     before = records(rt, world["env"])
     old = _deks_in_use(rt, world["env"])
-    real_get_many = RecordStore.get_many
+    from keyshift.stores import record_batches
+
+    real_read = record_batches.read_range
     raced = {"done": False}
 
-    def get_many_then_client_races(self: RecordStore, table: str, ids: Any) -> Any:
-        got = real_get_many(self, table, ids)
-        if not raced["done"] and "r01" in ids:
+    def read_then_client_races(*args: Any, **kw: Any) -> Any:
+        got = real_read(*args, **kw)
+        if not raced["done"] and any(r.record_id == "r01" for r in got):
             raced["done"] = True  # between the migration's read and its write of this chunk
             client = RecordStore(rt, world["env"])
             client.put("t", "r01", {"client": 1})
             client.delete("t", "r02")
         return got
 
-    monkeypatch.setattr(RecordStore, "get_many", get_many_then_client_races)
+    monkeypatch.setattr(record_batches, "read_range", read_then_client_races)
     assert run(rt, _start(rt)) == "succeeded"
     assert raced["done"]
     data_keys(rt).flush()

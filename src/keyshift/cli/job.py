@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -29,8 +30,26 @@ def _row(view: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rate_text(view: dict[str, Any]) -> str:
+    """ "2,345 rows/s, ETA 0:01:23" while a batched phase runs; "" when there is no rate yet."""
+    rate = view.get("rate")
+    if not rate:
+        return ""
+    text = (
+        f"{rate:,.0f} {view.get('rate_unit') or 'items'}/s"
+        if rate >= 10
+        else f"{rate:.2g} {view.get('rate_unit') or 'items'}/s"
+    )
+    eta = view.get("eta_seconds")
+    if eta is not None:
+        text += f", ETA {timedelta(seconds=round(eta))}"
+    return text
+
+
 def _show(view: dict[str, Any]) -> None:
     print_table([_row(view)], COLUMNS, title=f"job {view['id']}")
+    if rate_text(view):
+        sys.stdout.write(f"progress: {view['done']:,} of {view['total']:,}, {rate_text(view)}\n")
     if view.get("error"):
         sys.stdout.write(f"error: {view['error']['code']}: {view['error']['message']}\n")
 
@@ -49,9 +68,10 @@ def drive(ctx: typer.Context, rt: Runtime, job_id: str, timeout: float | None = 
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[phase]}"),
+            TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
         ) as bar:
-            task = bar.add_task(job_id, total=None, phase="")
+            task = bar.add_task(job_id, total=None, phase="", rate="")
 
             def progress(view: dict[str, Any]) -> None:
                 bar.update(
@@ -59,6 +79,7 @@ def drive(ctx: typer.Context, rt: Runtime, job_id: str, timeout: float | None = 
                     total=max(view["total"], 1),
                     completed=view["done"],
                     phase=view.get("phase") or view["state"],
+                    rate=rate_text(view),
                 )
 
             Worker(rt, on_progress=progress).run_job(job_id, timeout=timeout)

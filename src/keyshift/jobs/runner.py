@@ -127,7 +127,9 @@ class Worker:
                 specs = plan.plan_phase(rt, session, fresh, phase)
                 leases.add_batches(session, job.id, job.phase, specs)
                 fresh.phase_planned = True
-                fresh.checkpoint = {**(fresh.checkpoint or {}), "phase_name": phase.name}
+                fresh.checkpoint = store.rate_mark(
+                    {**(fresh.checkpoint or {}), "phase_name": phase.name}, phase.name, fresh.items_done
+                )
                 leases.release_job_lease(session, job.id, self.owner)
             return True
         with rt.transaction() as session:

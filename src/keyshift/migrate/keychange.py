@@ -178,9 +178,10 @@ class KeyChangePlan:
             retain_until=retain_until,
             in_txn=in_txn,
         )
-        from keyshift.stores.keys import data_keys
-
-        data_keys(rt).flush(job.environment_id)
+        # No DEK cache flush here: a DEK is the same key under its new wrap, and a cached key lives
+        # no longer than the revocation bound anyway; a flush would only make the phases after
+        # cutover unwrap every DEK again. Every process sees the new binding within
+        # state_refresh_seconds (cutover invalidated this process's snapshot already).
         with rt.transaction() as s:
             from keyshift.jobs.context import merge_checkpoint
 

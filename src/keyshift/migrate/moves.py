@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from keyshift.clock import utc
 from keyshift.db.models import DataAuditRow, DataFile, DataFileChunk, Dek, Environment, Job
-from keyshift.errors import AlreadyExistsError, InternalError
+from keyshift.errors import InternalError
 from keyshift.jobs.context import BatchContext
 from keyshift.migrate.rewrap import rowcount
 from keyshift.runtime import Runtime
@@ -129,7 +129,7 @@ def _file_paths(rt: Runtime, session: Session, env_id: str, source: str) -> list
 def run_batch(rt: Runtime, ctx: BatchContext) -> None:
     spec = ctx.spec
     env_id = ctx.job.environment_id or ""
-    if not spec["backward"]:
+    if not spec["backward"] and spec["kind"] == "files":
         data_keys(rt).flush(env_id)  # copies go under a fresh DEK (the retired one is not reused)
     if spec["kind"] == "audit":
         n = _copy_events(rt, env_id, spec["items"], source="document" if spec["backward"] else "sql", ctx=ctx)
@@ -148,24 +148,12 @@ def run_batch(rt: Runtime, ctx: BatchContext) -> None:
 def _copy_events(rt: Runtime, env_id: str, event_ids: list[str], *, source: str, ctx: BatchContext) -> int:
     """Decrypt each event from `source` and append it (same id and time) to the env's current audit
     backend; an event already there is skipped."""
-    from keyshift.stores.audit import AuditLog, StoredEvent, backend
-    from keyshift.stores.envstate import env_states
+    from keyshift.migrate.rekey import copy_events
+    from keyshift.stores.audit import backend
 
-    log = AuditLog(rt, env_id)
-    env = env_states(rt).get(env_id)
-    src = backend(rt, source)
-    events = _events_by_id(rt, src, env_id, event_ids)
-    copied = 0
-    for i, (eid, at, blob) in enumerate(events):
-        body = log.decrypt_event(env, StoredEvent(eid, at, blob))
-        try:
-            log.append(body["event"], event_id=eid, at=at)
-            copied += 1
-        except AlreadyExistsError:
-            pass
-        if i == len(events) // 2:
-            ctx.point("move:mid-batch")
-    return copied
+    events = _events_by_id(rt, backend(rt, source), env_id, event_ids)
+    # plaintext bytes carried, no JSON round trip; forward copies under a fresh DEK
+    return copy_events(rt, env_id, events, fresh=source == "sql", point=ctx.point)
 
 
 def _events_by_id(

@@ -1,17 +1,27 @@
 """`--reencrypt`: after cutover, every record is rewritten under fresh DEKs (wrapped by the new key).
 
 Planning retires the environment's active `records` DEKs (so the next write makes a fresh DEK under
-the new binding), remembers them, and splits the rows still under them into key ranges. A batch
-rewrites each row of its range with compare-and-swap on the row version: a row a client wrote
-meanwhile is already under the fresh DEK and is left alone (never overwritten, never dropped).
-Batches are idempotent: only rows still under an old DEK are touched. The sweep step catches rows
-another process wrote under an old DEK it still had cached. Old DEKs stay `retired` (readable) —
-destroying them is not safe while another process may still hold one in its cache.
+the new binding), remembers them, and splits each table into key ranges by walking the primary key
+(`stores.record_batches`: every query is an index range scan whatever the planner statistics). A
+batch reads its range page by page in key order, re-encrypts the plaintext bytes of rows still under
+an old DEK (`migrate.rekey`: no JSON round trip, vault work O(data keys)) and writes them with
+compare-and-swap on the row version: a row a client wrote meanwhile is already under the fresh DEK
+and is left alone (never overwritten, never dropped). Batches are idempotent: only rows still under
+an old DEK are touched. The sweep step catches rows another process wrote under an old DEK it still
+had cached. Old DEKs stay `retired` (readable) — destroying them is not safe while another process
+may still hold one in its cache.
+
+Sizes: `row_batch` rows per leased batch (default per database), `rewrite_chunk` rows per write
+transaction. Without the job param the chunk adapts on PostgreSQL (`ChunkSizer`: grows while a write
+transaction stays under `CHUNK_TARGET_SECONDS`, shrinks when it takes longer); SQLite keeps 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -20,17 +30,25 @@ from sqlalchemy.orm import Session
 from keyshift.db.models import DataRecord, Dek, Job
 from keyshift.errors import UsageError
 from keyshift.jobs.context import BatchContext, StepContext
+from keyshift.migrate.rekey import LocationAd, Rekeyer
 from keyshift.runtime import Runtime
-from keyshift.stores.keys import data_keys
+from keyshift.stores import record_batches as rb
 
+STORE = "records"
 ROW_BATCH = 500
+ROW_BATCH_BY_DIALECT = {"sqlite": 500, "postgresql": 5000}
+MAX_ROW_BATCH = 1_000_000
 # Rows per write transaction (job param `rewrite_chunk`), default per database. SQLite has one
 # database-wide write lock that every transaction takes: `bench migrate` measured client p99 during
 # a migration at ~3 ms with 1 row per transaction vs ~8-10 ms with 4..64 (10x the rows/s at 64), so
 # SQLite keeps 1 (no worse for clients than before). PostgreSQL locks rows, not the database: a
-# chunk blocks only clients writing those same rows, so it takes chunks of 64 (not benchmarked).
+# chunk blocks only clients writing those same rows; its size adapts (ChunkSizer).
 REWRITE_CHUNK = 64
-REWRITE_CHUNK_BY_DIALECT = {"sqlite": 1, "postgresql": REWRITE_CHUNK}
+REWRITE_CHUNK_BY_DIALECT = {"sqlite": 1, "postgresql": 1024}
+ADAPTIVE = {"postgresql": (64, 4096)}  # dialect -> (min, max) rows per write transaction
+CHUNK_TARGET_SECONDS = 0.1  # how long one write transaction may hold its rows' locks
+READ_PAGE = 64  # at least this many rows per read transaction
+PIPELINED = ("postgresql",)  # a chunk's write overlaps the next chunk's crypto (row locks only)
 SWEEP_PASSES = 5
 
 
@@ -38,43 +56,24 @@ def plan(rt: Runtime, session: Session, job: Job) -> list[dict[str, Any]]:
     env_id = job.environment_id
     assert env_id is not None
     rewrite_chunk(rt, job)  # a bad knob fails the job before any DEK is retired
+    size = row_batch(rt, job)
     old = list(
         session.scalars(
-            select(Dek.id).where(
-                Dek.environment_id == env_id, Dek.store == "records", Dek.state != "destroyed"
-            )
+            select(Dek.id).where(Dek.environment_id == env_id, Dek.store == STORE, Dek.state != "destroyed")
         )
     )
     session.execute(
         update(Dek)
-        .where(Dek.environment_id == env_id, Dek.store == "records", Dek.state == "active")
+        .where(Dek.environment_id == env_id, Dek.store == STORE, Dek.state == "active")
         .values(state="retired", version=Dek.version + 1)
         .execution_options(synchronize_session=False)
     )
     job.checkpoint = {**(job.checkpoint or {}), "old_record_deks": old}
-    size = int(job.params.get("row_batch", ROW_BATCH))
-    rows = session.execute(
-        select(DataRecord.table_name, DataRecord.record_id)
-        .where(DataRecord.environment_id == env_id, DataRecord.dek_id.in_(old))
-        .order_by(DataRecord.table_name, DataRecord.record_id)
-    ).all()
-    job.items_total += len(rows)
     specs: list[dict[str, Any]] = []
-    for i in range(0, len(rows), size):
-        chunk = rows[i : i + size]
-        # one range never spans two tables
-        start = 0
-        for j in range(1, len(chunk) + 1):
-            if j == len(chunk) or chunk[j][0] != chunk[start][0]:
-                specs.append(
-                    {
-                        "table": chunk[start][0],
-                        "first": chunk[start][1],
-                        "last": chunk[j - 1][1],
-                        "rows": j - start,
-                    }
-                )
-                start = j
+    for table in rb.table_names(session, env_id):
+        for after, upper, rows in rb.range_bounds(session, env_id, table, size):
+            specs.append({"table": table, "after": after, "upper": upper, "rows": rows})
+    job.items_total += sum(s["rows"] for s in specs)
     return specs
 
 
@@ -82,85 +81,189 @@ def default_chunk(rt: Runtime) -> int:
     return REWRITE_CHUNK_BY_DIALECT.get(rt.engine.dialect.name, REWRITE_CHUNK)
 
 
-def rewrite_chunk(rt: Runtime, job: Job) -> int:
-    raw = (job.params or {}).get("rewrite_chunk", default_chunk(rt))
-    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 10_000:
-        raise UsageError("rewrite_chunk must be an integer between 1 and 10000", code="invalid_value")
+def _knob(job: Job, name: str, default: int, top: int) -> int:
+    raw = (job.params or {}).get(name, default)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= top:
+        raise UsageError(f"{name} must be an integer between 1 and {top}", code="invalid_value")
     return raw
 
 
-def _rewrite(
-    rt: Runtime,
-    env_id: str,
-    table: str,
-    ids: list[str],
-    chunk: int = REWRITE_CHUNK,
-    on_chunk: Callable[[], None] | None = None,
-) -> int:
-    """Rewrite rows under the primary DEK, `chunk` rows per write transaction; returns rows written.
-
-    Rows deleted meanwhile are absent from the read (nothing to re-encrypt); rows written meanwhile
-    lose the compare-and-swap and keep the client's value.
-    """
-    from keyshift.stores.records import RecordStore
-
-    store = RecordStore(rt, env_id)
-    done = 0
-    for i in range(0, len(ids), chunk):
-        recs = store.get_many(table, ids[i : i + chunk])
-        if recs:
-            done += len(store.put_many_if_versions(table, [(r.id, r.value, r.version) for r in recs]))
-        if on_chunk is not None:
-            on_chunk()
-    return done
+def rewrite_chunk(rt: Runtime, job: Job) -> int:
+    return _knob(job, "rewrite_chunk", default_chunk(rt), 10_000)
 
 
-def _old_ids(
-    rt: Runtime,
-    env_id: str,
-    old: list[str],
-    table: str | None = None,
-    first: str | None = None,
-    last: str | None = None,
-) -> list[tuple[str, str]]:
-    with rt.transaction() as s:
-        cond = [DataRecord.environment_id == env_id, DataRecord.dek_id.in_(old)]
-        if table is not None:
-            cond += [
-                DataRecord.table_name == table,
-                DataRecord.record_id >= first,
-                DataRecord.record_id <= last,
-            ]
-        return [
-            (str(t), str(r))
-            for t, r in s.execute(
-                select(DataRecord.table_name, DataRecord.record_id)
-                .where(and_(*cond))
-                .order_by(DataRecord.table_name, DataRecord.record_id)
-            ).all()
-        ]
+def row_batch(rt: Runtime, job: Job) -> int:
+    return _knob(job, "row_batch", ROW_BATCH_BY_DIALECT.get(rt.engine.dialect.name, ROW_BATCH), MAX_ROW_BATCH)
+
+
+class ChunkSizer:
+    """Rows per write transaction. Fixed when the job sets `rewrite_chunk` (or the database has
+    no adaptive range); else doubled while a write transaction takes under half the target and
+    halved when it takes longer than the target, within the database's range."""
+
+    def __init__(self, start: int, bounds: tuple[int, int] | None) -> None:
+        self.bounds = bounds
+        self.size = start if bounds is None else min(max(start, bounds[0]), bounds[1])
+
+    def observe(self, rows: int, seconds: float) -> None:
+        if self.bounds is None or rows < self.size:
+            return  # a short tail chunk says nothing about the size
+        lo, hi = self.bounds
+        if seconds > CHUNK_TARGET_SECONDS:
+            self.size = max(lo, self.size // 2)
+        elif seconds < CHUNK_TARGET_SECONDS / 2:
+            self.size = min(hi, self.size * 2)
+
+
+_sizers: dict[str, ChunkSizer] = {}
+_sizers_lock = threading.Lock()
+
+
+def chunk_sizer(rt: Runtime, job: Job) -> ChunkSizer:
+    """One sizer per job per process, so what a batch learnt carries to the next."""
+    fixed = "rewrite_chunk" in (job.params or {})
+    with _sizers_lock:
+        sizer = _sizers.get(job.id)
+        if sizer is None:
+            if len(_sizers) > 64:
+                _sizers.clear()
+            bounds = None if fixed else ADAPTIVE.get(rt.engine.dialect.name)
+            sizer = _sizers[job.id] = ChunkSizer(rewrite_chunk(rt, job), bounds)
+        return sizer
+
+
+def _old_deks(rt: Runtime, job: Job) -> list[str]:
+    old = list((job.checkpoint or {}).get("old_record_deks") or [])
+    if not old:  # planned by another worker: read the checkpoint it committed
+        with rt.transaction() as s:
+            old = list(s.get(Job, job.id).checkpoint.get("old_record_deks") or [])  # type: ignore[union-attr]
+    return old
+
+
+class _Writes:
+    """The compare-and-swap writes of re-encrypted chunks, in order, one at a time. On PostgreSQL
+    a write runs in a second thread while this one decrypts and encrypts the next chunk (the
+    database works while Python computes); elsewhere inline. `reencrypt:chunk` is reached after
+    each write has committed."""
+
+    def __init__(
+        self, rt: Runtime, sizer: ChunkSizer, ctx: BatchContext | None, *, background: bool = True
+    ) -> None:
+        self.rt, self.sizer, self.ctx = rt, sizer, ctx
+        pipelined = background and rt.engine.dialect.name in PIPELINED
+        self.pool = ThreadPoolExecutor(1, "keyshift-reencrypt") if pipelined else None
+        self.inflight: tuple[Future[tuple[int, float]], int] | None = None
+        self.done = 0
+        self.renewed = time.monotonic()
+
+    def _write(self, env_id: str, table: str, items: list[tuple[str, int, bytes]]) -> tuple[int, float]:
+        started = time.monotonic()
+        won = rb.cas_write(self.rt, env_id, table, items, self.rt.clock.now())
+        return len(won), time.monotonic() - started
+
+    def submit(self, env_id: str, table: str, items: list[tuple[str, int, bytes]]) -> None:
+        self.wait()
+        if self.pool is None:
+            self._settle(self._write(env_id, table, items), len(items))
+        else:
+            self.inflight = (self.pool.submit(self._write, env_id, table, items), len(items))
+
+    def wait(self) -> None:
+        if self.inflight is not None:
+            future, rows = self.inflight
+            self.inflight = None
+            self._settle(future.result(), rows)
+
+    def _settle(self, result: tuple[int, float], rows: int) -> None:
+        won, seconds = result
+        self.done += won
+        self.sizer.observe(rows, seconds)
+        if self.ctx is not None:
+            self.ctx.point("reencrypt:chunk")
+            if time.monotonic() - self.renewed > self.ctx.lease_seconds / 3:
+                # a long batch keeps its lease (LeaseLost if another worker took it meanwhile)
+                with self.rt.transaction() as s:
+                    self.ctx.renew(s)
+                self.renewed = time.monotonic()
+
+    def close(self, *, failed: bool) -> None:
+        try:
+            if failed and self.inflight is not None:
+                with contextlib.suppress(Exception):  # the first failure is what the caller raises
+                    self.inflight[0].result()
+                self.inflight = None
+            else:
+                self.wait()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+
+def _rewrite_rows(rekeyer: Rekeyer, table: str, rows: list[rb.RowBlob], writes: _Writes) -> None:
+    """Re-encrypt the rows still under an old DEK (as the blob's authenticated header names it),
+    `sizer.size` rows per write transaction."""
+    todo = [r for r in rows if rekeyer.under_old(r.value)]
+    i = 0
+    while i < len(todo):
+        env = rekeyer.env()  # fail closed: a disabled or locked environment stops the job here
+        part = todo[i : i + writes.sizer.size]
+        i += len(part)
+        ad = LocationAd(env.tenant_id, env.id, STORE, table)
+        blobs = rekeyer.reencrypt(env, [(ad(r.record_id), r.value) for r in part])
+        writes.submit(env.id, table, [(r.record_id, r.version, b) for r, b in zip(part, blobs, strict=True)])
 
 
 def run_batch(rt: Runtime, ctx: BatchContext) -> None:
     env_id = ctx.job.environment_id or ""
     spec = ctx.spec
-    old = list(ctx.job.checkpoint.get("old_record_deks") or [])
-    if not old:  # planned by another worker: read the checkpoint it committed
-        with rt.transaction() as s:
-            old = list(s.get(Job, ctx.job.id).checkpoint.get("old_record_deks") or [])  # type: ignore[union-attr]
-    data_keys(rt).flush(env_id)  # drop a cached (retired) primary: rows go under the fresh DEK
-    ids = [rid for _t, rid in _old_ids(rt, env_id, old, spec["table"], spec["first"], spec["last"])]
-    chunk = rewrite_chunk(rt, ctx.job)
-    _rewrite(rt, env_id, spec["table"], ids, chunk, lambda: ctx.point("reencrypt:chunk"))
+    rekeyer = Rekeyer(rt, env_id, STORE, _old_deks(rt, ctx.job))
+    rekeyer.env()  # the environment-state check, once per batch at least (no cache flush)
+    writes = _Writes(rt, chunk_sizer(rt, ctx.job), ctx)
+    try:
+        _rewrite_range(rt, rekeyer, spec, writes)
+    except BaseException:
+        writes.close(failed=True)
+        raise
+    writes.close(failed=False)
     ctx.point("reencrypt:rows")
     with rt.transaction() as s:
-        ctx.finish(s, int(spec.get("rows", len(ids))))
+        ctx.finish(s, int(spec.get("rows", 0)))
+
+
+def _rewrite_range(rt: Runtime, rekeyer: Rekeyer, spec: dict[str, Any], writes: _Writes) -> None:
+    table = spec["table"]
+    after, upper = spec.get("after"), spec.get("upper", spec.get("last"))
+    first = spec.get("first")  # a range planned by an earlier version: [first, last]
+    while True:
+        page = max(writes.sizer.size, READ_PAGE)
+        rows = rb.read_range(rt, rekeyer.env_id, table, after, upper, page, first=None if after else first)
+        if not rows:
+            return
+        after = rows[-1].record_id
+        _rewrite_rows(rekeyer, table, rows, writes)
+        if len(rows) < page:
+            return
+
+
+def _old_ids(rt: Runtime, env_id: str, old: list[str]) -> list[tuple[str, str]]:
+    """Rows of the environment still under an old DEK (the (environment, DEK) index serves it)."""
+    with rt.transaction() as s:
+        return [
+            (str(t), str(r))
+            for t, r in s.execute(
+                select(DataRecord.table_name, DataRecord.record_id)
+                .where(and_(DataRecord.environment_id == env_id, DataRecord.dek_id.in_(old)))
+                .order_by(DataRecord.table_name, DataRecord.record_id)
+            ).all()
+        ]
 
 
 def sweep(rt: Runtime, ctx: StepContext) -> None:
     env_id = ctx.job.environment_id or ""
     with rt.transaction() as s:
         old = list(s.get(Job, ctx.job.id).checkpoint.get("old_record_deks") or [])  # type: ignore[union-attr]
+    rekeyer = Rekeyer(rt, env_id, STORE, old)
+    writes = _Writes(rt, chunk_sizer(rt, ctx.job), None, background=False)  # stragglers: few
     remaining = _old_ids(rt, env_id, old)
     for _ in range(SWEEP_PASSES):
         if not remaining:
@@ -169,7 +272,9 @@ def sweep(rt: Runtime, ctx: StepContext) -> None:
         for t, rid in remaining:
             by_table.setdefault(t, []).append(rid)
         for t, ids in by_table.items():
-            _rewrite(rt, env_id, t, ids, rewrite_chunk(rt, ctx.job))
+            for i in range(0, len(ids), READ_PAGE):
+                rows = rb.read_ids(rt, env_id, t, ids[i : i + READ_PAGE])
+                _rewrite_rows(rekeyer, t, rows, writes)
         remaining = _old_ids(rt, env_id, old)
     with rt.transaction() as s:
         ctx.advance(s, {"reencrypt_remaining": len(remaining)})

@@ -2,7 +2,8 @@
 
 1. Batches: for each DEK, unwrap its `current` wrap and wrap it under the target KEK as a `pending`
    wrap (skipped if one exists: a batch is idempotent). Readers only use `current` wraps, so nothing
-   changes for them. O(DEKs) vault calls, never O(rows).
+   changes for them. O(DEKs) vault calls, never O(rows); the unwrapped DEK goes into the process's
+   DEK cache, so the phases after cutover (re-encryption, moves) do not unwrap it again.
 2. Cutover: DEKs created since planning get their pending wraps, then ONE transaction (environment
    row locked) turns every `current` wrap into `retained` (kept for restore) or `destroyed` (wrapped
    bytes wiped), every `pending` into `current`, and rewrites the binding. The data plane creates
@@ -83,7 +84,12 @@ def compute_wraps(rt: Runtime, env_id: str, dek_ids: list[str], target: KekTarge
             continue
         seen.add(dek_hex)
         ctx = {"tenant": tenant_id, "environment": env_id, "store": store}
-        key = keys.cache.get(env_id, bytes.fromhex(dek_hex)) or keys.unwrap(rt, name, wrap, ctx)
+        key = keys.cache.get(env_id, bytes.fromhex(dek_hex))
+        if key is None:
+            key = keys.unwrap(rt, name, wrap, ctx)
+            # kept (within the cache's bounds) for the phases after cutover: re-encryption and
+            # moves decrypt with these same keys, so they need no second unwrap
+            keys.cache.put(env_id, key)
         wrapped, _ = keys.wrap(rt, name, target, key, ctx)
         out.append((dek_hex, wrapped))
     return out

@@ -36,4 +36,5 @@ def job_page(request: Request, job: str, ctx: Ctx = web_allow("job")) -> Respons
 def job_progress(job: str, ctx: Ctx = web_allow("job")) -> dict[str, Any]:
     with ctx.rt.transaction() as s:
         v = store.to_view(store.find_job(s, job))
-    return {k: v[k] for k in ("id", "kind", "state", "done", "total", "error", "environment", "phase")}
+    keys = ("id", "kind", "state", "done", "total", "error", "environment", "phase")
+    return {k: v[k] for k in (*keys, "rate", "rate_unit", "eta_seconds")}

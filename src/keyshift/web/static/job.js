@@ -7,6 +7,7 @@
   var bar = document.getElementById("job-progress");
   var state = document.getElementById("job-state");
   var count = document.getElementById("job-count");
+  var rate = document.getElementById("job-rate");
   var error = document.getElementById("job-error");
   var done = document.getElementById("job-done");
   var finished = ["succeeded", "failed", "cancelled"];
@@ -18,6 +19,13 @@
     bar.max = total > 0 ? total : 1;
     bar.value = total > 0 ? job.done : (job.state === "succeeded" ? 1 : 0);
     count.textContent = job.done + " of " + total + " items";
+    if (rate) {
+      rate.hidden = !job.rate;
+      if (job.rate) {
+        rate.textContent = Math.round(job.rate).toLocaleString() + " " + job.rate_unit + "/s" +
+          (job.eta_seconds !== null ? ", about " + Math.round(job.eta_seconds) + " s left" : "");
+      }
+    }
     if (job.error) { error.hidden = false; error.textContent = job.error.code + ": " + job.error.message; }
     if (finished.indexOf(job.state) >= 0) { done.hidden = false; return true; }
     return false;

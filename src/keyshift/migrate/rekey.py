@@ -1,0 +1,200 @@
+"""The re-encryption primitive: ciphertext under an old DEK -> the same plaintext bytes under the
+store's fresh primary DEK. No value is decoded (no JSON round trip): the bytes are carried as-is.
+
+Vault work is O(data keys), never O(rows): each DEK is unwrapped once through the per-process DEK
+cache (which no key outlives: `min(dek_cache_max_age_seconds, revocation_bound_seconds)`, so a long
+job re-unwraps a key in use once per bound) and the fresh primary is created (one wrap) by the
+first batch that needs it. Nothing is flushed per batch; instead every chunk asks the environment
+state (refreshed every `state_refresh_seconds`): a disabled or locked environment is refused and its
+cached keys are flushed by that check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+
+from keyshift.clock import utc
+from keyshift.crypto.dek import DataKeyExhaustedError
+from keyshift.crypto.records import AssociatedData, RecordCipher
+from keyshift.errors import ConflictError, IntegrityError, InternalError
+from keyshift.runtime import Runtime
+from keyshift.stores.envstate import EnvView, env_states
+from keyshift.stores.keys import data_keys
+
+
+class LocationAd:
+    """Associated data of many items of one collection: the four shared fields are encoded once.
+
+    Byte for byte what `AssociatedData(tenant, environment, store, collection, item_id)` encodes
+    (each field: u32 big-endian length, UTF-8 bytes); checked against it when built."""
+
+    def __init__(self, tenant: str, environment: str, store: str, collection: str) -> None:
+        self.fields = (tenant, environment, store, collection)
+        self.prefix = AssociatedData(tenant, environment, store, collection, "").encode()[:-4]
+        probe = "probe-id"
+        if self(probe).encode() != AssociatedData(*self.fields, probe).encode():
+            raise InternalError("associated data encoding mismatch")
+
+    def __call__(self, item_id: str) -> AssociatedData:
+        raw = item_id.encode("utf-8")
+        if len(raw) > 512:  # unusual: let the real constructor check and encode it
+            return AssociatedData(*self.fields, item_id)
+        ad = object.__new__(AssociatedData)
+        tenant, environment, store, collection = self.fields
+        setattr_ = object.__setattr__
+        setattr_(ad, "tenant", tenant)
+        setattr_(ad, "environment", environment)
+        setattr_(ad, "store", store)
+        setattr_(ad, "collection", collection)
+        setattr_(ad, "record_id", item_id)
+        setattr_(ad, "_encoded", self.prefix + len(raw).to_bytes(4, "big") + raw)
+        return ad
+
+
+class Rekeyer:
+    """Re-encrypts blobs of one store of one environment away from a set of old DEKs."""
+
+    def __init__(self, rt: Runtime, env_id: str, store: str, old_deks: Iterable[str]) -> None:
+        self.rt = rt
+        self.env_id = env_id
+        self.store = store
+        self.old = frozenset(old_deks)
+        self.old_raw = frozenset(bytes.fromhex(d) for d in self.old)
+        self.keys = data_keys(rt)
+
+    def env(self) -> EnvView:
+        """The environment, if usable (EnvironmentUnavailableError otherwise; caches flushed)."""
+        return env_states(self.rt).require_usable(self.env_id)
+
+    def under_old(self, blob: bytes) -> bool:
+        """Whether a blob's header names one of the old DEKs (the header is authenticated)."""
+        return blob[4:20] in self.old_raw
+
+    def fresh_cipher(self, env: EnvView) -> RecordCipher:
+        """A cipher whose primary is not one of the old DEKs. A primary hint this process still
+        holds for a retired DEK is dropped (`roll`: no cache flush, no vault call)."""
+        for _ in range(4):
+            cipher = self.keys.cipher(self.rt, env, self.store)
+            primary = cipher.keyring.primary.id
+            if primary.hex() not in self.old:
+                return cipher
+            self.keys.roll(self.rt, env, self.store, primary)
+        raise ConflictError(
+            f"no fresh data key for the {self.store} store of environment {env.name!r}; retry",
+            code="dek_unavailable",
+        )
+
+    def decrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
+        """Plaintext bytes of each blob (under whichever DEK its header names)."""
+        keys, rt, store = self.keys, self.rt, self.store
+        ciphers: dict[bytes, RecordCipher] = {}
+        used: dict[bytes, int] = {}  # bytes decrypted per DEK: one use of each key per call
+        out: list[bytes] = []
+        for ad, blob in items:
+            try:
+                if len(blob) < 20:
+                    raise IntegrityError("ciphertext is malformed")
+                dek = blob[4:20]
+                cipher = ciphers.get(dek)
+                if cipher is None:
+                    cipher = ciphers[dek] = keys.decrypter(rt, env, store, dek)
+                plain = cipher.decrypt(blob, ad)
+            except IntegrityError:
+                raise IntegrityError(
+                    f"{store} item {ad.collection}/{ad.record_id} of environment {env.name!r} failed "
+                    "authentication (stored ciphertext is corrupt or was moved)"
+                ) from None
+            used[dek] = used.get(dek, 0) + len(plain)
+            out.append(plain)
+        for dek, nbytes in used.items():
+            keys.note_use(env.id, dek, nbytes)
+        return out
+
+    def encrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
+        """Encrypt plaintext bytes under the fresh primary; roll to a new DEK when one runs out."""
+        out: list[bytes] = []
+        while len(out) < len(items):
+            cipher = self.fresh_cipher(env)
+            primary = cipher.keyring.primary.id
+            nbytes = 0
+            try:
+                for ad, plain in items[len(out) :]:
+                    out.append(cipher.encrypt(plain, ad))
+                    nbytes += len(plain)
+            except DataKeyExhaustedError:
+                self.keys.roll(self.rt, env, self.store, primary)
+            finally:
+                self.keys.note_use(env.id, primary, nbytes)
+        return out
+
+    def reencrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
+        """New blobs for (associated data, old blob) pairs: same location, same plaintext bytes."""
+        plains = self.decrypt(env, items)
+        return self.encrypt(env, [(ad, p) for (ad, _), p in zip(items, plains, strict=True)])
+
+
+def copy_events(
+    rt: Runtime,
+    env_id: str,
+    events: Sequence[tuple[str, datetime, bytes]],
+    *,
+    fresh: bool,
+    point: Callable[[str], None] | None = None,
+) -> int:
+    """Copy stored audit events (id, time, blob) into the environment's current audit backend,
+    re-encrypted with their plaintext bytes carried as they are (no JSON round trip). The time
+    sealed inside each plaintext is still checked against the stored time (a byte comparison of
+    the canonical prefix; a full parse only when that prefix differs), so an event moved in time is
+    refused here as on a read. An event already in the target is skipped. `fresh`: the copies go
+    under a DEK none of the source events used (a forward move after its DEKs were retired).
+    Returns how many were copied."""
+    from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+
+    from keyshift.stores.audit import COLLECTION, STORE, backend
+    from keyshift.stores.layout import choose
+
+    if not events:
+        return 0
+    old: set[str] = set()
+    if fresh:  # every audit DEK no longer active (the move retired them) plus the sources' own
+        from sqlalchemy import select
+
+        from keyshift.db.models import Dek
+
+        old = {bytes(blob[4:20]).hex() for _e, _a, blob in events}
+        with rt.transaction() as s:
+            here = (Dek.environment_id == env_id, Dek.store == STORE)
+            old.update(s.scalars(select(Dek.id).where(*here, Dek.state != "active")))
+    rekeyer = Rekeyer(rt, env_id, STORE, old)
+    env = rekeyer.env()
+    ad = LocationAd(env.tenant_id, env.id, STORE, COLLECTION)
+    ads = [ad(eid) for eid, _at, _blob in events]
+    plains = rekeyer.decrypt(env, [(a, bytes(blob)) for a, (_e, _t, blob) in zip(ads, events, strict=True)])
+    for (eid, at, _blob), plain in zip(events, plains, strict=True):
+        if not _sealed_at(plain, utc(at)):
+            raise IntegrityError(f"audit event {eid} of environment {env.name!r} failed authentication")
+    blobs = rekeyer.encrypt(env, list(zip(ads, plains, strict=True)))
+    target = backend(rt, choose(env, "audit").backend)
+    copied = 0
+    for i, ((eid, at, _old), blob) in enumerate(zip(events, blobs, strict=True)):
+        try:
+            target.append(env.id, eid, utc(at), blob[4:20].hex(), blob)
+            copied += 1
+        except SqlIntegrityError:
+            pass  # already copied (a rerun after a crash)
+        if point is not None and i == len(events) // 2:
+            point("move:mid-batch")
+    return copied
+
+
+def _sealed_at(plain: bytes, at: datetime) -> bool:
+    """Whether the event plaintext {"at": ..., "event": ...} holds this time."""
+    prefix = b'{"at":' + json.dumps(at.isoformat()).encode() + b","
+    if plain.startswith(prefix):
+        return True
+    try:
+        return utc(datetime.fromisoformat(json.loads(plain)["at"])) == at
+    except (ValueError, KeyError, TypeError):
+        return False
