@@ -18,8 +18,10 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from keyshift.control.key_events import wire
 from keyshift.errors import InternalError, KeyshiftError
 from keyshift.runtime import Runtime
+from keyshift.vaults.base import VaultLocalError
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -68,7 +70,7 @@ def runtime(ctx: typer.Context) -> Iterator[Runtime]:
     """Open the runtime for one command; errors (including at open) become SPEC exit codes."""
     st = state(ctx)
     with errors_handled(ctx):
-        rt = Runtime.open(home=st.home, database_url=st.database_url)
+        rt = wire(Runtime.open(home=st.home, database_url=st.database_url))
         try:
             yield rt
         finally:
@@ -112,3 +114,17 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | Non
     for r in rows:
         table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
     stdout.print(table)
+
+
+def vaults_ready(ctx: typer.Context, rt: Runtime, role: str, strict: bool) -> None:
+    """At `serve`/`worker` start: warn loudly on stderr about vaults this process cannot open;
+    with `strict`, exit 6 instead of starting (control.vault_readiness)."""
+    from keyshift.control.vault_readiness import warn
+
+    with errors_handled(ctx):
+        ok = warn(rt, sys.stderr, role=role)
+    if not ok and strict:
+        fail(
+            VaultLocalError(f"{role} not started: a vault in use cannot be opened (--strict-vaults)"),
+            state(ctx).json,
+        )

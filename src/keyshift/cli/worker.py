@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, runtime
+from keyshift.cli.common import emit, runtime, vaults_ready
 from keyshift.jobs import schedule
 from keyshift.jobs.runner import Worker
 
@@ -25,9 +25,13 @@ def worker_cmd(
     pace: Annotated[
         float, typer.Option(help="After each batch pause PACE x its duration (eases load on the database).")
     ] = 0.0,
+    strict_vaults: Annotated[
+        bool, typer.Option("--strict-vaults", help="Exit 6 if a vault in use cannot be opened.")
+    ] = False,
 ) -> None:
     """Run jobs and due maintenance (forever, or once)."""
     with runtime(ctx) as rt:
+        vaults_ready(ctx, rt, "worker", strict_vaults)
         worker = Worker(rt, lease_seconds=lease_seconds, pace=pace)
         if once:
             out = worker.run_once()

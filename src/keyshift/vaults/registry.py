@@ -55,3 +55,17 @@ def find_vault_record(rt: Runtime, name_or_id: str) -> VaultRecord:
 def open_vault(rt: Runtime, name_or_id: str) -> KeyVault:
     row = find_vault_record(rt, name_or_id)
     return factory_for(row.kind)(rt, row)
+
+
+def open_fresh(rt: Runtime, name_or_id: str) -> KeyVault:
+    """A new adapter of the vault with its own session/connection (not the runtime's cached one),
+    to confirm an answer before acting on it. Close it after use (`close()` where it has one).
+
+    An adapter standing in for the vault in this runtime (a test's fault injector) may provide
+    `fresh()`; its answer is used instead, so that its faults apply to fresh connections too.
+    """
+    cached = rt.vault(name_or_id)
+    fresh = getattr(cached, "fresh", None)
+    if callable(fresh):
+        return fresh()  # type: ignore[no-any-return]
+    return open_vault(rt, name_or_id)
