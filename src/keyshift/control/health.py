@@ -72,6 +72,8 @@ class HealthReport:
     # The configuration reasons alone (vault settings, key type) make a policy unhealthy without
     # the key being unusable: linking is refused, nothing is disabled.
     config_only: bool = True
+    # The vault answered during this check's outage window: an outage starts over from this check.
+    restart_grace: bool = False
 
     @property
     def changed(self) -> bool:
@@ -149,7 +151,10 @@ def check_policy(
             back = _comes_back(rt, snap.vault_id, outage_window)
             if back is None:
                 raise
+            # It answered inside the window: not one continuous outage. Should it fail again
+            # (a flapping vault), the grace period starts over from now.
             report = HealthReport(snap.id, "healthy", checked_at=now, previous_status=snap.health)
+            report.restart_grace = True
             try:
                 _evaluate(rt, back, snap, report, now)
             finally:
@@ -244,8 +249,12 @@ def _evaluate(rt: Runtime, vault: KeyVault, snap: _Snapshot, report: HealthRepor
     info: VaultInfo = vault.info()
     if not info.reachable:
         detail = info.detail or f"vault {info.name!r} is unreachable"
-        if info.outcome == LOCAL:
-            raise VaultLocalError(f"vault {info.name!r} cannot be used by this process: {detail}")
+        if info.outcome == LOCAL:  # detail is "<code>: <message naming the fix>"
+            code, _, message = detail.partition(": ")
+            raise VaultLocalError(
+                f"vault {info.name!r} cannot be used by this process: {message or detail}",
+                code=code if message else None,
+            )
         raise VaultUnavailableError(detail)
     soft_delete = info.soft_delete_days if info.soft_delete_days is not None else snap.vault_rec_soft_delete
     if not soft_delete:
@@ -349,7 +358,7 @@ def _unreachable(
     if snap.checked_at is None or snap.health == "undetermined":
         report.status, report.reasons = "undetermined", [reason]
         return
-    since = snap.unhealthy_since or now
+    since = now if report.restart_grace else (snap.unhealthy_since or now)
     report.evidence["unreachable_since"] = iso(utc(since))
     grace = timedelta(seconds=rt.settings.vault_grace_seconds)
     if now - utc(since) < grace:
@@ -389,7 +398,9 @@ def _store_once(rt: Runtime, snap: _Snapshot, report: HealthReport, audit: bool)
         p.health_checked_at = report.checked_at
         if report.observed_key_version is not None:
             p.observed_key_version = report.observed_key_version
-        if failing:
+        if failing and report.restart_grace:
+            p.unhealthy_since = report.checked_at
+        elif failing:
             p.unhealthy_since = p.unhealthy_since or report.checked_at
         else:
             p.unhealthy_since = None
