@@ -204,7 +204,7 @@ def test_an_api_server_without_the_pin_answers_503_and_disables_nobody(
             headers={"Authorization": f"Bearer {token}"},
         )
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(req, timeout=30)
+            urllib.request.urlopen(req, timeout=30)  # noqa: S310 - http to our own server
         assert err.value.code == 503
         body = json.loads(err.value.read())
         assert body["error"]["code"] == "vault_secret_unavailable" and PIN_VAR in body["error"]["message"]
