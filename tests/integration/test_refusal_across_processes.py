@@ -8,7 +8,6 @@ a fresh connection and runs the monitor's check; the environment is disabled wit
 Bounds set low for the test: revocation bound 2 s (the DEK cache's max age), state refresh 0.1 s.
 """
 
-
 from __future__ import annotations
 
 import os
@@ -99,9 +98,8 @@ def test_refusal_goes_offline_within_the_bound_in_every_process(
                 f"{out.name} refusing as disabled",
             )
             firsts.append(float(first[0]) - t0)
-        print(
-            f"\n{case}: offline in each process after {', '.join(f'{d:.2f}s' for d in firsts)} (bound {BOUND}s)"
-        )
+        times = ", ".join(f"{d:.2f}s" for d in firsts)
+        print(f"\n{case}: offline in each process after {times} (bound {BOUND}s)")
         # The DEK cache (max age = the bound) + the confirmation on a fresh connection + a state
         # refresh: every process is offline within the bound plus the confirmation's round trips.
         assert max(firsts) < BOUND + 1.5, firsts
