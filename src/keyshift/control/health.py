@@ -182,28 +182,26 @@ def _local(vault: KeyVault, err: KeyshiftError) -> KeyshiftError:
 
 
 def _comes_back(rt: Runtime, vault_id: str, window: float) -> KeyVault | None:
-    """Probe the vault on fresh connections for up to `window` seconds; the adapter that answered."""
+    """Probe the vault on a fresh adapter (it reconnects on every failed probe) for up to `window`
+    seconds; the adapter once the vault answered, else None."""
     from keyshift.vaults.registry import open_fresh
 
     deadline = time.monotonic() + window
-    pause = 0.05
+    pause = min(0.05, window / 10)  # evenly spaced: an up-time anywhere in the window is seen
+    fresh: KeyVault | None = None
     while True:
         try:
-            fresh = open_fresh(rt, vault_id)
-        except KeyshiftError:
-            fresh = None
-        if fresh is not None:
-            try:
-                info = fresh.info()
-            except KeyshiftError:
-                info = None
-            if info is not None and info.reachable:
+            if fresh is None:
+                fresh = open_fresh(rt, vault_id)
+            if fresh.info().reachable:
                 return fresh
-            _close(fresh)
+        except KeyshiftError:
+            pass
         if time.monotonic() + pause > deadline:
+            if fresh is not None:
+                _close(fresh)
             return None
         time.sleep(pause)
-        pause = min(pause * 2, 0.5)
 
 
 def _close(vault: Any) -> None:
