@@ -214,7 +214,19 @@ def _prove_key(rt: Runtime, env_id: str) -> dict[str, Any]:
             return v.unwrap(wk, identity=wid, context=dctx)  # type: ignore[no-any-return]
 
         with_retries(_unwrap)
-    return {"key": f"{vault.name}/{key_name}", "identity": identity, "deks_checked": len(wraps)}
+    return {
+        "key": f"{vault.name}/{key_name}",
+        "identity": identity,
+        "deks_checked": len(wraps),
+        "evidence": {
+            "vault": vault.name,
+            "kind": getattr(vault, "kind", None),
+            "key": f"{vault.name}/{key_name}",
+            "identity": identity,
+            "check": f"wrap/unwrap round trip, then unwrap of {len(wraps)} current data key wrap(s)",
+            "answer": "ok",
+        },
+    }
 
 
 def reenable_environment(rt: Runtime, env_ref: str) -> dict[str, Any]:
