@@ -82,7 +82,7 @@ def monitor_once(rt: Runtime) -> dict[str, Any]:
 def outage_window(rt: Runtime) -> float:
     """How long a monitor check keeps probing an unreachable vault on fresh connections before it
     counts as failed: a vault that answers at least this often is flapping, not down."""
-    return min(OUTAGE_WINDOW_MAX, max(rt.settings.vault_grace_seconds / 4, 0.2))
+    return min(OUTAGE_WINDOW_MAX, max(rt.settings.vault_grace_seconds / 2, 0.2))
 
 
 def check_one(
