@@ -116,3 +116,20 @@ def test_policy_health_exit_codes_and_monitor_fields(rt) -> None:  # type: ignor
     assert (
         state_ev["vault"] == VAULT and state_ev["answer"] == ev["answer"] and state_ev["source"] == "monitor"
     )
+
+
+def test_every_interface_wires_the_confirmed_check(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The SDK, the CLI and `serve` open runtimes whose data plane reports refusals to the control
+    plane (control.key_events); a bare Runtime reports to nobody (its requests just fail)."""
+    import keyshift
+    from keyshift.bootstrap import init_home
+    from keyshift.control.key_events import on_key_failure
+    from keyshift.runtime import Runtime
+    from keyshift.stores.keys import data_keys
+
+    home = tmp_path / "home"
+    init_home(home)
+    with keyshift.open(home=home) as ks:
+        assert data_keys(ks.runtime).on_key_failure == [on_key_failure]
+    with Runtime.open(home=home) as bare:
+        assert data_keys(bare).on_key_failure == []
