@@ -59,7 +59,8 @@ def on_key_failure(failure: KeyFailure) -> KeyshiftError | None:
     vault's). Never raises: the request fails closed with the vault error either way."""
     outcome = outcome_of(failure.error)
     if outcome == LOCAL:
-        log.error(
+        # The request's own error names the cause and the fix; `serve` and `worker` warned at start.
+        log.info(
             "this process cannot use the key vault of environment %s (nothing changed): %s",
             failure.env_id,
             failure.error.message,
