@@ -17,6 +17,9 @@ class KeyshiftError(Exception):
     exit_code: ClassVar[int] = 1
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
+    # For key vault errors: who caused the failure ("refused" by the key's owner, vault
+    # "unreachable", or "local" to this process); None for every other error. See vaults/base.py.
+    outcome: str | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -101,6 +104,7 @@ class KeyInaccessibleError(KeyshiftError):
     code = "key_inaccessible"
     exit_code = 6
     http_status = 424
+    outcome = "refused"
 
 
 class VaultUnavailableError(KeyInaccessibleError):
@@ -109,6 +113,7 @@ class VaultUnavailableError(KeyInaccessibleError):
     code = "vault_unavailable"
     http_status = 503
     retryable = True
+    outcome = "unreachable"
 
 
 class EnvironmentUnavailableError(KeyshiftError):

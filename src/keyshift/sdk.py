@@ -157,7 +157,10 @@ def open(
 ) -> Keyshift:
     """Open a Keyshift home (defaults: $KEYSHIFT_HOME or ~/.keyshift; its database)."""
     principal = options.pop("principal", None) or f"service:sdk:{_user()}"
-    return Keyshift(Runtime.open(home=home, database_url=database_url, principal=principal, **options))
+    from keyshift.control.key_events import wire
+
+    rt = Runtime.open(home=home, database_url=database_url, principal=principal, **options)
+    return Keyshift(wire(rt))
 
 
 def _user() -> str:

@@ -63,6 +63,6 @@ def test_pkcs11_vault_without_python_pkcs11_names_the_extra(tmp_path: Path) -> N
     )
     assert r.returncode == 6, r.stderr
     err = json.loads(r.stderr)["error"]
-    assert err["code"] == "vault_unavailable" and "pip install 'keyshift[hsm]'" in err["message"]
+    assert err["code"] == "vault_client_missing" and "pip install 'keyshift[hsm]'" in err["message"]
     shown = _ks_hiding("pkcs11", "vault", "show", "hsm1", "--json", env=env)
     assert shown.returncode == 0 and "keyshift[hsm]" in json.loads(shown.stdout)["detail"]

@@ -21,7 +21,13 @@ def test_policy_cli_flow_and_errors(cli: Cli) -> None:
     cli("key", "create", "cust", "cmk", "--type", "RSA", "--size", "3072")
     p = cli("policy", "create", "contoso", "pol", "--region", "eu", "--vault", "cust", "--key", "cmk")
     assert p["identity"].startswith("pol-") and p["health"] == "undetermined"
-    h = cli("policy", "health", "pol")
+    import json
+
+    from keyshift.cli.main import app
+
+    res = cli.runner.invoke(app, [*cli.base(), "--json", "policy", "health", "pol"], env={"KEYSHIFT_NOW": ""})
+    assert res.exit_code == 4  # not healthy: exit 4, the result still printed
+    h = json.loads(res.stdout)
     assert h["health"] == "unhealthy" and any("lacks" in r for r in h["reasons"])
     cli("key", "grant", "cust", "cmk", "--identity", p["identity"], "--permissions", "get,wrapKey,unwrapKey")
     assert cli("policy", "health", p["id"])["health"] == "healthy"

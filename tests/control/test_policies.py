@@ -188,7 +188,7 @@ def test_health_vault_without_purge_protection_is_unhealthy(ctl: Runtime) -> Non
 def test_health_aes_key_only_on_symmetric_only_vaults(ctl: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     _setup(ctl, key_type="AES", size=256)
     r = health.policy_health(ctl, "pol")
-    assert r["health"] == "unhealthy" and any("symmetric" in x for x in r["reasons"])
+    assert r["health"] == "unhealthy" and any("natively" in x for x in r["reasons"])
     # FAKE: the local vault reporting itself symmetric-only (as an AES-only provider would).
     real = ctl.vault(_vault_id(ctl))
     real_info = real.info

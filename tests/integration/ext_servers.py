@@ -69,12 +69,23 @@ def softhsm_module() -> str:
     raise ServerUnavailable("SoftHSM2 module libsofthsm2.so not found (apt-get install softhsm2)")
 
 
+_TOKENS: dict[str, SoftHsmToken] = {}
+
+
 def init_softhsm_token(workdir: Path, label: str = "keyshift-test") -> SoftHsmToken:
     """A fresh token in its own token directory under `workdir`; sets SOFTHSM2_CONF for this process.
 
     SoftHSM reads SOFTHSM2_CONF when the module is initialised, so the variable is set before any
     python-pkcs11 `lib()` call and stays set for the process (one token dir per test session).
+    The token is made once per process: a session fixture imported into several test modules is
+    set up once per module, and a second token directory would leave this process (whose module
+    was initialised with the first) and the `keyshift` processes it starts (which read the
+    variable) looking at different tokens with the same label.
     """
+    made = _TOKENS.get(label)
+    if made is not None:
+        os.environ["SOFTHSM2_CONF"] = str(made.conf)
+        return made
     module = softhsm_module()
     util = shutil.which("softhsm2-util")
     if util is None:
@@ -107,7 +118,8 @@ def init_softhsm_token(workdir: Path, label: str = "keyshift-test") -> SoftHsmTo
         check=False,
     )
     os.environ["SOFTHSM2_CONF"] = str(conf)
-    return SoftHsmToken(module=module, conf=conf, label=label, pin=pin, so_pin=so_pin)
+    _TOKENS[label] = SoftHsmToken(module=module, conf=conf, label=label, pin=pin, so_pin=so_pin)
+    return _TOKENS[label]
 
 
 # -- throwaway PKI ----------------------------------------------------------------------------------

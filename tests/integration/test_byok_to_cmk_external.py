@@ -94,7 +94,11 @@ def test_byok_to_cmk_with_the_cmk_in_an_external_vault(
     vaults.set_key_enabled(rt, "cust-ext", key_name, False, force=True)
     after = check_policy(rt, pol["id"])
     assert after.status == "unhealthy" and any("disabled" in r for r in after.reasons), after.reasons
-    # ... and the data plane fails closed: with no cached DEK, a read disables the environment.
+    # ... and the data plane fails closed: with no cached DEK, a read is refused, the refusal is
+    # confirmed on a fresh connection and the environment is disabled.
+    from keyshift.control.key_events import wire
+
+    wire(rt)
     data_keys(rt).flush()
     with pytest.raises((EnvironmentUnavailableError, KeyInaccessibleError)):
         RecordStore(rt, env_id).get("t", next(iter(written["rows"])))

@@ -247,16 +247,20 @@ def test_missing_pin_variable_makes_the_vault_unreachable_not_a_crash(
 def test_wrong_pin_is_an_opaque_login_failure(softhsm_token: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a token this process never logged in to (PKCS#11 login state is per process and token)."""
     from integration.ext_servers import SPARE_TOKEN_LABEL
-    from keyshift.vaults.base import AccessDeniedError, KeyRef
+    from keyshift.vaults.base import KeyRef, VaultLocalError
     from keyshift.vaults.pkcs11 import Pkcs11Vault
 
     monkeypatch.setenv(PIN_VAR, "not-the-pin")
     v = Pkcs11Vault("hsm-w", {"module": softhsm_token.module, "token_label": SPARE_TOKEN_LABEL,
                               "pin": {"env": PIN_VAR}})  # fmt: skip
     info = v.info()
-    assert info.reachable is False and "login to the token failed" in info.detail
-    with pytest.raises(AccessDeniedError) as err:
+    assert info.reachable is False and "refused this process's login" in info.detail
+    assert info.outcome == "local"  # this process's PIN: never a revocation
+    with pytest.raises(VaultLocalError) as err:
         v.describe(KeyRef("hsm-w", "k"))
+    assert (
+        err.value.code == "vault_login_failed" and "fix the PIN in environment variable" in err.value.message
+    )
     assert "not-the-pin" not in err.value.message + info.detail
     monkeypatch.setenv(PIN_VAR, softhsm_token.pin)  # the right PIN opens it
     assert Pkcs11Vault("hsm-w2", {"module": softhsm_token.module, "token_label": SPARE_TOKEN_LABEL,

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from keyshift.control.key_events import wire
 from keyshift.errors import KeyshiftError
 from keyshift.runtime import Runtime
 from keyshift.stores.keys import data_keys
@@ -19,7 +20,8 @@ from keyshift.stores.keys import data_keys
 def main() -> None:
     home, env_id, out_path, stop = sys.argv[1:5]
     db_url = sys.argv[5] if len(sys.argv) > 5 else None
-    rt = Runtime.open(home=home, database_url=db_url, principal="service:serve-loop")
+    # A data-plane process, wired as every interface wires its runtime (control.key_events).
+    rt = wire(Runtime.open(home=home, database_url=db_url, principal="service:serve-loop"))
     try:
         from keyshift.stores.service import EnvironmentData
 

@@ -158,25 +158,23 @@ def test_unlock_rejects_a_different_key(sqlite_rt, clock, tmp_path):  # type: ig
 def test_process_with_a_stale_view_is_refused_as_locked(sqlite_rt, clock, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     """Another process still holding an `enabled` snapshot (within state_refresh_seconds) and no
     cached DEK hits the deleted BYOK key: refused with environment_locked, state stays locked."""
-    from keyshift.control import revocation
+    from keyshift.control import key_events
     from keyshift.control.byok_lock import lock
     from keyshift.runtime import Runtime
     from keyshift.stores.keys import data_keys
     from keyshift.stores.records import RecordStore
 
     calls: list[str] = []
-    real_hook = revocation.on_data_key_failure
 
-    def spy(rt_, env_id, error):  # type: ignore[no-untyped-def]
-        calls.append(error.code)
-        return real_hook(rt_, env_id, error)
-
-    monkeypatch.setattr(revocation, "on_data_key_failure", spy)
+    def spy(failure):  # type: ignore[no-untyped-def]
+        calls.append(failure.error.code)
+        return key_events.on_key_failure(failure)
 
     rt = sqlite_rt
     ids, _ = _byok_tenant(rt, tmp_path)
     eid = ids["fab-prod"]
     other = Runtime.open(home=rt.home.path, clock=clock, principal="service:other")
+    data_keys(other).on_key_failure.append(spy)  # the handler the runtime's opener wires, spied on
     other.settings = other.settings.model_copy(update={"state_refresh_seconds": 60.0})
     try:
         assert len(read_all(other, eid)) == 15  # snapshot taken: enabled

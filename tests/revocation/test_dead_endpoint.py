@@ -63,11 +63,11 @@ def test_vault_endpoint_dies_then_returns(sqlite_rt, clock, aws_test_env):  # ty
             records_store(rt, eid).get("t", "r00001")
         assert err.value.exit_code == 6
         out = monitor_once(rt)[pol["id"]]
-        assert out["health"] == "warning" and out["disabled"] == []
+        assert out["health"] == "warning" and out["environments_disabled"] == []
         assert env_row(rt, eid).state == "enabled"  # transient, within the grace period
         clock.advance(seconds=rt.settings.vault_grace_seconds + 1)
         out = monitor_once(rt)[pol["id"]]
-        assert out["health"] == "unhealthy" and out["disabled"] == [eid], out
+        assert out["health"] == "unhealthy" and out["environments_disabled"] == [eid], out
         with pytest.raises(EnvironmentUnavailableError):
             records_store(rt, eid).get("t", "r00001")
 

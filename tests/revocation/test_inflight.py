@@ -56,7 +56,7 @@ def test_requests_in_flight_finish_or_fail_cleanly(rt, clock):  # type: ignore[n
         while sum(v == "ok" for v in outcomes.values()) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         undo = revoke(rt, "key_disabled", world, clock)
-        assert monitor_once(rt)[world.policy]["disabled"] == [eid]
+        assert monitor_once(rt)[world.policy]["environments_disabled"] == [eid]
         deadline = time.monotonic() + 20
         while (
             not any(k.startswith("rows") and v == "environment_disabled" for k, v in outcomes.items())

@@ -35,11 +35,13 @@ def _health(rt, pid):  # type: ignore[no-untyped-def]
 
 
 def test_warnings_ahead_of_trouble(sqlite_rt, clock):  # type: ignore[no-untyped-def]
-    rt = sqlite_rt
+    from keyshift.control.key_events import wire
+
+    rt = wire(sqlite_rt)
     world = cmk_world(rt, soft_delete_days=7, key_expires=clock.now() + timedelta(days=45))
     eid = world.envs["contoso-prod"]
     out = monitor_once(rt)[world.policy]
-    assert out["health"] == "warning" and out["disabled"] == []
+    assert out["health"] == "warning" and out["environments_disabled"] == []
     assert any("keeps deleted keys 7 days" in r for r in out["reasons"])
     health, reasons, checked = _health(rt, world.policy)
     assert health == "warning" and reasons == out["reasons"] and checked == clock.now()
@@ -52,7 +54,7 @@ def test_warnings_ahead_of_trouble(sqlite_rt, clock):  # type: ignore[no-untyped
     vaults.rotate_key(rt, VAULT, KEY)
     vaults.set_key_enabled(rt, VAULT, KEY, False, version=old, force=True)
     out = monitor_once(rt)[world.policy]
-    assert out["health"] == "warning" and out["disabled"] == []
+    assert out["health"] == "warning" and out["environments_disabled"] == []
     assert any(f"version {old} of key" in r and "still wrapped" in r for r in out["reasons"]), out
     assert env_row(rt, eid).state == "enabled"
     # ...and when a request actually needs that version (its cached DEK aged out), it fails closed:
@@ -78,7 +80,7 @@ def test_worker_maintenance_runs_the_monitor_on_its_interval(sqlite_rt, clock): 
     assert schedule.run_due(rt, only=("health",))["health"] == {"skipped": "not due"}
     rt.settings = rt.settings.model_copy(update={"health_interval_seconds": 0.0})
     out = schedule.run_due(rt, only=("health",))["health"]
-    assert out["policies"][world.policy]["disabled"] == [eid]
+    assert out["policies"][world.policy]["environments_disabled"] == [eid]
     assert env_row(rt, eid).state == "disabled"
 
 
@@ -94,8 +96,8 @@ def test_cli_policy_monitor_and_re_enable(rt, clock, home, db_url):  # type: ign
     vaults.delete_key(rt, VAULT, KEY, force=True)
     assert cli("policy", "monitor", "no-such-policy", code=3)["code"] == "policy_not_found"
     out = cli("policy", "monitor", "pol")
-    assert out[world.policy]["health"] == "unhealthy" and out[world.policy]["disabled"] == [eid]
-    assert cli("policy", "monitor")[world.policy]["disabled"] == []  # already disabled
+    assert out[world.policy]["health"] == "unhealthy" and out[world.policy]["environments_disabled"] == [eid]
+    assert cli("policy", "monitor")[world.policy]["environments_disabled"] == []  # already disabled
     assert cli("data", "get", "contoso-prod", "t", "r00001", code=7)["code"] == "environment_disabled"
     state1 = snapshot(rt)
     err = cli("env", "re-enable", "contoso-prod", code=6)
@@ -121,8 +123,8 @@ def test_unhealthy_for_configuration_only_keeps_serving(sqlite_rt, clock):  # ty
     with rt.transaction() as s:
         s.execute(update(VaultRecord).where(VaultRecord.name == VAULT).values(purge_protection=False))
     out = monitor_once(rt)[world.policy]
-    assert out["health"] == "unhealthy" and out["disabled"] == [] and out["key_usable"] is True
+    assert out["health"] == "unhealthy" and out["environments_disabled"] == [] and out["key_usable"] is True
     assert any("purge protection" in r for r in out["reasons"])
     assert env_row(rt, eid).state == "enabled" and len(read_all(rt, eid)) == 20
     vaults.set_key_enabled(rt, VAULT, KEY, False, force=True)  # now the key itself goes: disabled
-    assert monitor_once(rt)[world.policy]["disabled"] == [eid]
+    assert monitor_once(rt)[world.policy]["environments_disabled"] == [eid]

@@ -57,13 +57,13 @@ def _cycle(rt, clock, world, kind, before):  # type: ignore[no-untyped-def]
     if kind == "vault_unreachable":
         # Within the grace period: a warning, nothing disabled, cached keys keep serving.
         out = monitor_once(rt)[world.policy]
-        assert out["health"] == "warning" and out["disabled"] == [], (kind, out)
+        assert out["health"] == "warning" and out["environments_disabled"] == [], (kind, out)
         assert all(env_row(rt, e).state == "enabled" for e in world.envs.values())
         assert read_all(rt, world.envs["contoso-prod"]) == before[world.envs["contoso-prod"]]
         clock.advance(seconds=rt.settings.vault_grace_seconds + 1)
     out = monitor_once(rt)[world.policy]
     assert out["health"] == "unhealthy", (kind, out)
-    assert sorted(out["disabled"]) == sorted(world.envs.values()), kind
+    assert sorted(out["environments_disabled"]) == sorted(world.envs.values()), kind
     assert _policy(rt, world.policy).health == "unhealthy"
     now = clock.now()
     for name, eid in world.envs.items():
@@ -92,10 +92,10 @@ def _cycle(rt, clock, world, kind, before):  # type: ignore[no-untyped-def]
 
 
 def test_data_plane_refusal_disables_without_the_monitor(sqlite_rt, clock, monkeypatch):  # type: ignore[no-untyped-def]
-    from keyshift.control import revocation
+    from keyshift.control import key_events
 
-    monkeypatch.setattr(revocation, "RECHECK_SECONDS", 0.0)  # each kind gets its own policy check
-    rt = sqlite_rt
+    monkeypatch.setattr(key_events, "RECHECK_SECONDS", 0.0)  # each kind gets its own policy check
+    rt = key_events.wire(sqlite_rt)
     world = cmk_world(rt, key_expires=clock.now() + timedelta(days=60))
     eid = world.envs["contoso-prod"]
     before = read_all(rt, eid)
@@ -152,7 +152,7 @@ def test_transient_vault_error_within_grace_keeps_envs_up(sqlite_rt, clock):  # 
     assert monitor_once(rt)[world.policy]["health"] == "warning"
     assert env_row(rt, eid).state == "enabled"  # ...but the environment stays up
     clock.advance(seconds=rt.settings.vault_grace_seconds / 2)
-    assert monitor_once(rt)[world.policy]["disabled"] == []
+    assert monitor_once(rt)[world.policy]["environments_disabled"] == []
     fv.come_back()
     assert read_all(rt, eid) == before
     assert monitor_once(rt)[world.policy]["health"] == "healthy"

@@ -207,5 +207,9 @@ def test_a_real_worker_process_disables_on_its_health_interval(tmp_path):  # typ
         _, err = proc.communicate(timeout=30)
     assert proc.returncode in (0, -15), err.decode()[-2000:]
     assert env_row(rt, env_id).state_reason.startswith("key revoked: identity")
+    # The worker logs the state change with environment, policy and reason.
+    log = err.decode()
+    line = f"environment contoso-prod ({env_id}) disabled by monitor: policy {world.policy}; key revoked:"
+    assert f"{line} identity" in log, log[-2000:]
     rt.close()
     print(f"\nworker process: grant removed -> environment disabled in {elapsed:.2f}s (interval 0.3s)")

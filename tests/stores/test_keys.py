@@ -105,17 +105,26 @@ def test_budget_is_reserved_in_the_database_in_small_first_blocks(rt: Runtime) -
 
 
 def test_disabled_key_fails_closed_naming_the_environment(fresh_rt: Runtime) -> None:
-    """A vault refusal (key disabled) disables the environment (revocation hook): exit 7."""
+    """A vault refusal (key disabled) fails the request naming the environment (exit 6); the data
+    plane itself never changes state. Wired to the control plane (as every interface's runtime
+    is), the refusal is confirmed on a fresh connection and the environment is disabled: exit 7."""
+    from keyshift.control.key_events import wire
+
     rt = fresh_rt
     env_id = make_env(rt, "contoso-prod")
     store = RecordStore(rt, env_id)
     store.put("t", "r", {"v": 1})
     vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, False, force=True)
     keys.flush(rt, env_id)
-    with pytest.raises((KeyInaccessibleError, EnvironmentUnavailableError)) as err:
+    with pytest.raises(KeyInaccessibleError) as err:
         store.get("t", "r")
-    assert "contoso-prod" in err.value.message
-    assert err.value.exit_code in (6, 7)
+    assert "contoso-prod" in err.value.message and err.value.exit_code == 6
+    with rt.transaction() as s:
+        assert s.get(Environment, env_id).state == "enabled"  # type: ignore[union-attr]
+    wire(rt)
+    with pytest.raises(EnvironmentUnavailableError) as err2:
+        store.get("t", "r")
+    assert "contoso-prod" in err2.value.message and err2.value.exit_code == 7
     with rt.transaction() as s:
         assert s.get(Environment, env_id).state == "disabled"  # type: ignore[union-attr]
     vault_admin.set_key_enabled(rt, rt.settings.platform_vault, rt.settings.platform_key, True)

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from keyshift.control.key_events import wire
 from keyshift.errors import InternalError, KeyshiftError
 from keyshift.timefmt import iso_z, normalize_times
+from keyshift.vaults.base import VaultLocalError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -95,7 +97,7 @@ def runtime(ctx: typer.Context) -> Iterator[Runtime]:
 
     st = state(ctx)
     with errors_handled(ctx):
-        rt = Runtime.open(home=st.home, database_url=st.database_url)
+        rt = wire(Runtime.open(home=st.home, database_url=st.database_url))
         try:
             yield rt
         finally:
@@ -210,3 +212,17 @@ def _scalar(v: Any) -> str:
 
 def print_lines(value: Any, indent: int = 0) -> None:
     sys.stdout.write("\n".join(describe(value, indent)) + "\n")
+
+
+def vaults_ready(ctx: typer.Context, rt: Runtime, role: str, strict: bool) -> None:
+    """At `serve`/`worker` start: warn loudly on stderr about vaults this process cannot open;
+    with `strict`, exit 6 instead of starting (control.vault_readiness)."""
+    from keyshift.control.vault_readiness import warn
+
+    with errors_handled(ctx):
+        ok = warn(rt, sys.stderr, role=role)
+    if not ok and strict:
+        fail(
+            VaultLocalError(f"{role} not started: a vault in use cannot be opened (--strict-vaults)"),
+            state(ctx).json,
+        )

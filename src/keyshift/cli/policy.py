@@ -10,6 +10,8 @@ from keyshift.cli.common import emit, print_table, runtime, stdout
 from keyshift.control import policies
 from keyshift.migrate import maintenance
 
+NOT_HEALTHY_EXIT = 4  # precondition: the policy cannot be used to link environments as it is
+
 policy_app = typer.Typer(help="Enterprise policies (customer-managed keys).", no_args_is_help=True)
 
 
@@ -32,6 +34,11 @@ def _human_policy(v: dict[str, Any]) -> None:
 def _human_health(v: dict[str, Any]) -> None:
     lines = [f"policy {v.get('name') or v['policy']}: [bold]{v['health']}[/] (checked {v['checked_at']})"]
     lines += [f"  - {r}" for r in v["reasons"]]
+    ev = v.get("evidence")
+    if ev:
+        lines.append(
+            f"  evidence: vault {ev.get('vault')}, check: {ev.get('check')}, answer: {ev.get('answer')}"
+        )
     if v.get("observed_key_version"):
         lines.append(f"  key version in use: {v['observed_key_version']}")
     if v.get("rotate_jobs"):
@@ -81,9 +88,15 @@ def show(ctx: typer.Context, policy: str) -> None:
 
 @policy_app.command("health")
 def health_(ctx: typer.Context, policy: str) -> None:
-    """Check the policy's key now (vault settings, key state and type, grants, wrap/unwrap)."""
+    """Check the policy's key now (vault settings, key state and type, grants, wrap/unwrap).
+
+    Exit 0 when healthy; 4 when it is not (the result is still printed); 6 when this process
+    cannot use the vault (nothing is recorded)."""
     with runtime(ctx) as rt:
-        emit(ctx, maintenance.policy_health(rt, policy), _human_health)
+        view = maintenance.policy_health(rt, policy)
+        emit(ctx, view, _human_health)
+    if view["health"] != "healthy":
+        raise typer.Exit(NOT_HEALTHY_EXIT)
 
 
 @policy_app.command("update")

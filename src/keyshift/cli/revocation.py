@@ -1,5 +1,5 @@
 """`env re-enable ENV`, `env deletion show|cancel ENV`, `byok lock T ...`, `byok unlock T [ENV]`,
-`policy monitor [P]` (one health-monitor round now).
+`policy monitor [P]` (one health-monitor round now; exit 6 when this process could not check a policy).
 
 Adds commands to groups owned by other modules: `env_app` (cli/env.py), `byok_app` (cli/byok.py),
 `policy_app` (cli/policy.py).
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_lines, runtime, stdout
+from keyshift.cli.common import emit, runtime, stdout
 
 deletion_app = typer.Typer(
     help="Scheduled deletion of disabled or locked environments.", no_args_is_help=True
@@ -116,7 +116,33 @@ def monitor(ctx: typer.Context, policy: Annotated[str | None, typer.Argument()] 
                 policy_id = get_policy(s, policy).id
             out = {policy_id: check_one(rt, policy_id)}
 
-    emit(ctx, out, print_lines)
+    emit(ctx, out, _human_monitor)
+    if any(r.get("outcome") == "local" for r in out.values()):
+        raise typer.Exit(6)  # this process could not check a policy (nothing changed); see "error"
+
+
+def _human_monitor(v: dict[str, Any]) -> None:
+    for policy, r in v.items():
+        if "error" in r:
+            stdout.print(
+                f"policy {policy}: not checked [{r.get('outcome') or 'error'}] {r['error']['message']}",
+                highlight=False,
+            )
+            continue
+        usable = {True: "usable", False: "unusable", None: "unknown"}[r["key_usable"]]
+        stdout.print(
+            f"policy {policy}: health {r['health']}, key {usable}; action: {r['action']}", highlight=False
+        )
+        for reason in r["reasons"]:
+            stdout.print(f"  - {reason}", highlight=False)
+        if r["environments_disabled"]:
+            stdout.print(f"  environments disabled: {', '.join(r['environments_disabled'])}", highlight=False)
+        ev = r.get("evidence")
+        if ev:
+            stdout.print(
+                f"  evidence: vault {ev.get('vault')}, check: {ev.get('check')}, answer: {ev.get('answer')}",
+                highlight=False,
+            )
 
 
 def register(app: typer.Typer) -> None:

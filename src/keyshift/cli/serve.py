@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from keyshift.cli.common import errors_handled, state
+from keyshift.cli.common import errors_handled, state, vaults_ready
+from keyshift.control.key_events import wire
 from keyshift.errors import ConflictError
 
 
@@ -30,6 +31,9 @@ def serve(
             help="A vault /readyz must be able to open (repeatable; the platform vault always is).",
         ),
     ] = None,
+    strict_vaults: Annotated[
+        bool, typer.Option("--strict-vaults", help="Exit 6 if a vault in use cannot be opened.")
+    ] = False,
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /openapi.json) and the admin center (/)."""
     import uvicorn
@@ -40,7 +44,8 @@ def serve(
     _setup_logging(log_format)
     st = state(ctx)
     with errors_handled(ctx):
-        rt = Runtime.open(home=st.home, database_url=st.database_url, principal="api:server")
+        rt = wire(Runtime.open(home=st.home, database_url=st.database_url, principal="api:server"))
+    vaults_ready(ctx, rt, "serve", strict_vaults)
     try:
         with errors_handled(ctx):
             sock = bind(host, port)  # before saying "serving on": a busy port is a clear error

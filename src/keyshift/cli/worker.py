@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_lines, print_table, runtime
+from keyshift.cli.common import emit, print_lines, print_table, runtime, vaults_ready
 from keyshift.jobs import schedule
 from keyshift.jobs.runner import Worker
 
@@ -45,6 +45,9 @@ def worker_cmd(
         float, typer.Option("--heartbeat-seconds", min=0.1, help="Heartbeat interval (lost after 3 missed).")
     ] = 5.0,
     log_format: LogFormat = "text",
+    strict_vaults: Annotated[
+        bool, typer.Option("--strict-vaults", help="Exit 6 if a vault in use cannot be opened.")
+    ] = False,
 ) -> None:
     """Run jobs and due maintenance (forever, or once)."""
     if ctx.invoked_subcommand is not None:
@@ -52,6 +55,7 @@ def worker_cmd(
     _setup_logging(log_format)
     _serve_metrics(metrics_port, metrics_host)
     with runtime(ctx) as rt:
+        vaults_ready(ctx, rt, "worker", strict_vaults)
         from keyshift.jobs.heartbeat import Heartbeat
         from keyshift.observability.job_reports import JobReporter
 

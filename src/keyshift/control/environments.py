@@ -32,6 +32,7 @@ from keyshift.control.common import (
     validate_name,
     validate_region,
 )
+from keyshift.control.revocation import state_evidence
 from keyshift.db.models import ByokKey, Environment, Policy, Tenant, VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import AlreadyExistsError, ConflictError, UsageError
@@ -298,6 +299,7 @@ def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any
         "managed": env.managed,
         "state": env.state,
         "state_reason": env.state_reason,
+        "state_evidence": state_evidence(s, env),  # why it is disabled: vault, check, answer
         "sql_restriction": env_sql_restricted(tenant, env),
         "features": list(env.features or []),
         "stores": dict(env.stores or {}),

@@ -3,8 +3,16 @@ wrap/unwrap round trip as the policy identity.
 
 Checks, in order: the vault is reachable and has soft delete and purge protection on; the key exists,
 is not deleted, is enabled; the version in use (pinned, else current) is enabled and inside
-not-before/expires; the type is RSA 2048/3072 (AES-256 only on symmetric-only vaults); the identity
-holds get, wrapKey and unwrapKey; a random 32-byte value wraps and unwraps back to itself.
+not-before/expires; the type is RSA 2048/3072, or AES-256 on a vault that holds AES keys natively
+(an HSM, a KMIP server, a cloud KMS); the identity holds get, wrapKey and unwrapKey; a random
+32-byte value wraps and unwraps back to itself.
+
+Vault failures are read by their outcome (vaults/base.py): a *refusal* (the key owner's answer) makes
+the policy `unhealthy` with its evidence — which vault, which check, what it answered; an
+*unreachable* vault counts toward the grace period (a monitor check first keeps probing on fresh
+connections for a short window, so a vault that flaps up and down is not an outage); a *local*
+failure of this process (credentials, PIN, module, config) stores nothing and is raised: one
+process's setup never changes the policy's shared health.
 
 Result: `healthy`, `warning` (usable, but e.g. the key expires within 30 days or the vault was
 briefly unreachable inside the grace period), `unhealthy` (unusable: the reasons say why) or
@@ -16,6 +24,7 @@ reasons, check time and observed key version are stored on the policy. `check_po
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +37,19 @@ from keyshift.control.common import get_policy, iso
 from keyshift.db.models import Policy, VaultRecord
 from keyshift.errors import ConflictError, KeyshiftError, NotFoundError, VaultUnavailableError
 from keyshift.runtime import Runtime
-from keyshift.vaults.base import KeyInfo, KeyRef, KeyType, Permission, VaultInfo
+from keyshift.vaults.base import (
+    LOCAL,
+    REFUSED,
+    UNREACHABLE,
+    KeyInfo,
+    KeyRef,
+    KeyType,
+    KeyVault,
+    Permission,
+    VaultInfo,
+    VaultLocalError,
+    outcome_of,
+)
 
 EXPIRY_WARNING = timedelta(days=30)
 ALLOWED_RSA_SIZES = (2048, 3072)
@@ -45,6 +66,14 @@ class HealthReport:
     current_key_version: str | None = None
     vault_reachable: bool = True
     previous_status: str | None = None
+    # Why the key is unusable, when the vault said so or could not be reached: {"vault", "kind",
+    # "key", "check", "answer", "outcome"}. None while the key works (or for configuration reasons).
+    evidence: dict[str, Any] | None = None
+    # The configuration reasons alone (vault settings, key type) make a policy unhealthy without
+    # the key being unusable: linking is refused, nothing is disabled.
+    config_only: bool = True
+    # The vault answered during this check's outage window: an outage starts over from this check.
+    restart_grace: bool = False
 
     @property
     def changed(self) -> bool:
@@ -60,6 +89,7 @@ class HealthReport:
             "current_key_version": self.current_key_version,
             "vault_reachable": self.vault_reachable,
             "previous_health": self.previous_status,
+            "evidence": self.evidence,
         }
 
 
@@ -78,8 +108,21 @@ class _Snapshot:
     unhealthy_since: datetime | None
 
 
-def check_policy(rt: Runtime, policy_ref: str, *, audit: bool = False) -> HealthReport:
-    """Check the policy now and store the result. Admin audit row when `audit` or health changed."""
+def check_policy(
+    rt: Runtime,
+    policy_ref: str,
+    *,
+    audit: bool = False,
+    vault: KeyVault | None = None,
+    outage_window: float = 0.0,
+) -> HealthReport:
+    """Check the policy now and store the result. Admin audit row when `audit` or health changed.
+
+    `vault`: the adapter to check with (a fresh one for a confirmation); default the runtime's.
+    `outage_window`: when the vault is unreachable, keep probing on fresh connections this many
+    seconds before counting the check as failed (the monitor's guard against a flapping vault).
+    A failure local to this process raises VaultLocalError and stores nothing.
+    """
     with rt.transaction() as s:
         p = get_policy(s, policy_ref)
         vrec = s.get(VaultRecord, p.vault_id)
@@ -98,22 +141,103 @@ def check_policy(rt: Runtime, policy_ref: str, *, audit: bool = False) -> Health
         )
     now = rt.clock.now()
     report = HealthReport(snap.id, "healthy", checked_at=now, previous_status=snap.health)
+    adapter = vault if vault is not None else rt.vault(snap.vault_id)
     try:
-        _evaluate(rt, snap, report, now)
-    except VaultUnavailableError as err:
-        _unreachable(rt, snap, report, now, err)
-    except KeyshiftError as err:  # a vault error we did not map to a precise reason
-        report.status = "unhealthy"
-        report.reasons.append(f"{err.code}: {err.message}")
+        try:
+            _evaluate(rt, adapter, snap, report, now)
+        except KeyshiftError as err:
+            if outcome_of(err) != UNREACHABLE or outage_window <= 0:
+                raise
+            back = _comes_back(rt, snap.vault_id, outage_window)
+            if back is None:
+                raise
+            # It answered inside the window: not one continuous outage. Should it fail again
+            # (a flapping vault), the grace period starts over from now.
+            report = HealthReport(snap.id, "healthy", checked_at=now, previous_status=snap.health)
+            report.restart_grace = True
+            try:
+                _evaluate(rt, back, snap, report, now)
+            finally:
+                _close(back)
+    except KeyshiftError as err:
+        outcome = outcome_of(err)
+        if outcome == LOCAL:
+            raise _local(adapter, err) from None
+        if outcome == UNREACHABLE:
+            _unreachable(rt, snap, report, now, err, adapter)
+        else:  # the vault refused (or answered something we did not map to a precise reason)
+            report.status = "unhealthy"
+            report.config_only = False
+            report.reasons.append(f"{err.code}: {err.message}")
+            report.evidence = report.evidence or _evidence(adapter, snap, "vault call", err)
     if report.status in ("healthy", "warning") and report.vault_reachable:  # lifecycle watch
         for reason in lifecycle.policy_warnings(rt, snap.vault_id, snap.key_name, snap.key_version):
             _warn(report, reason)
     return _store(rt, snap, report, audit)
 
 
+def _local(vault: KeyVault, err: KeyshiftError) -> KeyshiftError:
+    if isinstance(err, VaultLocalError):
+        return err
+    return VaultLocalError(
+        f"vault {vault.name!r} cannot be used by this process: {err.message}", code=err.code
+    )
+
+
+def _comes_back(rt: Runtime, vault_id: str, window: float) -> KeyVault | None:
+    """Probe the vault on a fresh adapter (it reconnects on every failed probe) for up to `window`
+    seconds; the adapter once the vault answered, else None."""
+    from keyshift.vaults.registry import open_fresh
+
+    deadline = time.monotonic() + window
+    pause = min(0.05, window / 10)  # evenly spaced: an up-time anywhere in the window is seen
+    fresh: KeyVault | None = None
+    while True:
+        try:
+            if fresh is None:
+                fresh = open_fresh(rt, vault_id)
+            if fresh.info().reachable:
+                return fresh
+        except KeyshiftError:
+            pass
+        if time.monotonic() + pause > deadline:
+            if fresh is not None:
+                _close(fresh)
+            return None
+        time.sleep(pause)
+
+
+def _close(vault: Any) -> None:
+    closer = getattr(vault, "close", None)
+    if callable(closer):
+        closer()
+
+
+def _evidence(
+    vault: KeyVault, snap: _Snapshot, check: str, answer: Any, outcome: str = REFUSED
+) -> dict[str, Any]:
+    text = f"{answer.code}: {answer.message}" if isinstance(answer, KeyshiftError) else str(answer)
+    return {
+        "vault": vault.name,
+        "kind": getattr(vault, "kind", None),
+        "key": f"{vault.name}/{snap.key_name}" + (f"@{snap.key_version}" if snap.key_version else ""),
+        "identity": snap.identity,
+        "check": check,
+        "answer": text,
+        "outcome": outcome_of(answer) if isinstance(answer, KeyshiftError) else outcome,
+    }
+
+
 def _fail(report: HealthReport, reason: str) -> None:
     report.status = "unhealthy"
     report.reasons.append(reason)
+
+
+def _refused(report: HealthReport, reason: str, evidence: dict[str, Any]) -> None:
+    """The key is unusable by the vault's own answer (not a configuration reason)."""
+    _fail(report, reason)
+    report.config_only = False
+    report.evidence = report.evidence or evidence
 
 
 def _warn(report: HealthReport, reason: str) -> None:
@@ -122,11 +246,17 @@ def _warn(report: HealthReport, reason: str) -> None:
     report.reasons.append(reason)
 
 
-def _evaluate(rt: Runtime, snap: _Snapshot, report: HealthReport, now: datetime) -> None:
-    vault = rt.vault(snap.vault_id)
+def _evaluate(rt: Runtime, vault: KeyVault, snap: _Snapshot, report: HealthReport, now: datetime) -> None:
     info: VaultInfo = vault.info()
     if not info.reachable:
-        raise VaultUnavailableError(info.detail or f"vault {info.name!r} is unreachable")
+        detail = info.detail or f"vault {info.name!r} is unreachable"
+        if info.outcome == LOCAL:  # detail is "<code>: <message naming the fix>"
+            code, _, message = detail.partition(": ")
+            raise VaultLocalError(
+                f"vault {info.name!r} cannot be used by this process: {message or detail}",
+                code=code if message else None,
+            )
+        raise VaultUnavailableError(detail)
     soft_delete = info.soft_delete_days if info.soft_delete_days is not None else snap.vault_rec_soft_delete
     if not soft_delete:
         _fail(report, f"vault {info.name!r} does not have soft delete on")
@@ -135,41 +265,60 @@ def _evaluate(rt: Runtime, snap: _Snapshot, report: HealthReport, now: datetime)
     ref = KeyRef(vault.name, snap.key_name, snap.key_version)
     try:
         kinfo: KeyInfo = vault.describe(KeyRef(vault.name, snap.key_name))
-    except NotFoundError:
-        _fail(report, f"key {vault.name}/{snap.key_name} not found")
+    except NotFoundError as err:
+        _refused(
+            report, f"key {vault.name}/{snap.key_name} not found", _evidence(vault, snap, "describe key", err)
+        )
         return
     report.current_key_version = kinfo.current_version
-    _check_key(report, kinfo, info, snap, now)
+    _check_key(report, kinfo, info, snap, now, vault)
     if report.status == "unhealthy":
         return
     perms = vault.check_access(ref, snap.identity)
     missing = [p.value for p in REQUIRED if p not in perms]
     if missing:
-        _fail(report, f"identity {snap.identity} lacks {', '.join(missing)} on key {ref}")
+        reason = f"identity {snap.identity} lacks {', '.join(missing)} on key {ref}"
+        _refused(report, reason, _evidence(vault, snap, "check access of the policy identity", reason))
         return
     probe = secrets.token_bytes(32)
     context = {"purpose": "policy-health", "policy": snap.id}
-    wrapped = vault.wrap(ref, probe, identity=snap.identity, context=context)
-    back = vault.unwrap(wrapped, identity=snap.identity, context=context)
+    try:
+        wrapped = vault.wrap(ref, probe, identity=snap.identity, context=context)
+        back = vault.unwrap(wrapped, identity=snap.identity, context=context)
+    except KeyshiftError as err:
+        if outcome_of(err) == REFUSED:
+            report.evidence = _evidence(vault, snap, "wrap/unwrap round trip", err)
+        raise
     if not secrets.compare_digest(back, probe):
-        _fail(report, "wrap/unwrap round trip returned a different value")
+        reason = "wrap/unwrap round trip returned a different value"
+        _refused(report, reason, _evidence(vault, snap, "wrap/unwrap round trip", reason))
         return
     report.observed_key_version = wrapped.key.version or report.observed_key_version
 
 
-def _check_key(report: HealthReport, k: KeyInfo, vinfo: VaultInfo, snap: _Snapshot, now: datetime) -> None:
+def _check_key(
+    report: HealthReport, k: KeyInfo, vinfo: VaultInfo, snap: _Snapshot, now: datetime, vault: KeyVault
+) -> None:
     label = f"{vinfo.name}/{snap.key_name}"
+
+    def refused(reason: str) -> None:
+        _refused(report, reason, _evidence(vault, snap, "describe key", reason))
+
     if k.deleted:
-        _fail(report, f"key {label} is deleted")
+        refused(f"key {label} is deleted")
         return
     if not k.enabled:
-        _fail(report, f"key {label} is disabled")
+        refused(f"key {label} is disabled")
     if k.key_type == KeyType.RSA:
         if k.size not in ALLOWED_RSA_SIZES:
             _fail(report, f"key {label} is RSA-{k.size}; allowed: RSA 2048 or 3072")
     elif k.key_type == KeyType.AES:
-        if not vinfo.symmetric_only:
-            _fail(report, f"key {label} is AES; AES-256 is allowed only on vaults with symmetric keys only")
+        if not (vinfo.native_aes or vinfo.symmetric_only):
+            _fail(
+                report,
+                f"key {label} is AES; AES-256 is allowed only on vaults that hold AES keys natively "
+                "(PKCS#11 HSM, KMIP, cloud KMS); use RSA 2048/3072 here",
+            )
         elif k.size != 256:
             _fail(report, f"key {label} is AES-{k.size}; only AES-256 is allowed")
     else:  # pragma: no cover - KeyType has two members
@@ -177,19 +326,17 @@ def _check_key(report: HealthReport, k: KeyInfo, vinfo: VaultInfo, snap: _Snapsh
     try:
         v = k.version_info(snap.key_version)
     except NotFoundError:
-        _fail(report, f"key {label} has no version {snap.key_version!r}")
+        refused(f"key {label} has no version {snap.key_version!r}")
         return
     report.observed_key_version = v.version
     if not v.enabled:
-        _fail(report, f"version {v.version} of key {label} is disabled")
+        refused(f"version {v.version} of key {label} is disabled")
     if v.not_before is not None and now < utc(v.not_before):
-        _fail(
-            report, f"version {v.version} of key {label} is not valid before {utc(v.not_before).isoformat()}"
-        )
+        refused(f"version {v.version} of key {label} is not valid before {utc(v.not_before).isoformat()}")
     if v.expires is not None:
         expires = utc(v.expires)
         if now >= expires:
-            _fail(report, f"version {v.version} of key {label} expired at {expires.isoformat()}")
+            refused(f"version {v.version} of key {label} expired at {expires.isoformat()}")
         elif expires - now <= EXPIRY_WARNING:
             _warn(
                 report,
@@ -203,14 +350,17 @@ def _check_key(report: HealthReport, k: KeyInfo, vinfo: VaultInfo, snap: _Snapsh
 
 
 def _unreachable(
-    rt: Runtime, snap: _Snapshot, report: HealthReport, now: datetime, err: KeyshiftError
+    rt: Runtime, snap: _Snapshot, report: HealthReport, now: datetime, err: KeyshiftError, vault: KeyVault
 ) -> None:
     report.vault_reachable = False
+    report.config_only = False
     reason = f"vault unreachable: {err.message}"
+    report.evidence = _evidence(vault, snap, "reach the vault", err, UNREACHABLE)
     if snap.checked_at is None or snap.health == "undetermined":
         report.status, report.reasons = "undetermined", [reason]
         return
-    since = snap.unhealthy_since or now
+    since = now if report.restart_grace else (snap.unhealthy_since or now)
+    report.evidence["unreachable_since"] = iso(utc(since))
     grace = timedelta(seconds=rt.settings.vault_grace_seconds)
     if now - utc(since) < grace:
         report.status, report.reasons = (
@@ -249,7 +399,9 @@ def _store_once(rt: Runtime, snap: _Snapshot, report: HealthReport, audit: bool)
         p.health_checked_at = report.checked_at
         if report.observed_key_version is not None:
             p.observed_key_version = report.observed_key_version
-        if failing:
+        if failing and report.restart_grace:
+            p.unhealthy_since = report.checked_at
+        elif failing:
             p.unhealthy_since = p.unhealthy_since or report.checked_at
         else:
             p.unhealthy_since = None

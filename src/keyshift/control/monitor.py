@@ -3,7 +3,14 @@
 `monitor_once(rt)` runs `control.health.check_policy` for each policy with linked (not deleted)
 environments — the operator's checks plus a real wrap/unwrap round trip as the policy identity —
 adds the warnings that come *ahead* of trouble, stores healthy/warning/unhealthy with reasons and
-the time, and when a policy is `unhealthy` disables its environments (`control.revocation`).
+the time, and when a policy's key is confirmed unusable disables its environments
+(`control.revocation`), with the evidence (which vault, which check, what it answered):
+
+- refused (key disabled, deleted, expired, grant removed): the refusal must repeat on a fresh
+  connection (`confirm_unusable`); a policy unhealthy for configuration reasons only keeps serving;
+- unreachable: only past `vault_grace_seconds` of failed checks, each of which keeps probing on
+  fresh connections for `outage_window` seconds (a flapping vault resets the grace clock);
+- local to this process (credentials, PIN, module, config): nothing changes; logged as an error.
 
 Warnings ahead of trouble (policy health `warning`, reasons recorded):
 - the key version in use expires within 30 days (check_policy);
@@ -42,67 +49,136 @@ from keyshift.control.revocation import disable_policy_environments, linked_poli
 from keyshift.db.models import Dek, DekWrap, Environment, Policy, VaultRecord
 from keyshift.errors import KeyshiftError
 from keyshift.runtime import Runtime
-from keyshift.vaults.base import KeyRef, with_retries
+from keyshift.vaults.base import LOCAL, REFUSED, KeyRef, KeyVault, outcome_of, with_retries
+from keyshift.vaults.registry import open_fresh
 
 log = logging.getLogger("keyshift.monitor")
 
 MIN_SOFT_DELETE_DAYS = 30
+OUTAGE_WINDOW_MAX = 5.0
 DELETION_WARNING = timedelta(days=30)
 _LAST_RUN = "keyshift.control.monitor.last_run"
 
 
 def monitor_once(rt: Runtime) -> dict[str, Any]:
-    """Check every linked policy now. Returns {policy_id: {health, reasons, disabled}}."""
+    """Check every linked policy now. Returns {policy_id: result of `check_one`} — or
+    {"error": {...}, "outcome": ...} for a policy this process could not check (nothing changed)."""
     out: dict[str, Any] = {}
     for policy_id in linked_policies(rt):
         try:
             out[policy_id] = check_one(rt, policy_id)
-        except KeyshiftError as err:  # e.g. the policy changed during the check: next round
-            out[policy_id] = {"error": err.to_dict()["error"]}
+        except KeyshiftError as err:  # local to this process, or the policy changed: next round
+            outcome = outcome_of(err)
+            if outcome == LOCAL:
+                log.error(
+                    "health monitor cannot check policy %s from this process (nothing changed): %s",
+                    policy_id,
+                    err.message,
+                )
+            out[policy_id] = {"error": err.to_dict()["error"], "outcome": outcome}
     return out
 
 
-def check_one(rt: Runtime, policy_id: str) -> dict[str, Any]:
-    report = check_policy(rt, policy_id)
+def outage_window(rt: Runtime) -> float:
+    """How long a monitor check keeps probing an unreachable vault on fresh connections before it
+    counts as failed: a vault that answers at least this often is flapping, not down."""
+    return min(OUTAGE_WINDOW_MAX, max(rt.settings.vault_grace_seconds / 2, 0.2))
+
+
+def check_one(
+    rt: Runtime, policy_id: str, *, source: str = "monitor", vault: KeyVault | None = None
+) -> dict[str, Any]:
+    """Check one policy, store its health and act: disable its environments only when the key is
+    confirmed unusable — refused again on a fresh connection, or unreachable past the grace
+    period on every check. A failure local to this process raises (nothing changes).
+
+    Result fields: `health`, `reasons`, `key_usable` (True: the key wrapped and unwrapped; False:
+    confirmed unusable; None: not known, e.g. vault unreachable), `environments_disabled` (ids
+    disabled by this check), `action` (what was done) and `evidence` (the vault's answer).
+    """
+    report = check_policy(rt, policy_id, vault=vault, outage_window=outage_window(rt))
     if report.status != "unhealthy" and report.vault_reachable:
-        extra = _early_warnings(rt, policy_id)
+        try:
+            extra = _early_warnings(rt, policy_id)
+        except KeyshiftError:  # the vault stopped answering since the check: next round
+            extra = []
         if extra:
             _store_warnings(rt, policy_id, report, extra)
-    disabled: list[str] = []
-    kept = False
-    if report.status == "unhealthy":
-        if report.vault_reachable and _key_still_usable(rt, policy_id):
-            # Unhealthy for a configuration reason only (e.g. purge protection turned off, key type):
-            # the key still wraps and unwraps, so the environments keep serving; the policy's health
-            # says why, and linking new environments is refused until it is fixed.
-            kept = True
-        else:
-            disabled = disable_policy_environments(rt, policy_id, "; ".join(report.reasons), source="monitor")
-    return {
+    result: dict[str, Any] = {
         "health": report.status,
         "reasons": list(report.reasons),
-        "disabled": disabled,
-        "key_usable": kept,
+        "key_usable": True if report.vault_reachable else None,
+        "environments_disabled": [],
+        "action": "none",
+        "evidence": report.evidence,
     }
+    if report.status != "unhealthy":
+        return result
+    evidence: dict[str, Any] | None
+    if not report.vault_reachable:
+        evidence = {**(report.evidence or {}), "confirmed": "unreachable on every check for the grace period"}
+    else:
+        confirmed, evidence = confirm_unusable(rt, policy_id)
+        if not confirmed:
+            # The key still works on a fresh connection: unhealthy for a configuration reason
+            # (e.g. purge protection turned off, key type), or the refusal was not confirmed.
+            # Environments keep serving; linking new ones is refused until it is fixed.
+            result["key_usable"] = evidence is None
+            result["action"] = (
+                "kept: the key works (configuration problem only)"
+                if evidence is None
+                else f"kept: refusal not confirmed ({evidence.get('outcome')})"
+            )
+            if evidence is not None:
+                result["evidence"] = evidence
+            return result
+    result["key_usable"] = False
+    result["evidence"] = evidence
+    result["environments_disabled"] = disable_policy_environments(
+        rt, policy_id, "; ".join(report.reasons), source=source, evidence=evidence
+    )
+    result["action"] = "disabled the policy's environments"
+    return result
 
 
-def _key_still_usable(rt: Runtime, policy_id: str) -> bool:
-    """A real wrap/unwrap round trip as the policy identity, under the key version in use."""
+def confirm_unusable(rt: Runtime, policy_id: str) -> tuple[bool, dict[str, Any] | None]:
+    """A real wrap/unwrap round trip as the policy identity, under the key version in use, on a
+    FRESH connection. (True, evidence) when the vault refuses it; (False, None) when it works;
+    (False, evidence) when the answer is not a refusal (unreachable, local): not confirmed."""
     with rt.transaction() as s:
         p = s.get(Policy, policy_id)
         if p is None:
-            return False
+            return False, None
         vault_id, key_name, version, identity = p.vault_id, p.key_name, p.key_version, p.identity
     probe = secrets.token_bytes(32)
     ctx = {"purpose": "revocation-probe", "policy": policy_id}
+    check = "wrap/unwrap round trip as the policy identity on a fresh connection"
+    vault: Any = None
     try:
-        vault = rt.vault(vault_id)
+        vault = open_fresh(rt, vault_id)
         ref = KeyRef(vault.name, key_name, version)
         wrapped = with_retries(lambda: vault.wrap(ref, probe, identity=identity, context=ctx))
         back = with_retries(lambda: vault.unwrap(wrapped, identity=identity, context=ctx))
-    except KeyshiftError:
-        return False
-    return secrets.compare_digest(back, probe)
+    except KeyshiftError as err:
+        name = getattr(vault, "name", vault_id)
+        evidence = {
+            "vault": name,
+            "kind": getattr(vault, "kind", None),
+            "key": f"{name}/{key_name}" + (f"@{version}" if version else ""),
+            "identity": identity,
+            "check": check,
+            "answer": f"{err.code}: {err.message}",
+            "outcome": outcome_of(err),
+            "confirmed": "refused on a fresh connection",
+        }
+        return outcome_of(err) == REFUSED, evidence
+    finally:
+        closer = getattr(vault, "close", None)
+        if callable(closer):
+            closer()
+    if not secrets.compare_digest(back, probe):
+        return True, {"vault": vault.name, "check": check, "answer": "returned a different value"}
+    return False, None
 
 
 def _early_warnings(rt: Runtime, policy_id: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Preconditions for adding an environment to an enterprise policy (docs/CONCEPTS.md), in ONE function.
 
+`check_policy_now(rt, policy)` checks the policy's key for real first (outside any transaction);
 `check_can_link(rt, session, env, policy)` raises a ConflictError with its own code for the first
 rule that fails; the link job (migration part) calls it before it starts and again at cutover.
 
@@ -37,6 +38,25 @@ def running_job(session: Session, env_id: str) -> Any | None:
     except ImportError:
         return None
     return running_job_for(session, env_id)
+
+
+def check_policy_now(rt: Runtime, policy_ref: str) -> None:
+    """Before an environment is added: check the policy's key for real now (vault settings, key
+    state, grants, a wrap/unwrap round trip as the policy identity), never trusting the last
+    recorded health — a grant removed since then must refuse the link, and a policy never checked
+    is simply checked. Runs outside any transaction (vault calls never hold one); the result is
+    stored on the policy, where `check_can_link` reads it. A failure local to this process (PIN,
+    credentials) raises VaultLocalError (exit 6) and records nothing."""
+    from keyshift.control.common import refuse
+    from keyshift.control.health import check_policy
+    from keyshift.errors import KeyshiftError, NotFoundError
+
+    try:
+        check_policy(rt, policy_ref)
+    except NotFoundError:
+        return  # the add itself refuses it, in its audited operation
+    except KeyshiftError as err:
+        raise refuse(rt, "policy.add_env", err, target_type="policy", target_id=policy_ref) from None
 
 
 def check_can_link(

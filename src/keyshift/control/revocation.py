@@ -1,19 +1,26 @@
-"""Revocation: when an environment's key becomes unusable, the environment is disabled — fail closed.
+"""Revocation: when an environment's key is confirmed unusable, the environment is disabled — fail
+closed, for the right reasons.
 
-Two paths lead here, and both must hold on their own:
+Environment state changes only through the health monitor (`control.monitor.check_one`) or an admin
+action. Two things trigger the monitor's check:
 
-(a) the health monitor (`control.monitor`) finds a policy `unhealthy` (grant removed, key or version
-    disabled, key deleted, key expired, vault unreachable past `settings.vault_grace_seconds`) and
-    calls `disable_policy_environments`;
-(b) the data plane's own unwrap/wrap is refused by the vault (not a transient outage):
-    `stores.keys` calls `on_data_key_failure`, which confirms with a real policy check and disables
-    the environment (and, when the policy itself is unhealthy, every environment of the policy).
+(a) its own schedule (`monitor_due` in the worker, `policy monitor`, `run_periodic`);
+(b) a data-plane process whose DEK wrap/unwrap the vault *refused*: `stores.keys` reports the
+    failure as an event, and `control.key_events` (wired into every runtime an interface opens)
+    repeats the failed operation on a fresh connection and runs the monitor's check at once.
+
+Only a refusal by the key's owner (key disabled, deleted, expired, grant removed), confirmed on a
+fresh connection, or a vault unreachable past the grace period on every monitor check, disables.
+A failure local to one process (missing PIN, wrong credentials, no module or config) never does:
+that process's request fails (exit 6) naming the cause and the fix, and every other process keeps
+serving.
 
 Disabling sets `state=disabled`, `state_reason`, `state_changed_at`, schedules the deletion
-(`control.deletion`) and records an admin audit row per environment, all in one transaction; then
-this process's cached DEKs of those environments are flushed. Other processes see the state within
-`settings.state_refresh_seconds` (stores.envstate) and flush theirs; a DEK they cached before is in
-any case never older than the revocation bound (the DEK cache's max age is capped by it).
+(`control.deletion`) and records an admin audit row per environment with the evidence (which vault,
+which check, what it answered), all in one transaction; then this process's cached DEKs of those
+environments are flushed and each change is logged (environment, policy, reason). Other processes
+see the state within `settings.state_refresh_seconds` (stores.envstate) and flush theirs; a DEK
+they cached before is never older than the revocation bound (the DEK cache's max age is capped).
 
 Recovery: `reenable_environment` (`env re-enable ENV`, admin) proves the key with a real wrap/unwrap
 round trip as the environment's identity (the policy identity for CMK) and unwraps every current DEK
@@ -24,19 +31,17 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
-import time
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from keyshift.control import audit_trail
 from keyshift.control.common import get_environment, refuse
-from keyshift.db.models import Dek, DekWrap, Environment, Policy
+from keyshift.db.models import AdminAuditEvent, Dek, DekWrap, Environment, Policy
 from keyshift.errors import (
     ConflictError,
-    EnvironmentUnavailableError,
     KeyInaccessibleError,
     KeyshiftError,
 )
@@ -46,12 +51,6 @@ from keyshift.vaults.base import KeyRef, WrappedKey, with_retries
 log = logging.getLogger("keyshift.revocation")
 
 REASON_PREFIX = "key revoked"
-# The data-plane hook checks a policy at most this often per process (a burst of refused requests
-# must not turn into a burst of vault round trips).
-RECHECK_SECONDS = 0.5
-
-_recheck_lock = threading.Lock()
-_last_recheck: dict[tuple[int, str], float] = {}
 
 
 def revoked_reason(reason: str) -> str:
@@ -62,12 +61,18 @@ def revoked_reason(reason: str) -> str:
 
 
 def _disable_rows(
-    rt: Runtime, s: Any, envs: list[Environment], reason: str, source: str, details: dict[str, Any]
-) -> list[str]:
+    rt: Runtime,
+    s: Any,
+    envs: list[Environment],
+    reason: str,
+    source: str,
+    details: dict[str, Any],
+    evidence: dict[str, Any] | None,
+) -> list[tuple[str, str, str | None, str]]:
     from keyshift.control.deletion import schedule_deletion
 
     now = rt.clock.now()
-    done: list[str] = []
+    done: list[tuple[str, str, str | None, str]] = []
     for env in envs:
         if env.state != "enabled":
             continue
@@ -82,29 +87,38 @@ def _disable_rows(
             target_id=env.id,
             tenant_id=env.tenant_id,
             reason=env.state_reason,
-            details={"source": source, "policy": env.policy_id, **details},
+            details={"source": source, "policy": env.policy_id, **details, "evidence": evidence},
         )
         schedule_deletion(rt, s, env, now, why="disabled by a revoked key")
-        done.append(env.id)
+        done.append((env.id, env.name, env.policy_id, env.state_reason))
     return done
 
 
-def _after_disable(rt: Runtime, env_ids: list[str]) -> None:
-    """Flush this process's unwrapped DEKs and state snapshots of the disabled environments."""
+def _after_disable(rt: Runtime, done: list[tuple[str, str, str | None, str]], source: str) -> list[str]:
+    """Flush this process's unwrapped DEKs and state snapshots of the disabled environments; log
+    each state change with environment, policy and reason."""
     from keyshift.stores.envstate import env_states
     from keyshift.stores.keys import flush
 
-    for env_id in env_ids:
+    for env_id, name, policy_id, reason in done:
         flush(rt, env_id)
         env_states(rt).invalidate(env_id)
-    if env_ids:
-        log.warning("disabled %d environment(s) after key revocation", len(env_ids))
+        log.warning(
+            "environment %s (%s) disabled by %s: policy %s; %s", name, env_id, source, policy_id, reason
+        )
+    return [d[0] for d in done]
 
 
 def disable_policy_environments(
-    rt: Runtime, policy_id: str, reason: str, *, source: str = "monitor"
+    rt: Runtime,
+    policy_id: str,
+    reason: str,
+    *,
+    source: str = "monitor",
+    evidence: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Disable every enabled environment linked to the policy. Returns the ids disabled now."""
+    """Disable every enabled environment linked to the policy (its key is confirmed unusable).
+    Returns the ids disabled now."""
     with rt.transaction() as s:
         envs = list(
             s.scalars(
@@ -114,75 +128,46 @@ def disable_policy_environments(
                 .with_for_update()
             )
         )
-        done = _disable_rows(rt, s, envs, reason, source, {"policy": policy_id})
-    _after_disable(rt, done)
-    return done
+        done = _disable_rows(rt, s, envs, reason, source, {"policy": policy_id}, evidence)
+    return _after_disable(rt, done, source)
 
 
-def disable_environment(rt: Runtime, env_id: str, reason: str, *, source: str) -> bool:
-    """Disable one environment (its key was refused). True if it was enabled and is disabled now."""
+def disable_environment(
+    rt: Runtime, env_id: str, reason: str, *, source: str, evidence: dict[str, Any] | None = None
+) -> bool:
+    """Disable one environment (its key was refused, confirmed). True if it was enabled and is
+    disabled now."""
     with rt.transaction() as s:
         env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).first()
-        done = _disable_rows(rt, s, [env] if env else [], reason, source, {})
-    _after_disable(rt, done)
-    return bool(done)
+        done = _disable_rows(rt, s, [env] if env else [], reason, source, {}, evidence)
+    return bool(_after_disable(rt, done, source))
 
 
-# -- path (b): the data plane's key was refused ---------------------------------------------------
-
-
-def on_data_key_failure(rt: Runtime, env_id: str, error: KeyshiftError) -> KeyshiftError | None:
-    """Hook for `stores.keys`: the vault refused a DEK wrap/unwrap of `env_id`.
-
-    A transient outage (retryable error) changes nothing here: within the grace period environments
-    stay up, and the monitor decides when the grace is over. A refusal (disabled, deleted, expired,
-    access denied, not found) is confirmed with a real policy check; the environment — and every
-    environment of the policy when the policy is unhealthy — is disabled, and the caller gets the
-    documented error (exit 7) instead of the vault's. Never raises: a failure here leaves `error`
-    to be raised.
-    """
-    if error.retryable or not isinstance(error, KeyInaccessibleError):
+def state_evidence(s: Session, env: Environment) -> dict[str, Any] | None:
+    """Why a disabled environment is disabled: the evidence of its latest `environment.disable`
+    audit row (source, vault, check, answer, time). None for an environment that is not disabled."""
+    if env.state != "disabled":
         return None
-    try:
-        return _confirm_and_disable(rt, env_id, error)
-    except Exception:  # the caller's request fails closed with the vault error either way
-        log.exception("revocation check after a refused data key failed")
+    row = s.scalars(
+        select(AdminAuditEvent)
+        .where(AdminAuditEvent.action == "environment.disable", AdminAuditEvent.target_id == env.id)
+        .order_by(AdminAuditEvent.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
         return None
-
-
-def _confirm_and_disable(rt: Runtime, env_id: str, error: KeyshiftError) -> KeyshiftError | None:
-    with rt.transaction() as s:
-        env = s.get(Environment, env_id)
-        if env is None:
-            return None
-        name, policy_id = env.name, env.policy_id
-    key = (id(rt.engine), env_id)
-    with _recheck_lock:
-        throttled = time.monotonic() - _last_recheck.get(key, -RECHECK_SECONDS) < RECHECK_SECONDS
-        if not throttled:
-            _last_recheck[key] = time.monotonic()
-    reason = f"the vault refused the environment's data key ({error.code})"
-    report = None
-    if policy_id is not None and not throttled:
-        from keyshift.control.health import check_policy
-
-        report = check_policy(rt, policy_id)
-    if report is not None and report.status == "unhealthy":
-        assert policy_id is not None
-        disable_policy_environments(rt, policy_id, "; ".join(report.reasons) or reason, source="data_plane")
-    # The environment itself is disabled either way (no vault call needed): its key was refused.
-    disable_environment(rt, env_id, reason, source="data_plane")
-    with rt.transaction() as s:
-        state = s.scalar(select(Environment.state).where(Environment.id == env_id))
-    if state == "locked":  # a BYOK tenant lock got there first
-        return EnvironmentUnavailableError(
-            f"environment {name!r} is locked; reads and writes are refused", code="environment_locked"
-        )
-    return EnvironmentUnavailableError(
-        f"environment {name!r} is disabled: its encryption key is inaccessible ({error.code}); "
-        "reads and writes are refused",
-        code="environment_disabled",
-    )
+    details = dict(row.details or {})
+    evidence = details.get("evidence") or {}
+    return {
+        "source": details.get("source"),
+        "at": row.at.isoformat(),
+        "vault": evidence.get("vault"),
+        "key": evidence.get("key"),
+        "check": evidence.get("check"),
+        "answer": evidence.get("answer"),
+        "outcome": evidence.get("outcome"),
+        "confirmed": evidence.get("confirmed"),
+    }
 
 
 # -- recovery -------------------------------------------------------------------------------------
@@ -229,7 +214,19 @@ def _prove_key(rt: Runtime, env_id: str) -> dict[str, Any]:
             return v.unwrap(wk, identity=wid, context=dctx)  # type: ignore[no-any-return]
 
         with_retries(_unwrap)
-    return {"key": f"{vault.name}/{key_name}", "identity": identity, "deks_checked": len(wraps)}
+    return {
+        "key": f"{vault.name}/{key_name}",
+        "identity": identity,
+        "deks_checked": len(wraps),
+        "evidence": {
+            "vault": vault.name,
+            "kind": getattr(vault, "kind", None),
+            "key": f"{vault.name}/{key_name}",
+            "identity": identity,
+            "check": f"wrap/unwrap round trip, then unwrap of {len(wraps)} current data key wrap(s)",
+            "answer": "ok",
+        },
+    }
 
 
 def reenable_environment(rt: Runtime, env_ref: str) -> dict[str, Any]:

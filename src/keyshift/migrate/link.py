@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from keyshift.control.preconditions import check_can_link
+from keyshift.control.preconditions import check_can_link, check_policy_now
 from keyshift.db.models import Environment, Policy, Tenant
 from keyshift.errors import ConflictError
 from keyshift.jobs import store
@@ -29,6 +29,7 @@ def _operation(rt: Runtime, action: str, **kw: Any) -> Any:
 
 def start_link(rt: Runtime, policy_ref: str, env_ref: str, *, reencrypt: bool = False) -> dict[str, Any]:
     """policy add-env: platform -> CMK or BYOK -> CMK, as a resumable job."""
+    check_policy_now(rt, policy_ref)  # the key for real now, not the last recorded health
     with _operation(rt, "policy.add_env", target_type="environment", target_id=env_ref) as op:
         s = op.session
         env = find_environment(s, env_ref, lock=True)

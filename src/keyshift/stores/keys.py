@@ -12,8 +12,10 @@ rolling, flush, and rewrapping an environment under another KEK.
 * Usage budget: every process reserves blocks of encryptions from `Dek.encryptions` with one
   atomic UPDATE (blocks grow 64 -> 2^20, so short-lived CLI processes waste little); when the
   counter would pass the limit (2^31) the DEK is retired and a new one takes over.
-* Vault errors become KeyInaccessibleError / VaultUnavailableError naming the environment; the
-  message never carries key bytes.
+* Vault errors keep their class and outcome and name the environment; the message never carries
+  key bytes. A refused DEK operation is reported as a `KeyFailure` event to the handlers in
+  `on_key_failure` (the control plane wires its confirmed check there): the data plane never
+  changes an environment's state itself.
 """
 
 from __future__ import annotations
@@ -65,6 +67,29 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class KeyFailure:
+    """The event the data plane reports when a vault refused one of its DEK operations.
+
+    `op` is "unwrap" (with the `wrap` row that failed) or "wrap" (with the `target` KEK). The
+    control plane decides what it means (control.key_events); the data plane never changes an
+    environment's state itself.
+    """
+
+    rt: Runtime
+    env_id: str
+    store: str
+    op: str
+    error: KeyInaccessibleError
+    wrap: DekWrap | None = None
+    target: KekTarget | None = None
+
+
+# A handler returns the error the request should fail with instead (e.g. "environment disabled"),
+# or None to keep the vault's.
+KeyFailureHandler = Callable[[KeyFailure], "KeyshiftError | None"]
+
+
+@dataclass(frozen=True)
 class KekTarget:
     """A KEK to wrap DEKs under: a registered vault (id), a key name, the identity to act as."""
 
@@ -85,13 +110,21 @@ def _context(tenant_id: str, env_id: str, store: str) -> dict[str, str]:
 
 
 def _vault_error(env_name: str, exc: KeyshiftError) -> KeyshiftError:
-    """Translate a vault error into the data plane's: which environment, which kind of failure."""
+    """Translate a vault error into the data plane's: which environment, which kind of failure.
+    The class (so the outcome, exit code and HTTP status) and the code stay the vault error's."""
     if isinstance(exc, VaultUnavailableError):
-        return VaultUnavailableError(
+        return type(exc)(
             f"the key vault of environment {env_name!r} is unavailable ({exc.code}); retry later",
             code=exc.code,
         )
-    if isinstance(exc, KeyInaccessibleError | NotFoundError):
+    if isinstance(exc, KeyInaccessibleError) and exc.outcome == "local":
+        # This process cannot use the vault: say which environment, the cause and the fix.
+        return type(exc)(f"environment {env_name!r}: {exc.message}", code=exc.code)
+    if isinstance(exc, KeyInaccessibleError):
+        return type(exc)(
+            f"the encryption key of environment {env_name!r} is inaccessible ({exc.code})", code=exc.code
+        )
+    if isinstance(exc, NotFoundError):
         code = exc.code if isinstance(exc, KeyInaccessibleError) else "key_not_found"
         return KeyInaccessibleError(
             f"the encryption key of environment {env_name!r} is inaccessible ({code})", code=code
@@ -150,7 +183,18 @@ class DataKeys:
         self._inflight: dict[tuple[str, bytes], threading.Lock] = {}
         self._hot: dict[tuple[str, str, bytes], HotKey] = {}
         self._flushes = 0
+        # Called when the vault refuses a DEK operation; wired by the runtime's opener
+        # (control.key_events.wire). Unwired, the request simply fails with the vault's error.
+        self.on_key_failure: list[KeyFailureHandler] = []
         env_states(rt).on_unusable.append(self.flush)
+
+    def report(self, failure: KeyFailure) -> KeyshiftError:
+        """Tell the handlers about a refused DEK operation; the error the request fails with."""
+        for handler in list(self.on_key_failure):
+            replaced = handler(failure)
+            if replaced is not None:
+                return replaced
+        return failure.error
 
     # -- vault calls -------------------------------------------------------------------------
     def _call(self, env_name: str, op: str, fn: Callable[[], T]) -> T:
@@ -238,7 +282,7 @@ class DataKeys:
         try:
             return self.unwrap(rt, env.name, wrap, _context(env.tenant_id, env.id, store))
         except KeyInaccessibleError as exc:
-            raise _key_refused(rt, env.id, exc) from None
+            raise self.report(KeyFailure(rt, env.id, store, "unwrap", exc, wrap=wrap)) from None
 
     def note_use(self, env_id: str, dek_id: bytes, nbytes: int) -> None:
         self.cache.note_use(env_id, dek_id, nbytes)
@@ -424,7 +468,7 @@ class DataKeys:
             try:
                 wrapped, vault_id = self.wrap(rt, name, target, dek, context)
             except KeyInaccessibleError as exc:
-                raise _key_refused(rt, env_id, exc) from None
+                raise self.report(KeyFailure(rt, env_id, store, "wrap", exc, target=target)) from None
             with rt.transaction() as s:
                 env = s.scalars(select(Environment).where(Environment.id == env_id).with_for_update()).one()
                 if target_of(env) != target:
@@ -481,13 +525,6 @@ class DataKeys:
             return int(self.cache.flush(env_id))
 
 
-def _key_refused(rt: Runtime, env_id: str, exc: KeyInaccessibleError) -> KeyshiftError:
-    """The vault refused a DEK of the environment: let revocation disable it (fail closed)."""
-    from keyshift.control.revocation import on_data_key_failure
-
-    return on_data_key_failure(rt, env_id, exc) or exc
-
-
 def wrap_row(
     dek_hex: str, vault_id: str, wrapped: WrappedKey, identity: str, state: str, now: datetime
 ) -> DekWrap:
@@ -527,6 +564,8 @@ __all__ = [
     "UNKNOWN_KEY",
     "DataKeys",
     "KekTarget",
+    "KeyFailure",
+    "KeyFailureHandler",
     "data_keys",
     "flush",
     "rewrap_environment",

@@ -42,6 +42,7 @@ from keyshift.vaults.base import (
     ThrottledError,
     UnwrapError,
     VaultInfo,
+    VaultLocalError,
     WrappedKey,
 )
 from keyshift.vaults.external import canonical_context, check_dek, declared_info, unsupported
@@ -63,7 +64,19 @@ _THROTTLE = {
     "RequestLimitExceeded",
 }
 _UNAVAILABLE = {"KMSInternalException", "DependencyTimeoutException", "ServiceUnavailable", "InternalFailure"}
-_DENIED = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"}
+# The key owner's answer: this principal may not use the key (IAM, key policy, grant removed).
+_DENIED = {"AccessDeniedException"}
+# This process's credentials are missing, wrong or expired: local, never a revocation.
+_BAD_CREDENTIALS = {
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "InvalidClientTokenId",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "MissingAuthenticationToken",
+    "IncompleteSignature",
+    "SignatureDoesNotMatch",
+}
 _BAD_CIPHERTEXT = {"InvalidCiphertextException", "IncorrectKeyException"}
 
 
@@ -117,8 +130,14 @@ class AwsKmsVault:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
+                try:
+                    import boto3
+                    from botocore.config import Config
+                except ImportError:
+                    raise VaultLocalError(
+                        "boto3 is not installed in this process; install it to use aws-kms vaults",
+                        code="vault_client_missing",
+                    ) from None
 
                 cfg = Config(
                     retries={"total_max_attempts": 1, "mode": "standard"},
@@ -134,17 +153,29 @@ class AwsKmsVault:
             return self._client
 
     def _call(self, op: str, what: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         try:
             return getattr(self.client, op)(**kwargs)
         except ClientError as exc:
             raise _map_client_error(exc, what) from None
         except NoCredentialsError:
-            raise AccessDeniedError(f"aws-kms vault {self.name}: no AWS credentials configured") from None
-        except BotoCoreError as exc:  # connection refused/timeouts/endpoint errors
+            raise VaultLocalError(
+                f"aws-kms vault {self.name}: this process has no AWS credentials; configure them for "
+                "every Keyshift process (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an "
+                "instance role)",
+                code="vault_credentials_missing",
+            ) from None
+        except (BotoConnectionError, HTTPClientError) as exc:  # refused, timeouts, DNS, TLS
             raise VaultUnavailableError(
                 f"aws-kms vault {self.name} unreachable: {type(exc).__name__}"
+            ) from None
+        except BotoCoreError as exc:  # configuration of this process (profile, region, params)
+            raise VaultLocalError(
+                f"aws-kms vault {self.name}: the AWS client of this process failed "
+                f"({type(exc).__name__}); check its AWS configuration (profile, credentials, region)",
+                code="vault_client_error",
             ) from None
 
     def _meta(self, name: str) -> dict[str, Any]:
@@ -179,6 +210,7 @@ class AwsKmsVault:
             self.soft_delete_days,
             self.purge_protection,
             symmetric_only=True,
+            native_aes=True,
             probe=probe,
         )
 
@@ -396,6 +428,12 @@ def _map_client_error(exc: Any, what: str) -> KeyshiftError:
         return KeyDisabledError(f"{what} is disabled")
     if code == "KMSInvalidStateException":
         return KeyDisabledError(f"{what} is not in a usable state")
+    if code in _BAD_CREDENTIALS:
+        return VaultLocalError(
+            f"aws-kms did not accept this process's AWS credentials for {what} ({code}); fix or "
+            "renew the credentials of this process",
+            code="vault_credentials_rejected",
+        )
     if code in _DENIED or status == 403:
         return AccessDeniedError(f"aws-kms denied access to {what}")
     if code in _BAD_CIPHERTEXT:
@@ -408,9 +446,12 @@ def _map_client_error(exc: Any, what: str) -> KeyshiftError:
         from keyshift.errors import AlreadyExistsError
 
         return AlreadyExistsError(f"{what} already exists", code="key_exists")
-    from keyshift.errors import KeyInaccessibleError
-
-    return KeyInaccessibleError(f"aws-kms refused the request for {what}: {code or status}")
+    # An answer we do not know: not proof that the key owner refused it, so never a revocation.
+    return VaultLocalError(
+        f"aws-kms answered the request for {what} with {code or status}, which Keyshift does not "
+        "recognise; check the vault's endpoint and the AWS client of this process",
+        code="vault_client_error",
+    )
 
 
 def open_aws_kms_vault(rt: Runtime, record: VaultRecord) -> AwsKmsVault:

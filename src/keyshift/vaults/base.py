@@ -4,6 +4,17 @@ A vault holds KEKs; Keyshift only ever asks it to wrap and unwrap DEKs (32-byte 
 describe a key (type, size, versions, enabled, validity window) and to report which permissions an
 identity holds on a key. Management (create, rotate, disable, grant, delete) is the optional
 `KeyManager` protocol: external vaults may support part of it.
+
+Every vault error says who caused it, as `err.outcome`:
+
+- ``"refused"``: an authoritative answer of the vault about the key — disabled, destroyed or
+  deleted, expired or not yet valid, access (grant, permission) removed, or a wrapped key that does
+  not unwrap. Only this outcome can revoke, and only once it is confirmed on a fresh connection.
+- ``"unreachable"``: transport failures, timeouts, a server down or answering with a server error.
+  Retryable; it counts toward the grace period only as the health monitor sees it over time.
+- ``"local"``: this process cannot use the vault — missing or wrong credentials or PIN, a missing
+  module, token or configuration file, a client library missing or failing. It never changes
+  shared state: the request fails (exit 6, HTTP 503) with a message naming the cause and the fix.
 """
 
 from __future__ import annotations
@@ -23,6 +34,11 @@ from keyshift.errors import (
     UsageError,
     VaultUnavailableError,
 )
+
+REFUSED = "refused"
+UNREACHABLE = "unreachable"
+LOCAL = "local"
+OUTCOMES: frozenset[str] = frozenset((REFUSED, UNREACHABLE, LOCAL))
 
 
 class KeyType(StrEnum):
@@ -119,13 +135,20 @@ class VaultInfo:
     symmetric_only: bool = False
     reachable: bool = True
     detail: str = ""
+    # Holds AES keys natively (an HSM, a KMIP server, a cloud KMS): AES-256 is a valid CMK there.
+    native_aes: bool = False
+    # Why the probe failed (an error outcome), when not reachable.
+    outcome: str | None = None
 
 
 # -- typed errors ---------------------------------------------------------------------------------
 
 
 class KeyNotFoundError(NotFoundError):
+    """The vault answered that the key (or version) does not exist: destroyed, purged, never made."""
+
     code = "key_not_found"
+    outcome = REFUSED
 
 
 class KeyDisabledError(KeyInaccessibleError):
@@ -155,9 +178,31 @@ class ThrottledError(VaultUnavailableError):
 
 
 class UnwrapError(IntegrityError):
-    """A wrapped key failed to unwrap (tampered, or wrapped under another key). Opaque."""
+    """A wrapped key failed to unwrap (tampered, or wrapped under another key). Opaque.
+
+    The vault's answer about that ciphertext ("refused"); it is an integrity failure of the stored
+    data, never a revocation of the key by itself.
+    """
 
     code = "unwrap_failed"
+    outcome = REFUSED
+
+
+class VaultLocalError(KeyInaccessibleError):
+    """This process cannot use the vault: credentials, PIN, module, token or config file, client
+    library. Not the key owner's decision and not an outage: it never changes shared state. The
+    message names the cause and the fix. Exit 6, HTTP 503; not retried (a wrong PIN retried can
+    lock the token)."""
+
+    code = "vault_local_error"
+    http_status = 503
+    outcome = LOCAL
+
+
+def outcome_of(exc: BaseException) -> str | None:
+    """The outcome of a vault error ("refused" / "unreachable" / "local"), None for other errors."""
+    value = getattr(exc, "outcome", None)
+    return value if value in OUTCOMES else None
 
 
 VAULT_ERRORS: tuple[type[Exception], ...] = (

@@ -21,7 +21,7 @@ from keyshift.db.models import VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import ConflictError, UsageError
 from keyshift.runtime import Runtime
-from keyshift.vaults.base import VaultInfo
+from keyshift.vaults.base import LOCAL, VaultInfo, outcome_of
 
 EXTERNAL_KINDS: dict[str, str] = {
     "pkcs11": "keyshift.vaults.pkcs11",
@@ -66,17 +66,22 @@ def declared_info(
     *,
     symmetric_only: bool,
     probe: Callable[[], str],
+    native_aes: bool = False,
 ) -> VaultInfo:
-    """VaultInfo with the customer-declared settings and a reachability probe that never raises."""
+    """VaultInfo with the customer-declared settings and a reachability probe that never raises.
+
+    A failed probe says why in `detail` and its outcome (refused / unreachable / local) in `outcome`.
+    """
     from keyshift.errors import KeyshiftError
 
+    outcome: str | None = None
     try:
         detail = probe()
         reachable = True
     except KeyshiftError as exc:
-        reachable, detail = False, f"{exc.code}: {exc.message}"
+        reachable, detail, outcome = False, f"{exc.code}: {exc.message}", outcome_of(exc)
     except Exception as exc:  # unexpected client failure: report, do not crash `vault show`
-        reachable, detail = False, f"unreachable: {type(exc).__name__}"
+        reachable, detail, outcome = False, f"client error: {type(exc).__name__}", LOCAL
     return VaultInfo(
         name=record_name,
         kind=kind,
@@ -85,6 +90,8 @@ def declared_info(
         symmetric_only=symmetric_only,
         reachable=reachable,
         detail=detail,
+        native_aes=native_aes,
+        outcome=outcome,
     )
 
 

@@ -136,6 +136,11 @@ class FaultyVault:
             raise VaultUnavailableError(f"vault {self.name} timed out waiting for the reply (injected)")
         return result
 
+    def fresh(self) -> FaultyVault:
+        """A "fresh connection" to the faked vault: this same fake (its faults, outages and
+        counters apply to every connection; the embedded inner vault has no session to renew)."""
+        return self
+
     # -- KeyVault ---------------------------------------------------------------------------------
     def info(self) -> VaultInfo:
         return self._call("info", self.inner.info)

@@ -89,6 +89,7 @@ class KmipVault(KmipConnection):
             self.soft_delete_days,
             self.purge_protection,
             symmetric_only=True,
+            native_aes=True,
             probe=probe,
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import threading
 import time
 import warnings
@@ -17,7 +18,13 @@ from typing import Any, TypeVar
 from keyshift.errors import KeyshiftError, UsageError, VaultUnavailableError
 from keyshift.extras import MissingExtraError
 from keyshift.vaults import kmip_envelope as env
-from keyshift.vaults.base import KeyDeletedError, KeyDisabledError, KeyNotFoundError, KeyRef
+from keyshift.vaults.base import (
+    KeyDeletedError,
+    KeyDisabledError,
+    KeyNotFoundError,
+    KeyRef,
+    VaultLocalError,
+)
 
 MAC_KEY_TTL = 300.0
 NAME_TTL = 2.0  # how long a name -> current version resolution is reused (rotation shows up after it)
@@ -50,12 +57,16 @@ class KmipConnection:
         try:
             from kmip.pie.client import ProxyKmipClient
         except ImportError:
-            # The vault layer reports it as unavailable (retryable once installed), saying what to install.
-            raise VaultUnavailableError(MissingExtraError("a kmip vault", "kmip").message) from None
+            # Local to this process (never changes shared state); the message names the extra.
+            raise VaultLocalError(
+                MissingExtraError("a kmip vault", "kmip").message, code="vault_client_missing"
+            ) from None
         for field in ("cert", "key", "ca"):
             if not os.access(self.config[field], os.R_OK):
-                raise VaultUnavailableError(
-                    f"kmip vault {self.name}: cannot read the {field} file {self.config[field]}"
+                raise VaultLocalError(
+                    f"kmip vault {self.name}: this process cannot read the {field} file "
+                    f"{self.config[field]}; install it there and let this process's user read it",
+                    code="vault_config_missing",
                 )
         client = ProxyKmipClient(
             hostname=self.config["host"],
@@ -71,13 +82,22 @@ class KmipConnection:
                 # PyKMIP builds ssl.SSLContext(PROTOCOL_TLS), deprecated but still verifying.
                 warnings.simplefilter("ignore", DeprecationWarning)
                 client.open()
+        except ssl.SSLError as exc:
+            # The TLS handshake failed: this process's certificate, key or CA does not match the
+            # server's (a configuration of this process, not the key owner's answer about the key).
+            raise VaultLocalError(
+                f"kmip vault {self.name}: TLS handshake with {self.config['host']}:{self.config['port']} "
+                f"failed ({type(exc).__name__}: {getattr(exc, 'reason', None) or 'ssl error'}); check the "
+                "vault's client certificate, key and CA files",
+                code="vault_tls_failed",
+            ) from None
         except Exception as exc:
             raise VaultUnavailableError(
                 f"kmip vault {self.name} unreachable ({type(exc).__name__})"
             ) from None
         try:
             env.check_server_name(client.proxy.socket.getpeercert(), self.config["host"])
-        except VaultUnavailableError:
+        except KeyshiftError:
             with contextlib.suppress(Exception):
                 client.close()
             raise
@@ -111,10 +131,12 @@ class KmipConnection:
                         raise VaultUnavailableError(
                             f"kmip vault {self.name}: connection failed ({type(exc).__name__})"
                         ) from None
-                except Exception as exc:
+                except Exception as exc:  # the client library failed in this process
                     self.close()
-                    raise VaultUnavailableError(
-                        f"kmip vault {self.name}: request failed ({type(exc).__name__})"
+                    raise VaultLocalError(
+                        f"kmip vault {self.name}: the KMIP client failed ({type(exc).__name__}); "
+                        "check the PyKMIP version installed with this process",
+                        code="vault_client_error",
                     ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 

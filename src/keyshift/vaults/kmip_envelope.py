@@ -19,7 +19,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from keyshift.errors import ConflictError, KeyshiftError, UsageError, VaultUnavailableError
-from keyshift.vaults.base import AccessDeniedError, KeyDisabledError, KeyNotFoundError, UnwrapError
+from keyshift.vaults.base import (
+    AccessDeniedError,
+    KeyDisabledError,
+    KeyNotFoundError,
+    UnwrapError,
+    VaultLocalError,
+)
 from keyshift.vaults.external import unsupported
 
 KIND = "kmip"
@@ -88,7 +94,10 @@ def quiet_pykmip() -> None:
 def check_server_name(cert: Any, host: str) -> None:
     """PyKMIP verifies the server certificate against the CA but not the host name; do it here."""
     if not cert:
-        raise VaultUnavailableError(f"KMIP server {host} presented no certificate")
+        raise VaultLocalError(
+            f"KMIP server {host} presented no certificate; check the vault's host and CA",
+            code="vault_tls_failed",
+        )
     sans = cert.get("subjectAltName", ())
     try:
         wanted_ip: Any = ipaddress.ip_address(host)
@@ -106,7 +115,9 @@ def check_server_name(cert: Any, host: str) -> None:
                 pattern.startswith("*.") and "." in name and name.split(".", 1)[1] == pattern[2:]
             ):
                 return
-    raise VaultUnavailableError(f"KMIP server certificate does not name {host}")
+    raise VaultLocalError(
+        f"KMIP server certificate does not name {host}; check the vault's --host", code="vault_tls_failed"
+    )
 
 
 def parse(blob: bytes) -> tuple[bytes, bytes, bytes]:
@@ -132,7 +143,11 @@ def map_failure(exc: Any, what: str) -> KeyshiftError:
             return KeyDisabledError(f"{what} is not active")
         return AccessDeniedError(f"the KMIP server denied access to {what}")
     if reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL:
-        return AccessDeniedError(f"the KMIP server did not accept the client certificate for {what}")
+        return VaultLocalError(
+            f"the KMIP server did not accept this process's client certificate for {what}; "
+            "check the vault's cert/key files",
+            code="vault_login_failed",
+        )
     if reason == enums.ResultReason.CRYPTOGRAPHIC_FAILURE:
         return UnwrapError("wrapped key failed to unwrap")
     if reason in (enums.ResultReason.OPERATION_NOT_SUPPORTED, enums.ResultReason.FEATURE_NOT_SUPPORTED):

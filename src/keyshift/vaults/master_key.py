@@ -46,9 +46,14 @@ _NONCE = 12
 
 
 class MasterKeyError(KeyInaccessibleError):
-    """The master key is wrong for this home (bad passphrase, swapped file) or material is corrupt."""
+    """The master key is wrong for this home (bad passphrase, swapped file) or material is corrupt.
+
+    A failure of this process's setup, not the key owner's answer: outcome "local", HTTP 503.
+    """
 
     code = "master_key_invalid"
+    http_status = 503
+    outcome = "local"
 
 
 class MasterKey:

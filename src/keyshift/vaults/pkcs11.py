@@ -37,7 +37,6 @@ from keyshift.errors import AlreadyExistsError, KeyshiftError, UsageError, Vault
 from keyshift.extras import MissingExtraError
 from keyshift.vaults import pkcs11_mech as mech
 from keyshift.vaults.base import (
-    AccessDeniedError,
     KeyDisabledError,
     KeyInfo,
     KeyNotFoundError,
@@ -47,6 +46,7 @@ from keyshift.vaults.base import (
     Permission,
     UnwrapError,
     VaultInfo,
+    VaultLocalError,
     WrappedKey,
 )
 from keyshift.vaults.external import check_dek, declared_info, unsupported
@@ -123,20 +123,33 @@ class Pkcs11Vault:
 
     # -- session ----------------------------------------------------------------------------------
     def _open(self) -> Any:
+        """A logged-in session. What this process lacks (library, module, token config, PIN) is a
+        VaultLocalError naming the fix; a token that does not answer is VaultUnavailableError."""
         try:
             import pkcs11
         except ImportError:
-            # The vault layer reports it as unavailable (retryable once installed), saying what to install.
-            raise VaultUnavailableError(MissingExtraError("a pkcs11 vault", "hsm").message) from None
+            # Local to this process (never changes shared state); the message names the extra.
+            raise VaultLocalError(
+                MissingExtraError("a pkcs11 vault", "hsm").message, code="vault_client_missing"
+            ) from None
+        module, label = self.config["module"], self.config["token_label"]
         try:
-            lib = pkcs11.lib(self.config["module"])
+            lib = pkcs11.lib(module)
         except Exception:
-            raise VaultUnavailableError(f"pkcs11 vault {self.name}: cannot load the PKCS#11 module") from None
+            raise VaultLocalError(
+                f"pkcs11 vault {self.name}: this process cannot load or initialise the PKCS#11 module "
+                f"{module}; install the HSM client library there and check its configuration "
+                "(for SoftHSM2: SOFTHSM2_CONF must name a readable config file)",
+                code="vault_module_unavailable",
+            ) from None
         try:
-            token = lib.get_token(token_label=self.config["token_label"])
+            token = lib.get_token(token_label=label)
         except pkcs11.NoSuchToken:
-            raise VaultUnavailableError(
-                f"pkcs11 vault {self.name}: no token labelled {self.config['token_label']!r}"
+            raise VaultLocalError(
+                f"pkcs11 vault {self.name}: no token labelled {label!r} is visible to this process; "
+                "check the HSM client configuration of this process (for SoftHSM2: export "
+                "SOFTHSM2_CONF naming the config file whose token directory holds the token)",
+                code="vault_token_not_found",
             ) from None
         except pkcs11.PKCS11Error as exc:
             raise VaultUnavailableError(
@@ -155,8 +168,12 @@ class Pkcs11Vault:
             pkcs11.PinLenRange,
             pkcs11.PinLocked,
             pkcs11.PinExpired,
-        ):
-            raise AccessDeniedError(f"pkcs11 vault {self.name}: login to the token failed") from None
+        ) as exc:
+            raise VaultLocalError(
+                f"pkcs11 vault {self.name}: the token refused this process's login "
+                f"({type(exc).__name__}); fix the PIN in {self._pin.describe()}",
+                code="vault_login_failed",
+            ) from None
         except pkcs11.PKCS11Error as exc:
             raise VaultUnavailableError(
                 f"pkcs11 vault {self.name}: cannot open a session ({type(exc).__name__})"
@@ -195,6 +212,13 @@ class Pkcs11Vault:
                 raise
             except pkcs11.PKCS11Error as exc:
                 raise mech.map_error(exc, what) from None
+            except Exception as exc:  # the client library itself failed in this process
+                self.close()
+                raise VaultLocalError(
+                    f"pkcs11 vault {self.name}: the PKCS#11 client failed for {what} "
+                    f"({type(exc).__name__}); check the module and python-pkcs11 versions",
+                    code="vault_client_error",
+                ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -272,6 +296,7 @@ class Pkcs11Vault:
             self.soft_delete_days,
             self.purge_protection,
             symmetric_only=False,
+            native_aes=True,
             probe=probe,
         )
 

@@ -17,7 +17,13 @@ import os
 from typing import Any
 
 from keyshift.errors import ConflictError, KeyshiftError, UsageError, VaultUnavailableError
-from keyshift.vaults.base import AccessDeniedError, KeyDisabledError, KeyNotFoundError, UnwrapError
+from keyshift.vaults.base import (
+    AccessDeniedError,
+    KeyDisabledError,
+    KeyNotFoundError,
+    UnwrapError,
+    VaultLocalError,
+)
 
 ALG_KWP, ALG_KW = "AES-KWP", "AES-KW"
 ALG_OAEP256, ALG_OAEP1 = "RSA-OAEP-256", "RSA-OAEP"
@@ -210,7 +216,10 @@ def map_error(exc: Exception, what: str) -> KeyshiftError:
     if "0x68" in str(exc) or "KeyFunctionNotPermitted" in name:  # CKR_KEY_FUNCTION_NOT_PERMITTED
         return KeyDisabledError(f"{what} is disabled on the token")
     if isinstance(exc, pkcs11.PinIncorrect | pkcs11.PinLocked | pkcs11.UserNotLoggedIn):
-        return AccessDeniedError(f"pkcs11 login refused for {what}")
+        return VaultLocalError(
+            f"the token refused this process's login for {what} ({name}); fix the vault's PIN",
+            code="vault_login_failed",
+        )
     if isinstance(exc, pkcs11.AttributeReadOnly | pkcs11.TokenWriteProtected | pkcs11.SessionReadOnly):
         return AccessDeniedError(f"the token does not allow this change to {what}")
     if isinstance(exc, pkcs11.MechanismInvalid | pkcs11.MechanismParamInvalid | pkcs11.KeyTypeInconsistent):

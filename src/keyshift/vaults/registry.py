@@ -57,17 +57,19 @@ EXTRA_OF: dict[str, tuple[str, str]] = {"pkcs11": ("pkcs11", "hsm"), "kmip": ("k
 
 
 def require_extra(kind: str) -> None:
-    """VaultUnavailableError naming `pip install 'keyshift[EXTRA]'` when the kind's package is missing."""
+    """VaultLocalError naming `pip install 'keyshift[EXTRA]'` when the kind's package is missing
+    (local to this process: it never changes shared state)."""
     needed = EXTRA_OF.get(kind)
     if needed is None:
         return
     try:
         importlib.import_module(needed[0])
     except ImportError:
-        from keyshift.errors import VaultUnavailableError
         from keyshift.extras import MissingExtraError
+        from keyshift.vaults.base import VaultLocalError
 
-        raise VaultUnavailableError(MissingExtraError(f"a {kind} vault", needed[1]).message) from None
+        message = MissingExtraError(f"a {kind} vault", needed[1]).message
+        raise VaultLocalError(message, code="vault_client_missing") from None
 
 
 def open_vault(rt: Runtime, name_or_id: str) -> KeyVault:
@@ -77,3 +79,17 @@ def open_vault(rt: Runtime, name_or_id: str) -> KeyVault:
     row = find_vault_record(rt, name_or_id)
     require_extra(row.kind)
     return instrument(factory_for(row.kind)(rt, row))
+
+
+def open_fresh(rt: Runtime, name_or_id: str) -> KeyVault:
+    """A new adapter of the vault with its own session/connection (not the runtime's cached one),
+    to confirm an answer before acting on it. Close it after use (`close()` where it has one).
+
+    An adapter standing in for the vault in this runtime (a test's fault injector) may provide
+    `fresh()`; its answer is used instead, so that its faults apply to fresh connections too.
+    """
+    cached = rt.vault(name_or_id)
+    fresh = getattr(cached, "fresh", None)
+    if callable(fresh):
+        return fresh()  # type: ignore[no-any-return]
+    return open_vault(rt, name_or_id)

@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyshift.errors import KeyInaccessibleError, UsageError
+from keyshift.errors import UsageError
+from keyshift.vaults.base import VaultLocalError
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRET_BYTES = 4096
 
 
-class SecretUnavailableError(KeyInaccessibleError):
-    """The referenced secret could not be read (unset variable, missing or unsafe file). Exit 6."""
+class SecretUnavailableError(VaultLocalError):
+    """The referenced secret could not be read (unset variable, missing or unsafe file) in this
+    process: a local failure (outcome "local"), never a revocation. Exit 6."""
 
     code = "vault_secret_unavailable"
 
@@ -79,7 +81,9 @@ class SecretRef:
             value = os.environ.get(self.env)
             if value is None or value == "":
                 raise SecretUnavailableError(
-                    f"secret not available: environment variable {self.env} is not set"
+                    f"secret not available: environment variable {self.env} is not set in this "
+                    f"process; export {self.env} in the environment of every Keyshift process "
+                    "(CLI, serve, worker) that uses this vault"
                 )
             return value
         return self._read_file(Path(str(self.file)))
@@ -89,7 +93,10 @@ class SecretRef:
         try:
             st = path.stat()
         except OSError:
-            raise SecretUnavailableError(f"secret not available: cannot read file {path}") from None
+            raise SecretUnavailableError(
+                f"secret not available: cannot read file {path} in this process; check that it "
+                "exists and that this process's user may read it"
+            ) from None
         if not stat.S_ISREG(st.st_mode):
             raise SecretUnavailableError(f"secret not available: {path} is not a regular file")
         if st.st_mode & stat.S_IROTH:
