@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := hsm,kmip,lake,dev,bench
 PYTEST_ARGS ?= -n 2 --durations=15
+SOAK_SECONDS ?= 280  # `make soak`: trials start for this long (bench/soak.py)
 
 .PHONY: demo test lint typecheck bench soak clean venv
 
@@ -33,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
-	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info src/*.egg-info
