@@ -127,3 +127,16 @@ def test_file_download_sends_exact_length_so_a_truncated_body_shows(
                 got += chunk
     assert announced == len(blob)
     assert len(got) < announced and bytes(got) == blob[: len(got)]
+
+
+def test_paths_that_collided_in_the_directory_store_are_two_files(
+    client: TestClient, svc: dict[str, Any]
+) -> None:
+    base, h = svc["base"], svc["headers"]
+    for path, body in (("coll", b"one"), ("coll.ksf/y", b"two"), (".tmp-0123456789abcdef.part", b"three")):
+        r = client.put(f"{base}/files/{path}", content=body, headers=h)
+        assert r.status_code == 200, r.text
+    assert client.get(f"{base}/files/coll", headers=h).content == b"one"
+    assert client.get(f"{base}/files/coll.ksf/y", headers=h).content == b"two"
+    listed = [f["path"] for f in client.get(f"{base}/files", headers=h).json()]
+    assert listed == [".tmp-0123456789abcdef.part", "coll", "coll.ksf/y"]

@@ -8,8 +8,13 @@ storage — a directory or S3 — or the SQL layout); during a move ("files_from
 lists see the new store first, then the legacy one.
 
 Paths: 1-1024 bytes of '/'-separated segments; no empty, '.' or '..' segment, no leading '/', no
-backslash, NUL or other control characters, segments at most 200 bytes. Anything else is a
-UsageError and nothing is touched.
+backslash, NUL or other control characters, segments at most 200 bytes; with S3 file storage,
+short enough for an object key (`file_backends.max_path_bytes`) — in every layout alike, so a later
+move cannot meet a path its destination cannot hold. Anything else is a UsageError and nothing is
+touched. Every accepted path has its own place in every backend (see stores/file_dir.py).
+
+A download knows the exact plaintext size before the first byte (`open_sized`). A delete removes
+the legacy copy (during a move) before the new one, so a racing move copy never resurrects it.
 """
 
 from __future__ import annotations
