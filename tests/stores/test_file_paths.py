@@ -168,3 +168,27 @@ def test_s3_maintenance_aborts_stale_multipart_uploads(s3: tuple[Runtime, Any, s
     assert b.clean_temp() == {"removed": 1, "recent_kept": 0}  # type: ignore[attr-defined]
     left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert up not in [u["UploadId"] for u in left]
+
+
+def test_concurrent_first_writes_of_one_path_in_the_sql_layout_all_succeed(rt: Runtime) -> None:
+    import threading
+
+    env_id = make_env(rt, stores=SQL)
+    errors: list[str] = []
+    bodies = [f"writer {i} ".encode() * 500 for i in range(6)]
+
+    def put(body: bytes) -> None:
+        try:
+            FileStore(rt, env_id).put("race/x", body)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    for _round in range(3):
+        path_threads = [threading.Thread(target=put, args=(b,)) for b in bodies]
+        for t in path_threads:
+            t.start()
+        for t in path_threads:
+            t.join()
+        assert not errors, errors
+        assert FileStore(rt, env_id).get("race/x") in bodies
+        FileStore(rt, env_id).delete("race/x")
