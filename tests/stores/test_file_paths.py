@@ -157,6 +157,22 @@ def test_s3_refuses_a_path_too_long_for_an_object_key_in_every_layout(
     fs = FileStore(rt, make_env(rt, stores=FS))
     fs.put(ok, b"fits")
     assert fs.get(ok) == b"fits"
+    big = os.urandom((1 << 20) * 2 + 17)
+    fs.put("sized", big)
+    reader, size = fs.open_sized("sized")
+    with reader:
+        assert size == len(big) and reader.read() == big
+
+
+@pytest.mark.parametrize("layout", ["fs", "sql"])
+def test_open_sized_knows_the_exact_plaintext_size_before_reading(rt: Runtime, layout: str) -> None:
+    fs = FileStore(rt, make_env(rt, stores=FS if layout == "fs" else SQL))
+    for n in (0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 5):
+        body = os.urandom(n)
+        fs.put("f", body)
+        reader, size = fs.open_sized("f")
+        with reader:
+            assert size == n and reader.read() == body
 
 
 def test_s3_maintenance_aborts_stale_multipart_uploads(s3: tuple[Runtime, Any, str]) -> None:  # noqa: F811
