@@ -21,6 +21,8 @@ from keyshift.runtime import Runtime
 
 KEPT = [f"live/k{i}.bin" for i in range(6)]  # always exist
 DELETABLE = [f"live/d{i}.bin" for i in range(3)]  # deleted and re-created
+BIG = "live/big.bin"  # several segments and SQL chunks; rewritten only while no move runs
+BIG_SIZE = 3 * (1 << 20) + 5
 
 
 def content(path: str, version: int, size: int | None = None) -> bytes:
@@ -65,6 +67,8 @@ class LiveLoad:
         for path in KEPT + DELETABLE:
             fs.put(path, content(path, 0))
             self.version[path] = self.top[path] = 0
+        fs.put(BIG, content(BIG, 0, BIG_SIZE))
+        self.version[BIG] = self.top[BIG] = 0
 
     def bump_all(self) -> None:
         """A newer version of every path and one deletion (e.g. after a migration, before a restore)."""
@@ -75,6 +79,8 @@ class LiveLoad:
             v = self.top[path] + 1
             fs.put(path, content(path, v))
             self.version[path] = self.top[path] = v
+        fs.put(BIG, content(BIG, 1, BIG_SIZE))
+        self.version[BIG] = self.top[BIG] = 1
         fs.delete(DELETABLE[0])
         self._deleted_at[DELETABLE[0]] = self.version[DELETABLE[0]]
         self.version[DELETABLE[0]] = -1
@@ -147,7 +153,7 @@ class LiveLoad:
         fs, rs = FileStore(self.rt, self.env_id), RecordStore(self.rt, self.env_id)
         rng = random.Random(self.rng.random())
         while not self._stop.is_set():
-            path = rng.choice(KEPT + DELETABLE)
+            path = rng.choice([*KEPT, *DELETABLE, BIG])
             with self._lock:
                 floor = self.version.get(path, 0)
                 floor_deleted = self._deleted_at.get(path, -1) if floor < 0 else -1
@@ -209,7 +215,7 @@ class LiveLoad:
             except KeyshiftError as exc:
                 bad.append(f"{path}: {exc.code}")
                 continue
-            if data != content(path, v):
+            if data != content(path, v, BIG_SIZE if path == BIG else None):
                 bad.append(f"{path}: holds version {parse_version(path, data)}, acknowledged {v}")
             if path not in listed:
                 bad.append(f"{path}: not listed")
