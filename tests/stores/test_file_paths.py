@@ -208,3 +208,18 @@ def test_concurrent_first_writes_of_one_path_in_the_sql_layout_all_succeed(rt: R
         assert not errors, errors
         assert FileStore(rt, env_id).get("race/x") in bodies
         FileStore(rt, env_id).delete("race/x")
+
+
+def test_sql_file_replaced_while_read_is_a_clear_conflict_not_corruption(rt: Runtime) -> None:
+    from keyshift.errors import ConflictError
+
+    fs = FileStore(rt, make_env(rt, stores=SQL))
+    first = os.urandom(3 * (1 << 20))
+    fs.put("big", first)
+    with fs.open("big") as reader:
+        assert reader.read(100) == first[:100]
+        fs.put("big", b"replaced meanwhile")
+        with pytest.raises(ConflictError) as exc:
+            reader.read()
+    assert exc.value.code == "file_changed_during_read"
+    assert fs.get("big") == b"replaced meanwhile"

@@ -32,7 +32,7 @@ from sqlalchemy import Table, delete, func, insert, select, text
 
 from keyshift.db.models import DataFile, DataFileChunk
 from keyshift.db.types import new_id
-from keyshift.errors import InternalError, UsageError
+from keyshift.errors import ConflictError, InternalError, UsageError
 from keyshift.runtime import Runtime
 from keyshift.stores.file_dir import SUFFIX, TEMP_MAX_AGE, DirectoryFiles
 from keyshift.stores.file_types import FileInfo, Keep, Produce, plaintext_size
@@ -326,7 +326,14 @@ class _ChunkReader(io.RawIOBase):
                 data = s.execute(
                     select(_C.c.data).where(_C.c.file_id == self.file_id, _C.c.seq == self.seq)
                 ).scalar_one_or_none()
+                if data is None:
+                    still = s.execute(select(_F.c.file_id).where(_F.c.file_id == self.file_id)).first()
             if data is None:
+                if still is None:  # replaced or deleted while being read: not corruption, say so
+                    raise ConflictError(
+                        "the file was replaced or deleted while it was being read; read it again",
+                        code="file_changed_during_read",
+                    )
                 self.eof = True
                 return 0
             self.buf, self.pos = (data if isinstance(data, bytes) else bytes(data)), 0
