@@ -123,3 +123,65 @@ def test_restore_to_byok_turns_off_features_the_sql_layout_cannot_hold(
     shown = environments.show_environment(rt, "rst-feat")
     assert shown["features"] == ["audit"]
     assert shown["sql_restriction"] is True
+
+
+def _cli(home: Path, url: str | None) -> list[str]:
+    import sys
+
+    exe = Path(sys.executable).parent / "keyshift"
+    base = (
+        [str(exe)] if exe.exists() else [sys.executable, "-c", "from keyshift.cli.main import main; main()"]
+    )
+    return [*base, "--home", str(home), *(["--database-url", url] if url else [])]
+
+
+def _progress(rt: Runtime, job_id: str) -> tuple[Any, ...]:
+    from keyshift.jobs import store
+
+    with rt.transaction() as s:
+        j = store.find_job(s, job_id)
+        return (j.state, j.phase, j.items_done, j.updated_at)
+
+
+def test_keyshift_worker_process_killed_during_restore_then_another_resumes(
+    rt: Runtime, tmp_path: Path, db_url: str | None
+) -> None:
+    import signal
+    import subprocess
+    import time
+
+    home = rt.settings.home_path()
+    _w, load = _migrated(rt, tmp_path, "rst-proc")
+    view = start_restore(rt, "rst-proc")
+    _small_batches(rt, view["id"])
+    kills = 0
+    load.start()
+    try:
+        for delay in (0.2, 0.6):
+            before = _progress(rt, view["id"])
+            proc = subprocess.Popen(
+                [*_cli(home, db_url), "worker", "--lease-seconds", "0.5", "--idle-seconds", "0.05"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            until = time.monotonic() + 30
+            while _progress(rt, view["id"]) == before and time.monotonic() < until:
+                time.sleep(0.02)
+            time.sleep(delay)
+            if _progress(rt, view["id"])[0] != "succeeded":
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait(30)
+            time.sleep(0.7)  # its leases run out
+        done = subprocess.run(
+            [*_cli(home, db_url), "--json", "worker", "--once", "--lease-seconds", "0.5"],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        load.stop()
+    assert kills >= 1
+    assert job(rt, view["id"])["state"] == "succeeded", job(rt, view["id"])
+    _check_restored(rt, "rst-proc", load)

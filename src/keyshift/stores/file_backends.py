@@ -303,11 +303,17 @@ class _ChunkReader(io.RawIOBase):
     """Reads a file's chunks in order, one short query per chunk (constant memory)."""
 
     def __init__(
-        self, rt: Runtime, file_id: str, plaintext_size: int | None = None, first: bytes | None = None
+        self,
+        rt: Runtime,
+        file_id: str,
+        plaintext_size: int | None = None,
+        first: bytes | None = None,
+        last_seq: int | None = None,
     ) -> None:
         super().__init__()
         self.rt, self.file_id = rt, file_id
         self.plaintext_size = plaintext_size
+        self.last_seq = last_seq  # the file's last chunk, read with its path row
         self.seq = 0
         self.buf = b""
         self.pos = 0
@@ -320,16 +326,16 @@ class _ChunkReader(io.RawIOBase):
 
     def readinto(self, b: Any) -> int:
         while self.pos >= len(self.buf):
-            if self.eof:
+            if self.eof or (self.last_seq is not None and self.seq > self.last_seq):
+                self.eof = True
                 return 0
             with self.rt.transaction() as s:
                 data = s.execute(
                     select(_C.c.data).where(_C.c.file_id == self.file_id, _C.c.seq == self.seq)
                 ).scalar_one_or_none()
-                if data is None:
-                    still = s.execute(select(_F.c.file_id).where(_F.c.file_id == self.file_id)).first()
             if data is None:
-                if still is None:  # replaced or deleted while being read: not corruption, say so
+                if self.last_seq is not None and self.seq <= self.last_seq:
+                    # its chunks went away: replaced or deleted while being read — not corruption
                     raise ConflictError(
                         "the file was replaced or deleted while it was being read; read it again",
                         code="file_changed_during_read",
@@ -434,9 +440,10 @@ class SqlFiles:
                 .join(_C, (_C.c.file_id == _F.c.file_id) & (_C.c.seq == 0))
                 .where(_F.c.environment_id == env_id, _F.c.path == path)
             ).first()
-        if row is None:
-            return None
-        return _ChunkReader(self.rt, row[0], int(row[1]), bytes(row[2]))  # type: ignore[return-value]
+            if row is None:
+                return None
+            last = s.execute(select(func.max(_C.c.seq)).where(_C.c.file_id == row[0])).scalar_one()
+        return _ChunkReader(self.rt, row[0], int(row[1]), bytes(row[2]), int(last))  # type: ignore[return-value]
 
     def delete(self, env_id: str, path: str) -> bool:
         with self.rt.transaction() as s:
