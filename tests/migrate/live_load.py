@@ -163,7 +163,7 @@ class LiveLoad:
                 if path in KEPT:
                     self._err(f"read {path}", "not found")
                 continue
-            except KeyshiftError as exc:
+            except BaseException as exc:  # any other failure is a defect too, and must not end the reader
                 self._err(f"read {path}", exc)
                 continue
             got = parse_version(path, data)
@@ -182,7 +182,7 @@ class LiveLoad:
                 if want is not None:
                     self._err(f"read row {rid}", "not found")
                 continue
-            except KeyshiftError as exc:
+            except BaseException as exc:
                 self._err(f"read row {rid}", exc)
                 continue
             if want is not None and rec["i"] < want["i"]:

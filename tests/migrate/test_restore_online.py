@@ -17,7 +17,50 @@ from keyshift.stores.keys import data_keys
 
 from .helpers import byok_world, customer_key, env_row, fill, job, make_policy, run
 from .live_load import DELETABLE, LiveLoad
-from .test_crash import _small_batches, _worker
+from .test_crash import LEASE, _small_batches
+
+
+def _child(home: str, url: str | None, job_id: str, point: str, n: int) -> None:
+    """A forked worker process; SIGKILLs itself at the n-th `point`. Prints what stopped it."""
+    import os
+    import signal
+    import traceback
+
+    from keyshift.jobs.runner import Worker
+
+    seen = {"n": 0}
+
+    def hook(name: str) -> None:
+        if name == point:
+            seen["n"] += 1
+            if seen["n"] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        with Runtime.open(home=home, database_url=url, principal="operator:crash-worker") as crt:
+            Worker(crt, lease_seconds=LEASE, poll_seconds=0.02, hooks={"point": hook}).run_job(job_id)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(3)
+    os._exit(0)
+
+
+def _worker(
+    home: Path, url: str | None, job_id: str, point: str, n: int, kill_after: float | None = None
+) -> int:
+    import multiprocessing
+
+    proc = multiprocessing.get_context("fork").Process(target=_child, args=(str(home), url, job_id, point, n))
+    proc.start()
+    if kill_after is not None:
+        proc.join(kill_after)
+        if proc.is_alive():
+            proc.kill()
+    proc.join(120)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    return int(proc.exitcode or 0)
 
 
 def _migrated(rt: Runtime, tmp_path: Path, name: str) -> tuple[dict[str, Any], LiveLoad]:

@@ -434,16 +434,23 @@ class SqlFiles:
         return size
 
     def open(self, env_id: str, path: str) -> BinaryIO | None:
+        # one statement (one snapshot, also under READ COMMITTED): path row, first chunk, last seq
+        c_last = _C.alias("c_last")
+        last = (
+            select(func.max(c_last.c.seq))
+            .where(c_last.c.file_id == _F.c.file_id)
+            .correlate(_F)
+            .scalar_subquery()
+        )
         with self.rt.transaction() as s:
             row = s.execute(
-                select(_F.c.file_id, _F.c.size, _C.c.data)
+                select(_F.c.file_id, _F.c.size, _C.c.data, last)
                 .join(_C, (_C.c.file_id == _F.c.file_id) & (_C.c.seq == 0))
                 .where(_F.c.environment_id == env_id, _F.c.path == path)
             ).first()
-            if row is None:
-                return None
-            last = s.execute(select(func.max(_C.c.seq)).where(_C.c.file_id == row[0])).scalar_one()
-        return _ChunkReader(self.rt, row[0], int(row[1]), bytes(row[2]), int(last))  # type: ignore[return-value]
+        if row is None:
+            return None
+        return _ChunkReader(self.rt, row[0], int(row[1]), bytes(row[2]), int(row[3]))  # type: ignore[return-value]
 
     def delete(self, env_id: str, path: str) -> bool:
         with self.rt.transaction() as s:
