@@ -21,7 +21,7 @@ from .test_crash import LEASE, _small_batches
 
 
 def _child(home: str, url: str | None, job_id: str, point: str, n: int) -> None:
-    """A forked worker process; SIGKILLs itself at the n-th `point`. Prints what stopped it."""
+    """A worker in its own process; SIGKILLs itself at the n-th `point`. Prints what stopped it."""
     import os
     import signal
     import traceback
@@ -50,7 +50,11 @@ def _worker(
 ) -> int:
     import multiprocessing
 
-    proc = multiprocessing.get_context("fork").Process(target=_child, args=(str(home), url, job_id, point, n))
+    # spawned, not forked: the live load's threads run in this process, and a fork could copy one of
+    # their locks held (the child would then hang on it)
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_child, args=(str(home), url, job_id, point, n)
+    )
     proc.start()
     if kill_after is not None:
         proc.join(kill_after)
