@@ -8,6 +8,8 @@ BASE_STAMP := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 EXTRAS := hsm,kmip,lake,dev,bench
 PYTEST_ARGS ?= -n 2 --durations=15
+# `make soak`: trials start for SOAK_SECONDS; about 5 minutes in all (bench/soak.py)
+SOAK_SECONDS ?= 240
 
 .PHONY: demo test lint typecheck bench soak clean venv
 
@@ -43,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
-	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info src/*.egg-info

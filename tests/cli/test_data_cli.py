@@ -175,3 +175,32 @@ def test_expected_version_past_int64_is_a_usage_error_and_lists_say_when_a_page_
     assert "--after v1" in full.stderr
     last = cli.raw("data", "list", "contoso-prod", "versions", "--after", "v1", "--limit", "5")
     assert [r["id"] for r in json.loads(last.stdout)] == ["v2"] and "--after" not in last.stderr
+
+
+def test_files_get_to_a_file_never_leaves_a_partial_file_when_a_late_segment_fails(
+    cli: Cli, tmp_path: Path
+) -> None:
+    from keyshift.stores.file_backends import backend
+
+    payload = bytes(range(256)) * 9000  # > 2 segments: the first ones pass, the last fails
+    src = tmp_path / "big.bin"
+    src.write_bytes(payload)
+    cli("files", "put", "contoso-prod", "late/fail.bin", str(src))
+    with Runtime.open(home=cli.home) as rt:
+        env_id = (
+            rt.engine.connect()
+            .exec_driver_sql("SELECT id FROM environments WHERE name = 'contoso-prod'")
+            .scalar_one()
+        )
+        target = backend(rt, "file_storage").target_path(env_id, "late/fail.bin")  # type: ignore[attr-defined]
+    raw = bytearray(target.read_bytes())
+    raw[-3] ^= 0x80
+    target.write_bytes(bytes(raw))
+    out_dir = tmp_path / "dl"
+    out_dir.mkdir()
+    out = out_dir / "fail.bin"
+    out.write_bytes(b"the previous download")
+    err = cli("files", "get", "contoso-prod", "late/fail.bin", "-o", str(out), code=1)
+    assert err["code"] == "integrity_error"
+    assert out.read_bytes() == b"the previous download"  # untouched, not half-overwritten
+    assert [p.name for p in out_dir.iterdir()] == ["fail.bin"]  # no temp file left behind

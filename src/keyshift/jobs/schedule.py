@@ -33,6 +33,8 @@ TASKS: tuple[tuple[str, str], ...] = (
     # expired backups purged.
     ("search_rekey", "keyshift.features.search_jobs:rekey_due"),
     ("purge_backups", "keyshift.features.backups:purge_expired_backups"),
+    # File storage: temp files of writers killed mid-write (older than a safe age).
+    ("temp_files", "keyshift.stores.file_backends:clean_temp_files"),
 )
 
 

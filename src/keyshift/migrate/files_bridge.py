@@ -2,32 +2,32 @@
 
 Each file is streamed: decrypted segment by segment from the source backend and re-encrypted
 under the environment's primary "files" DEK into the destination — constant memory, no plaintext
-temp file. A copy never replaces a newer client write:
-* forward (SQL -> file storage): put-if-absent. On the directory backend the ciphertext goes to a
-  temp file in the target directory and is hard-linked into place (fails if a client wrote the
-  path meanwhile; our copy is then discarded). Other backends check, then write (a tiny window).
-* backward (file storage -> SQL): the SQL row is replaced only if it is still the one recorded at
-  the restore's cutover (`sql_files_at_cut`), i.e. no client wrote the path during the restore.
+temp file. A copy never replaces a client write, and never brings back a file a client deleted:
+* every copy is put-if-absent (`write_if_absent`): directory — the finished temp file is
+  hard-linked into place, which fails if a client wrote the path meanwhile; SQL — one transaction
+  that checks and inserts under the path's lock; S3 — check, then write (a tiny window);
+* just before the copy becomes visible it asks whether its source still exists; a client delete
+  removes the old store's copy first (stores/files.py), so a copy racing a delete is taken back.
+* a restore starts from an empty destination: at its cutover the retained pre-migration SQL copy
+  is set aside (`stash_sql_files`, same transaction as the layout flip) and dropped at the end, so
+  nothing older than file storage's current content can be read, listed or copied back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from keyshift.crypto.records import AssociatedData
 from keyshift.crypto.stream import DecryptingReader, encrypt_stream
-from keyshift.db.models import DataFile
+from keyshift.db.models import DataFile, DataFileChunk
 from keyshift.errors import IntegrityError
 from keyshift.jobs.context import BatchContext
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import env_states
-from keyshift.stores.file_backends import DirectoryFiles, FileBackend, backend
+from keyshift.stores.file_backends import FileBackend, backend
 from keyshift.stores.keys import data_keys
 
 STORE = "files"
@@ -37,9 +37,25 @@ def list_paths(rt: Runtime, env_id: str, name: str) -> list[str]:
     return [i.path for i in backend(rt, name).list(env_id, "")]
 
 
-def sql_snapshot(session: Any, env_id: str) -> dict[str, str]:
-    rows = session.execute(select(DataFile.path, DataFile.file_id).where(DataFile.environment_id == env_id))
-    return {p: f for p, f in rows}
+def stash_name(job_id: str) -> str:
+    """The namespace a restore parks the pre-migration SQL files in (never an environment id)."""
+    return f"~{job_id}"
+
+
+def stash_sql_files(session: Any, env_id: str, job_id: str) -> int:
+    """At a restore's cutover: move the environment's retained SQL files out of its namespace."""
+    res = session.execute(
+        update(DataFile).where(DataFile.environment_id == env_id).values(environment_id=stash_name(job_id))
+    )
+    return int(res.rowcount or 0)
+
+
+def drop_stash(session: Any, job_id: str) -> int:
+    """After a restore: delete the parked pre-migration files (chunks first)."""
+    name = stash_name(job_id)
+    ids = select(DataFile.file_id).where(DataFile.environment_id == name).scalar_subquery()
+    session.execute(delete(DataFileChunk).where(DataFileChunk.file_id.in_(ids)))
+    return int(session.execute(delete(DataFile).where(DataFile.environment_id == name)).rowcount or 0)
 
 
 def _exists(b: FileBackend, env_id: str, path: str) -> bool:
@@ -57,18 +73,10 @@ def copy_files(
     env = env_states(rt).get(env_id)
     src_b = backend(rt, source)
     dst_b = backend(rt, "sql" if source != "sql" else "file_storage")
-    snapshot = (ctx.job.checkpoint or {}).get("sql_files_at_cut", {})
     copied = nbytes = 0
     for path in paths:
         ad = AssociatedData(env.tenant_id, env.id, STORE, STORE, path).encode()
-        if dst_b.name == "sql":
-            with rt.transaction() as s:
-                now_id = s.scalars(
-                    select(DataFile.file_id).where(DataFile.environment_id == env_id, DataFile.path == path)
-                ).first()
-            if now_id is not None and now_id != snapshot.get(path):
-                continue  # a client wrote it during the restore: that write wins
-        elif _exists(dst_b, env_id, path):
+        if _exists(dst_b, env_id, path):
             continue  # already copied, or a client wrote it since cutover: leave it
         src = src_b.open(env_id, path)
         if src is None:
@@ -86,10 +94,10 @@ def copy_files(
             def produce(sink: Any, reader: Any = reader, key: Any = key, ad: bytes = ad) -> int:
                 return encrypt_stream(key, _Marked(reader, ctx), sink, ad)  # type: ignore[arg-type]
 
-            if isinstance(dst_b, DirectoryFiles):
-                size = _put_if_absent(dst_b, env_id, path, produce)
-            else:
-                size = dst_b.write(env_id, path, produce, key.id.hex())
+            def keep(path: str = path) -> bool:
+                return _exists(src_b, env_id, path)  # deleted meanwhile: take the copy back
+
+            size = dst_b.write_if_absent(env_id, path, produce, key.id.hex(), keep)
         finally:
             reader.close()
             src.close()
@@ -114,25 +122,6 @@ class _Marked(io.RawIOBase):
         if self.reads == 2:
             self.ctx.point("move:mid-file")
         return n
-
-
-def _put_if_absent(b: DirectoryFiles, env_id: str, path: str, produce: Any) -> int | None:
-    target = b.target_path(env_id, path)
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = target.parent / f".tmp-{secrets.token_hex(8)}.part"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as raw:
-            size = int(produce(raw))
-            os.fsync(raw.fileno())
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            return None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return size
 
 
 def drop_all(rt: Runtime, env_id: str, name: str) -> None:

@@ -130,6 +130,11 @@ class KeyChangePlan:
                         {**rewrap.target_dict(target), "key_version": job.params["key_version"]}
                     )
         target = resolve_version(rt, target)
+        if any(job.params.get(k) for k in ("move_files", "return_files")):
+            from keyshift.migrate import moves
+
+            with rt.transaction() as s:
+                moves.validate_sources(rt, s, job)  # before the point of no return
         with rt.transaction() as s:
             # Pending wraps can only be leftovers (one job per environment): e.g. a worker whose
             # lease expired mid-cutover. Never let one be flipped to current by this job.
@@ -155,9 +160,10 @@ class KeyChangePlan:
             ctx.point("cutover:flipped")
             extra: dict[str, Any] = {}
             if job.params.get("return_files"):
-                from keyshift.migrate.files_bridge import sql_snapshot
+                from keyshift.migrate.files_bridge import stash_sql_files
 
-                extra["sql_files_at_cut"] = sql_snapshot(s, job.environment_id or "")
+                # the retained pre-migration files leave the environment with the layout flip
+                extra["stashed_sql_files"] = stash_sql_files(s, job.environment_id or "", job.id)
             ctx.advance(s, {"cut": True, "cut_at": now.isoformat(), "cut_wall": time.time(), **extra})
             audit_trail.record(
                 rt,
@@ -266,7 +272,8 @@ class KeyChangePlan:
                 finalize.unfinalize_tenant(rt, s, env.tenant_id)
                 from keyshift.migrate import moves
 
-                moves.drop_new_store_copies(rt, env.id, job.params)
+                moves.drop_new_store_copies(rt, s, env.id, job.params, job.id)
+                moves.settle_features(rt, s, env, job.id)
                 from keyshift.migrate.restore import drop_retained_wraps
 
                 drop_retained_wraps(s, env.id)

@@ -9,9 +9,14 @@ write for a file) is left alone, so a batch can run any number of times. At the 
 loses its `_from` entry. The SQL copy itself is kept: it is the pre-migration copy that
 `env restore --before-migration` uses, purged by maintenance when the window ends.
 
-A restore runs the same machinery backwards ({"audit": "sql", "audit_from": "document"}), copying
-every event and file the new stores hold into SQL (writes made after the migration are kept), then
-drops the new-store copies.
+A restore runs the same machinery backwards ({"audit": "sql", "audit_from": "document"}): a key
+change like any other, online. At its cutover the retained pre-migration SQL files are set aside in
+the same transaction as the layout flip (files_bridge.stash_sql_files), so the SQL destination
+starts empty exactly as file storage did for the link: reads see client writes made during the
+restore first, then file storage's current content — never an older pre-migration copy. Batches
+copy file storage's files and the document store's events into SQL, put-if-absent (a client write
+wins; a file deleted meanwhile stays deleted), the sweep catches in-flight items, and the finish
+drops the new-store copies, the stash and the features a BYOK layout cannot hold.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from keyshift.clock import utc
 from keyshift.db.models import DataAuditRow, DataFile, DataFileChunk, Dek, Environment, Job
-from keyshift.errors import InternalError
+from keyshift.errors import AlreadyExistsError, ConflictError, InternalError, KeyshiftError
 from keyshift.jobs.context import BatchContext
 from keyshift.migrate.rewrap import rowcount
 from keyshift.runtime import Runtime
@@ -121,6 +126,48 @@ def _file_paths(rt: Runtime, session: Session, env_id: str, source: str) -> list
     from keyshift.migrate import files_bridge
 
     return files_bridge.list_paths(rt, env_id, "file_storage")
+
+
+# -- before the point of no return ---------------------------------------------------------------
+
+UNMOVABLE_SHOWN = 5
+
+
+def validate_sources(rt: Runtime, session: Session, job: Job) -> None:
+    """Every file about to move must have a place in the destination: a path the API accepts
+    today, short enough for the file storage's keys. Checked in `prepare`, before the cutover,
+    so a refusal leaves the job cancellable and the environment as it was."""
+    from keyshift.stores.file_backends import max_path_bytes
+    from keyshift.stores.files import MAX_PATH_BYTES, validate_path
+
+    env_id = job.environment_id or ""
+    p = job.params
+    paths: list[str] = []
+    if p.get("move_files"):
+        paths = _file_paths(rt, session, env_id, source="sql")
+    elif p.get("return_files"):
+        paths = _file_paths(rt, session, env_id, source="file_storage")
+    if not paths:
+        return
+    cap = max_path_bytes(rt, MAX_PATH_BYTES)
+    bad: list[str] = []
+    for path in paths:
+        try:
+            validate_path(path)
+            ok = len(path.encode("utf-8")) <= cap
+        except KeyshiftError:
+            ok = False
+        if not ok:
+            bad.append(path)
+    if bad:
+        shown = ", ".join(repr(b[:80]) for b in bad[:UNMOVABLE_SHOWN])
+        more = f" and {len(bad) - UNMOVABLE_SHOWN} more" if len(bad) > UNMOVABLE_SHOWN else ""
+        raise ConflictError(
+            f"{len(bad)} file(s) of this environment have paths the destination cannot hold "
+            f"({shown}{more}): rename or delete them (`keyshift files put` / the API), then "
+            "`keyshift job resume`, or `keyshift job cancel` to stay as it is",
+            code="unmovable_file_paths",
+        )
 
 
 # -- batches ----------------------------------------------------------------------------------
@@ -227,8 +274,11 @@ def purge_sql_copy(session: Session, env: Environment) -> dict[str, int]:
     return out
 
 
-def drop_new_store_copies(rt: Runtime, env_id: str, params: dict[str, Any]) -> None:
-    """After a restore: the document-store / file-storage copies are redundant."""
+def drop_new_store_copies(
+    rt: Runtime, session: Session, env_id: str, params: dict[str, Any], job_id: str
+) -> None:
+    """After a restore: the document-store / file-storage copies are redundant, and so is the
+    pre-migration SQL copy set aside at cutover."""
     if params.get("return_audit"):
         from keyshift.stores.docstore import audit_events, document_store
 
@@ -238,6 +288,30 @@ def drop_new_store_copies(rt: Runtime, env_id: str, params: dict[str, Any]) -> N
         from keyshift.migrate import files_bridge
 
         files_bridge.drop_all(rt, env_id, "file_storage")
+        files_bridge.drop_stash(session, job_id)
+
+
+def settle_features(rt: Runtime, session: Session, env: Environment, job_id: str) -> list[str]:
+    """After a restore to BYOK: turn off the features whose storage the SQL layout cannot hold
+    (search, data lake, long-term retention, ...). Their stored data is kept, still encrypted
+    (its DEKs were rewrapped under the BYOK key with the others), and is usable again once the
+    environment is migrated back and the feature re-enabled."""
+    from keyshift.control import audit_trail
+    from keyshift.control.environments import NON_SQL_FEATURES
+
+    off = [f for f in env.features or [] if f in NON_SQL_FEATURES]
+    if off:
+        env.features = [f for f in env.features if f not in NON_SQL_FEATURES]
+        audit_trail.record(
+            rt,
+            session,
+            "environment.features_disabled",
+            target_type="environment",
+            target_id=env.id,
+            tenant_id=env.tenant_id,
+            details={"features": off, "reason": "restored_to_byok", "job": job_id},
+        )
+    return off
 
 
 def require(cond: bool, what: str) -> None:

@@ -1,11 +1,13 @@
 """`env restore ENV --before-migration`: within the retention window (28 days after a BYOK -> CMK
-migration) bring the environment back to its pre-migration state: BYOK key, SQL layout.
+migration) bring the environment back to BYOK and the SQL layout — online, as a key change like
+any other (migrate/keychange.py with the moves of migrate/moves.py run backwards).
 
-What happens to writes made after the migration: they are KEPT. Records always live in SQL and
-are simply rewrapped under the BYOK key with every other DEK; audit events appended and files
-written after the migration are copied back into the SQL layout (a file changed after the
-migration replaces its pre-migration copy). A serious product must not silently lose them.
-Limitation: a file deleted after the migration reappears from the retained pre-migration copy.
+What the environment holds afterwards is its CURRENT content, not a snapshot of the migration
+day: records always live in SQL and are rewrapped under the BYOK key with every other DEK; audit
+events and files are copied from the document store / file storage into the SQL layout, including
+every write and delete made after the migration and during the restore. The pre-migration SQL copy
+of the files is set aside at cutover and dropped at the end (it can only be older). Features that
+need storage outside SQL are turned off (their data is kept, see moves.settle_features).
 """
 
 from __future__ import annotations

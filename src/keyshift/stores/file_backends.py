@@ -3,55 +3,56 @@ chunk rows in the state database (the SQL layout of legacy BYOK environments).
 
 Every backend only ever sees ciphertext (crypto/stream.py output) and the caller's path. Writes are
 atomic: a reader sees the old file or the new one, never a partial one.
-* directory: ciphertext goes to a temp file in the target's own directory (0600), is fsynced and
-  renamed over the target with os.replace; the directory is fsynced too. No plaintext temp file.
+* directory (stores/file_dir.py): ciphertext goes to a temp file in the store's own temp directory
+  (0600, a namespace no path maps to), is fsynced and renamed over the target with os.replace; the
+  directory is fsynced too. No plaintext temp file.
 * S3: objects appear only when put_object / complete_multipart_upload succeeds; a failed multipart
   upload is aborted. Memory is one part buffer (8 MiB), whatever the file size.
-* SQL: chunks are inserted under a fresh file id and the path row is switched in one transaction.
+* SQL: chunks are inserted under a fresh file id and the path row is switched in one transaction
+  (on PostgreSQL under a per-path transaction lock, so two writers of one path queue; SQLite takes
+  the database write lock up front anyway).
+
+Object keys on S3 are `<prefix>/<namespace>/<path>`: injective (S3 has no directories), but capped
+at 1,024 bytes, so `max_path_bytes` lowers the path cap by the key's fixed part — for every
+environment alike, whatever its current layout, so a later move to S3 cannot meet a path too long.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
-import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qs, urlparse
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select, text
 
-from keyshift.crypto.format import STREAM_HEADER_LEN, TAG_LEN
-from keyshift.crypto.stream import DEFAULT_SEGMENT_SIZE
 from keyshift.db.models import DataFile, DataFileChunk
 from keyshift.db.types import new_id
-from keyshift.errors import InternalError, UsageError
+from keyshift.errors import ConflictError, InternalError, UsageError
 from keyshift.runtime import Runtime
+from keyshift.stores.file_dir import SUFFIX, TEMP_MAX_AGE, DirectoryFiles
+from keyshift.stores.file_types import FileInfo, Keep, Produce, plaintext_size
 
-SUFFIX = ".ksf"
+__all__ = [
+    "SUFFIX",
+    "DirectoryFiles",
+    "FileBackend",
+    "FileInfo",
+    "Keep",
+    "Produce",
+    "backend",
+    "plaintext_size",
+]
+
 SQL_CHUNK = 1 << 20
 S3_PART = 8 << 20
-
-Produce = Callable[[BinaryIO], int]  # writes ciphertext to the sink, returns plaintext bytes
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    path: str
-    size: int  # plaintext bytes
-
-
-def plaintext_size(ciphertext_size: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
-    """Plaintext size of a stream written with `segment_size` (every full segment + tag, then the last)."""
-    body = ciphertext_size - STREAM_HEADER_LEN
-    if body < TAG_LEN:
-        return 0
-    full = segment_size + TAG_LEN
-    segments = -(-body // full)
-    return body - segments * TAG_LEN
+S3_MAX_KEY = 1024
+# the longest namespace a key can carry: an environment id plus a feature suffix (`.backups`)
+NAMESPACE_RESERVE = len("env_") + 20 + len(".backups") + 2
 
 
 class FileBackend(Protocol):
@@ -65,87 +66,9 @@ class FileBackend(Protocol):
 
     def list(self, env_id: str, prefix: str) -> list[FileInfo]: ...
 
-
-# -- directory ---------------------------------------------------------------------------------
-
-
-class DirectoryFiles:
-    name = "file_storage"
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def target_path(self, env_id: str, path: str) -> Path:
-        """Where the object of a (validated) path lives on disk; refuses a path escaping the root."""
-        base = (self.root / env_id).resolve()
-        parts = path.split("/")
-        target = base.joinpath(*parts[:-1], parts[-1] + SUFFIX)
-        # Defence in depth: validated paths cannot escape, but check the result anyway.
-        if os.path.commonpath([base, target.resolve()]) != str(base):
-            raise UsageError(f"path {path!r} escapes the file store", code="invalid_path")
-        return target
-
-    def write(self, env_id: str, path: str, produce: Produce, dek_hex: str) -> int:
-        target = self.target_path(env_id, path)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = target.parent / f".tmp-{secrets.token_hex(8)}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as raw:
-                size = produce(raw)  # type: ignore[arg-type]
-                os.fsync(raw.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
-        return size
-
-    def open(self, env_id: str, path: str) -> BinaryIO | None:
-        try:
-            return open(self.target_path(env_id, path), "rb", buffering=0)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def delete(self, env_id: str, path: str) -> bool:
-        target = self.target_path(env_id, path)
-        try:
-            target.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        base = (self.root / env_id).resolve()
-        parent = target.parent
-        while parent != base:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
-        return True
-
-    def list(self, env_id: str, prefix: str) -> list[FileInfo]:
-        base = self.root / env_id
-        out: list[FileInfo] = []
-        for dirpath, _dirs, files in os.walk(base):
-            rel = os.path.relpath(dirpath, base)
-            for f in files:
-                if not f.endswith(SUFFIX) or f.startswith(".tmp-"):
-                    continue
-                p = f[: -len(SUFFIX)] if rel == "." else f"{rel.replace(os.sep, '/')}/{f[: -len(SUFFIX)]}"
-                if p.startswith(prefix):
-                    out.append(FileInfo(p, plaintext_size(os.path.getsize(os.path.join(dirpath, f)))))
-        return sorted(out, key=lambda i: i.path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def write_if_absent(
+        self, env_id: str, path: str, produce: Produce, dek_hex: str, keep: Keep | None = None
+    ) -> int | None: ...
 
 
 # -- S3-compatible -------------------------------------------------------------------------------
@@ -254,12 +177,55 @@ class S3Files:
             raise
         return size
 
+    def write_if_absent(
+        self, env_id: str, path: str, produce: Produce, dek_hex: str, keep: Keep | None = None
+    ) -> int | None:
+        """Check, then write (a migration's copy; S3 offers no portable put-if-absent here)."""
+        key = self._key(env_id, path)
+        if self._call(lambda: self._exists(key)):
+            return None
+        size = self.write(env_id, path, produce, dek_hex)
+        if keep is not None and not keep():
+            self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+            return None
+        return size
+
+    def clean_temp(self, max_age: float = TEMP_MAX_AGE) -> dict[str, int]:
+        """Abort multipart uploads left by killed writers (started more than `max_age` ago)."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=max_age)
+        removed = kept = 0
+        base = self.prefix + "/" if self.prefix else ""
+
+        def uploads() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=base
+            ):
+                out += page.get("Uploads", [])
+            return out
+
+        for up in self._call(uploads):
+            if up["Initiated"] < cutoff:
+                key, upload_id = str(up["Key"]), str(up["UploadId"])
+                self._call(
+                    functools.partial(
+                        self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+                    )
+                )
+                removed += 1
+            else:
+                kept += 1
+        return {"removed": removed, "recent_kept": kept}
+
     def open(self, env_id: str, path: str) -> BinaryIO | None:
         from botocore.exceptions import ClientError
 
         def get() -> Any:
             try:
-                return self.client.get_object(Bucket=self.bucket, Key=self._key(env_id, path))["Body"]
+                res = self.client.get_object(Bucket=self.bucket, Key=self._key(env_id, path))
+                body = res["Body"]
+                body.ciphertext_size = int(res["ContentLength"])
+                return body
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     return None
@@ -336,26 +302,44 @@ class _ChunkSink(io.RawIOBase):
 class _ChunkReader(io.RawIOBase):
     """Reads a file's chunks in order, one short query per chunk (constant memory)."""
 
-    def __init__(self, rt: Runtime, file_id: str) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        file_id: str,
+        plaintext_size: int | None = None,
+        first: bytes | None = None,
+        last_seq: int | None = None,
+    ) -> None:
         super().__init__()
         self.rt, self.file_id = rt, file_id
+        self.plaintext_size = plaintext_size
+        self.last_seq = last_seq  # the file's last chunk, read with its path row
         self.seq = 0
         self.buf = b""
         self.pos = 0
         self.eof = False
+        if first is not None:  # read with the path row: a file of one chunk is one consistent read
+            self.buf, self.seq = first, 1
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
         while self.pos >= len(self.buf):
-            if self.eof:
+            if self.eof or (self.last_seq is not None and self.seq > self.last_seq):
+                self.eof = True
                 return 0
             with self.rt.transaction() as s:
                 data = s.execute(
                     select(_C.c.data).where(_C.c.file_id == self.file_id, _C.c.seq == self.seq)
                 ).scalar_one_or_none()
             if data is None:
+                if self.last_seq is not None and self.seq <= self.last_seq:
+                    # its chunks went away: replaced or deleted while being read — not corruption
+                    raise ConflictError(
+                        "the file was replaced or deleted while it was being read; read it again",
+                        code="file_changed_during_read",
+                    )
                 self.eof = True
                 return 0
             self.buf, self.pos = (data if isinstance(data, bytes) else bytes(data)), 0
@@ -367,6 +351,10 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
+class _Unwanted(Exception):
+    pass
+
+
 class SqlFiles:
     name = "sql"
 
@@ -374,9 +362,17 @@ class SqlFiles:
         self.rt = rt
         self.chunk = chunk
 
+    @staticmethod
+    def _lock_path(s: Any, env_id: str, path: str) -> None:
+        """PostgreSQL: writers and deleters of one path queue on a transaction lock (else two
+        first writes of a path could both insert); SQLite already serializes every write."""
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"ksf:{env_id}:{path}"})
+
     def write(self, env_id: str, path: str, produce: Produce, dek_hex: str) -> int:
         file_id = new_id("fil")
         with self.rt.transaction() as s:
+            self._lock_path(s, env_id, path)
             sink = _ChunkSink(s, file_id, self.chunk)
             size = produce(sink)  # type: ignore[arg-type]
             sink.finish()
@@ -398,18 +394,67 @@ class SqlFiles:
             )
         return size
 
-    def _file_id(self, env_id: str, path: str) -> str | None:
+    def write_if_absent(
+        self, env_id: str, path: str, produce: Produce, dek_hex: str, keep: Keep | None = None
+    ) -> int | None:
+        """Put-if-absent in one transaction (a migration's copy): a client write of the path that
+        commits first wins; one that comes later replaces the copy. `keep()` is asked before the
+        commit: if the source was deleted during the copy, nothing is stored."""
+        file_id = new_id("fil")
+        try:
+            return self._insert_if_absent(env_id, path, produce, dek_hex, keep, file_id)
+        except _Unwanted:
+            return None
+
+    def _insert_if_absent(
+        self, env_id: str, path: str, produce: Produce, dek_hex: str, keep: Keep | None, file_id: str
+    ) -> int | None:
         with self.rt.transaction() as s:
-            return s.execute(  # type: ignore[no-any-return]
+            self._lock_path(s, env_id, path)
+            exists = s.execute(
                 select(_F.c.file_id).where(_F.c.environment_id == env_id, _F.c.path == path)
-            ).scalar_one_or_none()
+            ).first()
+            if exists is not None:
+                return None
+            sink = _ChunkSink(s, file_id, self.chunk)
+            size = produce(sink)  # type: ignore[arg-type]
+            sink.finish()
+            if keep is not None and not keep():
+                raise _Unwanted  # rolls the chunks back
+            s.execute(
+                insert(_F).values(
+                    environment_id=env_id,
+                    path=path,
+                    file_id=file_id,
+                    size=size,
+                    dek_id=dek_hex,
+                    created_at=self.rt.clock.now(),
+                )
+            )
+        return size
 
     def open(self, env_id: str, path: str) -> BinaryIO | None:
-        file_id = self._file_id(env_id, path)
-        return None if file_id is None else _ChunkReader(self.rt, file_id)  # type: ignore[return-value]
+        # one statement (one snapshot, also under READ COMMITTED): path row, first chunk, last seq
+        c_last = _C.alias("c_last")
+        last = (
+            select(func.max(c_last.c.seq))
+            .where(c_last.c.file_id == _F.c.file_id)
+            .correlate(_F)
+            .scalar_subquery()
+        )
+        with self.rt.transaction() as s:
+            row = s.execute(
+                select(_F.c.file_id, _F.c.size, _C.c.data, last)
+                .join(_C, (_C.c.file_id == _F.c.file_id) & (_C.c.seq == 0))
+                .where(_F.c.environment_id == env_id, _F.c.path == path)
+            ).first()
+        if row is None:
+            return None
+        return _ChunkReader(self.rt, row[0], int(row[1]), bytes(row[2]), int(row[3]))  # type: ignore[return-value]
 
     def delete(self, env_id: str, path: str) -> bool:
         with self.rt.transaction() as s:
+            self._lock_path(s, env_id, path)
             old = s.execute(
                 select(_F.c.file_id).where(_F.c.environment_id == env_id, _F.c.path == path)
             ).scalar_one_or_none()
@@ -425,6 +470,24 @@ class SqlFiles:
             stmt = stmt.where(func.substr(_F.c.path, 1, len(prefix)) == prefix)
         with self.rt.transaction() as s:
             return [FileInfo(p, int(n)) for p, n in s.execute(stmt)]
+
+
+def max_path_bytes(rt: Runtime, limit: int) -> int:
+    """The longest file path (bytes) any layout of this deployment can hold: `limit`, lowered so
+    that an S3 key (prefix/namespace/path) stays within S3's 1,024 bytes."""
+    url = rt.settings.file_store_url
+    if not url:
+        return limit
+    prefix = urlparse(url).path.strip("/")
+    fixed = len(prefix.encode()) + (1 if prefix else 0) + NAMESPACE_RESERVE
+    return min(limit, S3_MAX_KEY - fixed)
+
+
+def clean_temp_files(rt: Runtime) -> dict[str, int]:
+    """Maintenance: remove the file storage's temp files orphaned by killed writers."""
+    b = backend(rt, "file_storage")
+    clean = getattr(b, "clean_temp", None)
+    return clean() if callable(clean) else {"removed": 0, "recent_kept": 0}
 
 
 def backend(rt: Runtime, name: str) -> FileBackend:

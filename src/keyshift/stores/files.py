@@ -8,8 +8,13 @@ storage — a directory or S3 — or the SQL layout); during a move ("files_from
 lists see the new store first, then the legacy one.
 
 Paths: 1-1024 bytes of '/'-separated segments; no empty, '.' or '..' segment, no leading '/', no
-backslash, NUL or other control characters, segments at most 200 bytes. Anything else is a
-UsageError and nothing is touched.
+backslash, NUL or other control characters, segments at most 200 bytes; with S3 file storage,
+short enough for an object key (`file_backends.max_path_bytes`) — in every layout alike, so a later
+move cannot meet a path its destination cannot hold. Anything else is a UsageError and nothing is
+touched. Every accepted path has its own place in every backend (see stores/file_dir.py).
+
+A download knows the exact plaintext size before the first byte (`open_sized`). A delete removes
+the legacy copy (during a move) before the new one, so a racing move copy never resurrects it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from keyshift.crypto.stream import DecryptingReader, encrypt_stream
 from keyshift.errors import ConflictError, IntegrityError, NotFoundError, UsageError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView, env_states
-from keyshift.stores.file_backends import FileBackend, FileInfo, backend
+from keyshift.stores.file_backends import FileBackend, FileInfo, backend, max_path_bytes, plaintext_size
 from keyshift.stores.keys import data_keys
 from keyshift.stores.layout import choose, union
 
@@ -141,6 +146,7 @@ class FileStore:
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> dict[str, Any]:
         """Store a file from bytes or a binary file object (read in chunks, never all at once)."""
         validate_path(path)
+        self._check_fits(path)
         if isinstance(data, bytes | bytearray | memoryview):
             src: BinaryIO = io.BytesIO(data)
             known: int | None = len(memoryview(data).cast("B"))
@@ -163,8 +169,22 @@ class FileStore:
         self._keys.note_use(env.id, key.id, size)
         return {"path": path, "size": size, "store": target.name}
 
+    def _check_fits(self, path: str) -> None:
+        cap = max_path_bytes(self.rt, MAX_PATH_BYTES)
+        if len(path.encode("utf-8")) > cap:
+            raise UsageError(
+                f"file path is longer than {cap} bytes (the file storage's object keys hold no more)",
+                code="invalid_path",
+            )
+
     def open(self, path: str) -> BinaryIO:
         """A streaming reader of the plaintext (authenticated segment by segment). Close it."""
+        return self.open_sized(path)[0]
+
+    def open_sized(self, path: str) -> tuple[BinaryIO, int]:
+        """A streaming reader and the exact plaintext size, known before the first byte (from the
+        stored size, or the ciphertext size and the header's segment size) — what a download
+        sends as Content-Length, so a client can tell a body cut short by a failed segment."""
         validate_path(path)
         env = self._states.require_usable(self.env_id)
         target, legacy = self._backends(env)
@@ -184,7 +204,9 @@ class FileStore:
         except BaseException:
             src.close()
             raise
-        return io.BufferedReader(_NamedReader(inner, src, label), buffer_size=READ_CHUNK)  # type: ignore[return-value]
+        size = _plaintext_size(src, inner.header.segment_size)
+        reader = io.BufferedReader(_NamedReader(inner, src, label), buffer_size=READ_CHUNK)
+        return reader, size  # type: ignore[return-value]
 
     def get(self, path: str) -> bytes:
         with self.open(path) as f:
@@ -203,9 +225,10 @@ class FileStore:
         validate_path(path)
         env = self._states.require_usable(self.env_id)
         target, legacy = self._backends(env)
-        found = target.delete(env.id, path)
-        if legacy is not None:
-            found = legacy.delete(env.id, path) or found
+        # the legacy store first: a migration copying this path puts its copy in `target` only if
+        # the source is still there when the copy lands, so it can never bring the file back
+        found = legacy.delete(env.id, path) if legacy is not None else False
+        found = target.delete(env.id, path) or found
         if not found:
             raise NotFoundError(f"file {path!r} not found", code="file_not_found")
 
@@ -219,6 +242,16 @@ class FileStore:
                 union(items, legacy.list(env.id, prefix), key=lambda i: i.path), key=lambda i: i.path
             )
         return [{"path": i.path, "size": i.size} for i in items]
+
+
+def _plaintext_size(src: Any, segment_size: int) -> int:
+    known = getattr(src, "plaintext_size", None)
+    if isinstance(known, int):
+        return known
+    ct = getattr(src, "ciphertext_size", None)
+    if not isinstance(ct, int):
+        ct = os.fstat(src.fileno()).st_size
+    return plaintext_size(ct, segment_size)
 
 
 def _known_size(f: Any) -> int | None:

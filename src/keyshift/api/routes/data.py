@@ -156,15 +156,21 @@ async def put_file(
     },
 )
 def get_file(env: str, path: str, ctx: Ctx = allow("data")) -> StreamingResponse:
-    """Download a file, decrypted and authenticated segment by segment as it streams."""
-    reader = _data(ctx, env).files.open(path)
+    """Download a file, decrypted and authenticated segment by segment as it streams.
+
+    Content-Length is the exact plaintext size (known before the first byte): if a later segment
+    fails authentication the stream stops and the connection closes short of it, so a client can
+    always tell a truncated body from a complete one."""
+    reader, size = _data(ctx, env).files.open_sized(path)
 
     def chunks() -> Iterator[bytes]:
         with reader:
             while chunk := reader.read(CHUNK):
                 yield chunk
 
-    return StreamingResponse(chunks(), media_type="application/octet-stream")
+    return StreamingResponse(
+        chunks(), media_type="application/octet-stream", headers={"Content-Length": str(size)}
+    )
 
 
 @router.delete("/environments/{env}/files/{path:path}")
