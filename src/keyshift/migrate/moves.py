@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from keyshift.clock import utc
 from keyshift.db.models import DataAuditRow, DataFile, DataFileChunk, Dek, Environment, Job
-from keyshift.errors import AlreadyExistsError, ConflictError, InternalError, KeyshiftError
+from keyshift.errors import ConflictError, InternalError, KeyshiftError
 from keyshift.jobs.context import BatchContext
 from keyshift.migrate.rewrap import rowcount
 from keyshift.runtime import Runtime
