@@ -549,14 +549,41 @@ class Environment:
         base = self.home / "files" / self.id
         if not base.is_dir():  # the directory store keeps an environment's directory once written
             self._missing("files", "files", str(base), "--file-store-url")
+        # Layout 2 (`HOME/files/.layout` says `keyshift-files 2`): a directory named after a segment
+        # ending in `.ksf~…` carries one more `~`. A home without the marker (layout 1, written by
+        # an older Keyshift) names directories after the raw segment. Temp files live in
+        # `HOME/files/.tmp/` (layout 1: `.tmp-<16 hex>.part` beside the files): never a `.ksf` file
+        # of an environment's directory, so every `.ksf` file below is a path's file.
+        escaped = _files_layout(self.home / "files") == 2
         found: list[tuple[str, Any]] = []
         for dirpath, _dirs, names in os.walk(base):
+            rel_dir = Path(dirpath).relative_to(base).parts
+            segments = [_segment_of_dir(d) if escaped else d for d in rel_dir]
             for fname in names:
-                if fname.endswith(".ksf") and not fname.startswith(".tmp-"):
+                if fname.endswith(".ksf"):
                     full = Path(dirpath) / fname
-                    rel = full.relative_to(base).as_posix()[: -len(".ksf")]
+                    rel = "/".join([*segments, fname[: -len(".ksf")]])
                     found.append((rel, lambda f=full: open(f, "rb")))  # noqa: SIM115 - opened by the caller's with
         return found
+
+
+FILES_LAYOUT = "keyshift-files 2"
+
+
+def _files_layout(root: Path) -> int:
+    """The directory store's layout: 2 with the `.layout` marker, 1 (an older home) without."""
+    try:
+        marker = (root / ".layout").read_text().strip()
+    except FileNotFoundError:
+        return 1
+    if marker != FILES_LAYOUT:
+        raise Refused(f"{root / '.layout'} names an unknown file layout {marker!r}", EXIT_USAGE)
+    return 2
+
+
+def _segment_of_dir(name: str) -> str:
+    """The path segment a layout-2 directory stands for: `a.ksf~` -> `a.ksf`, `b` -> `b`."""
+    return name[:-1] if re.search(r"\.ksf~+$", name) else name
 
 
 class _SqlChunks:

@@ -61,7 +61,8 @@ def test_readme_using_it_runs_verbatim(tmp_path: Path) -> None:
         [sys.executable, "-c", _block("python")], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "{'name': 'Fabrikam'}"
+    # get, then the scan of the whole table (its one record: id and value)
+    assert out.stdout.strip().splitlines() == ["{'name': 'Fabrikam'}", "a1 {'name': 'Fabrikam'}"]
 
 
 def test_readme_commands_with_python_dash_m(tmp_path: Path) -> None:

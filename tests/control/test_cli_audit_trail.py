@@ -24,20 +24,21 @@ def test_audit_trail_lists_changes_and_refusals_per_tenant(cli: Cli) -> None:
     rows = cli("audit-trail", "--tenant", "contoso")
     # (the data plane's feature hook adds its own key rows, e.g. dek.create: not ours to check here)
     mine = [r for r in rows if r["action"].startswith(("tenant.", "environment."))]
+    # newest first (CLI convention)
     assert [(r["action"], r["outcome"]) for r in mine] == [
-        ("tenant.create", "ok"),
-        ("environment.create", "ok"),
-        ("environment.create", "error"),
         ("environment.feature.enable", "ok"),
+        ("environment.create", "error"),
+        ("environment.create", "ok"),
+        ("tenant.create", "ok"),
     ]
     assert all(r["tenant_id"] == t["id"] for r in rows)
     assert all(r["principal"].startswith("operator:cli:") and r["at"] for r in rows)
-    assert "environment_exists" in mine[2]["reason"]
+    assert "environment_exists" in mine[1]["reason"]
     assert cli("audit-trail", "--tenant", t["id"]) == rows
     everything = cli("audit-trail")
     assert len(everything) > len(rows)
     assert cli("audit-trail", "--since", "2999-01-01T00:00:00Z") == []
-    assert cli("audit-trail", "--tenant", "contoso", "--since", rows[0]["at"]) == rows
+    assert cli("audit-trail", "--tenant", "contoso", "--since", rows[-1]["at"]) == rows
     assert cli("audit-trail", "--since", "yesterday", code=2)["code"] == "invalid_argument"
     assert cli("audit-trail", "--tenant", "ghost", code=3)["code"] == "tenant_not_found"
     assert cli("audit-trail", "--limit", "0", code=2)["code"] == "invalid_limit"

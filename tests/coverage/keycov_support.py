@@ -178,8 +178,15 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(
-        self, *args: str, code: int = 0, as_json: bool = True, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        code: int = 0,
+        as_json: bool = True,
+        env: dict[str, str] | None = None,
+        printed: bool = False,
     ) -> Any:
+        """`printed`: the command prints its result even on a non-zero exit (e.g. `policy health`, 4 when
+        not healthy): return stdout instead of the error."""
         import json
 
         from keyshift.cli.main import app
@@ -191,7 +198,9 @@ class Cli:
         )
         assert res.exit_code == code, (args, res.exit_code, res.stdout, res.stderr)
         if not as_json:
-            return res.stdout if code == 0 else res.stderr
+            return res.stdout if code == 0 or printed else res.stderr
+        if printed:
+            return json.loads(res.stdout)
         if code == 0:
             return json.loads(res.stdout)
         assert res.stdout == ""

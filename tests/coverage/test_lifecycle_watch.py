@@ -32,17 +32,17 @@ def test_expiry_warning_on_the_right_day(
     day0 = cli("policy", "health", "pol1")
     assert day0["health"] == "healthy" and _offline(day0["reasons"]) == []
     # A longer horizon (setting) warns already today.
-    wide = cli("policy", "health", "pol1", env={"KEYSHIFT_KEY_WARNING_DAYS": "45"})
+    wide = cli("policy", "health", "pol1", env={"KEYSHIFT_KEY_WARNING_DAYS": "45"}, code=4, printed=True)
     assert wide["health"] == "warning" and len(_offline(wide["reasons"])) == 1
     clock.advance(days=9, hours=23)  # 30 days and 1 hour before expiry: not yet
     assert _offline(cli("policy", "health", "pol1")["reasons"]) == []
     clock.advance(hours=1)  # exactly 30 days before
-    out = cli("policy", "health", "pol1")
+    out = cli("policy", "health", "pol1", code=4, printed=True)  # exit 4: not healthy
     (reason,) = _offline(out["reasons"])
     assert out["health"] == "warning"
     assert f"version 1 of key {VAULT}/{KEY} expires at {expires.isoformat()} (in 30 days)" in reason
     assert "prod" in reason and "11 rows" in reason and "2 events" in reason and "1 files" in reason
-    human = cli("policy", "health", "pol1", as_json=False)
+    human = cli("policy", "health", "pol1", as_json=False, code=4, printed=True)
     assert "warning" in human and "it will take offline" in human
     # The admin audit trail and the stored policy carry it.
     shown = cli("policy", "show", "pol1")

@@ -64,7 +64,7 @@ def test_aes256_cmk_on_softhsm_links_rotates_revokes_and_reenables(rt: Runtime, 
 
     # Revokes: the customer disables the key on the token; the monitor confirms on a fresh
     # session and disables the environment, with the vault's answer as evidence.
-    vaults.set_key_enabled(rt, "cust", w.key, False)
+    vaults.set_key_enabled(rt, "cust", w.key, False, force=True)
     res = monitor_once(rt)[w.policy]
     assert res["health"] == "unhealthy" and res["environments_disabled"] == [w.env], res
     assert res["key_usable"] is False and res["evidence"]["vault"] == "cust"

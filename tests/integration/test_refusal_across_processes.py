@@ -83,11 +83,11 @@ def test_refusal_goes_offline_within_the_bound_in_every_process(
             _wait(lambda out=out: any(ln[3] == "ok" for ln in _lines(out)), 60, f"{out.name} serving")
         t0 = time.time()
         if how == "disable":
-            vaults.set_key_enabled(rt, "cust", w.key, False)
+            vaults.set_key_enabled(rt, "cust", w.key, False, force=True)
         elif how == "purge":
-            vaults.purge_key(rt, "cust", w.key)
+            vaults.purge_key(rt, "cust", w.key, force=True)
         else:
-            vaults.revoke_key_grant(rt, "cust", w.key, w.identity)
+            vaults.revoke_key_grant(rt, "cust", w.key, w.identity, force=True)
         firsts = []
         for out in outs:
             first = _wait(

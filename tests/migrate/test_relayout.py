@@ -39,7 +39,7 @@ def test_migrating_the_last_byok_env_moves_the_platform_envs_out_of_sql(rt: Runt
     w = _world(rt, tmp_path)
     assert tenants.show_tenant(rt, "fabrikam")["sql_restriction"] is False
     jobs = _relayouts(rt)
-    assert [j["environment"] for j in jobs] == [w["plain"]]
+    assert [j["environment"] for j in jobs] == [{"id": w["plain"], "name": "fab-plain"}]
     assert run(rt, jobs[0]["id"]) == "succeeded", job(rt, jobs[0]["id"])
     assert env_row(rt, "fab-plain").stores == {"records": "sql", "audit": "document", "files": "file_storage"}
     data_keys(rt).flush()

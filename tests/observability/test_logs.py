@@ -173,7 +173,7 @@ def test_no_secret_in_any_log_line_over_the_demo_and_api_traffic(
     job = start_link(rt, world.policy, "contoso-uat")
     assert Worker(rt, poll_seconds=0.01, on_progress=JobReporter()).run_job(job["id"]) == "succeeded"
     vaults.revoke_key_grant(rt, VAULT, KEY, world.identity, force=True)  # a customer revoking a covered key
-    assert sorted(monitor_once(rt)[world.policy]["disabled"]) == sorted([eid, view["id"]])
+    assert sorted(monitor_once(rt)[world.policy]["environments_disabled"]) == sorted([eid, view["id"]])
     vaults.grant_key(rt, VAULT, KEY, world.identity, "get,wrapKey,unwrapKey")
     reenable_environment(rt, eid)
 

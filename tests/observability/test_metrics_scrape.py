@@ -102,7 +102,7 @@ def test_scrape_after_a_scripted_workload(rt: Runtime, client: TestClient) -> No
     # 3. The customer removes the grant: the monitor finds the policy unhealthy, disables the env.
     vaults.revoke_key_grant(rt, VAULT, KEY, world.identity, force=True)
     out = monitor_once(rt)[world.policy]
-    assert out["disabled"] == [eid]
+    assert out["environments_disabled"] == [eid]
     r = client.get(f"/api/v1/environments/{eid}/records/t/r00001", headers=auth)
     assert r.status_code == 423, r.text  # environment disabled (exit 7)
     after_revoke = scrape(client, op)

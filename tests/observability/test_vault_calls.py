@@ -20,6 +20,7 @@ from keyshift.vaults.base import (
     KeyRef,
     ThrottledError,
     UnwrapError,
+    VaultLocalError,
 )
 from keyshift.vaults.faults import FaultyVault
 from keyshift.vaults.local import LocalVault
@@ -46,7 +47,10 @@ def _count(kind: str, operation: str, outcome: str) -> float:
         (KeyDisabledError("disabled"), "refused"),
         (KeyNotFoundError("gone"), "refused"),
         (KeyInaccessibleError("no"), "refused"),
-        (UnwrapError("tampered"), "local"),
+        # The vault's answer about that ciphertext (an integrity failure, not a revocation).
+        (UnwrapError("tampered"), "refused"),
+        # A missing client library is this process's problem, never the key owner's.
+        (VaultLocalError("no client", code="vault_client_missing"), "local"),
         (UsageError("bad ref"), "local"),
         (ValueError("bug"), "local"),
     ],

@@ -76,6 +76,27 @@ def test_local_vault_cmk_environment(sqlite_rt: Runtime, tmp_path: Path) -> None
     _decrypt_and_compare(rt, rt.settings.home_path(), env_id, tmp_path)
 
 
+def test_directory_store_paths_that_look_escaped_or_temporary(sqlite_rt: Runtime, tmp_path: Path) -> None:
+    """Layout 2 of the directory store: `coll.ksf/y` lives under the directory `coll.ksf~` (beside
+    the file of `coll`), a user file may be named `.tmp-…`; each is exported under its own path."""
+    rt = sqlite_rt
+    make_tenant(rt, "contoso")
+    env_id = make_env(rt, "contoso", "contoso-prod")
+    _write_sample(rt, env_id)
+    files = FileStore(rt, env_id)
+    wanted = {"coll": b"the file coll", "coll.ksf/y": b"under coll.ksf", ".tmp-x.part": b"a user's file"}
+    wanted["coll.ksf~/z"] = b"under coll.ksf~"
+    for path, data in wanted.items():
+        files.put(path, data)
+    base = rt.settings.home_path() / "files" / env_id
+    assert (base / "coll.ksf").is_file() and (base / "coll.ksf~" / "y.ksf").is_file()
+    assert (base / "coll.ksf~~" / "z.ksf").is_file() and (base / ".tmp-x.part.ksf").is_file()
+    _decrypt_and_compare(rt, rt.settings.home_path(), env_id, tmp_path)
+    out = tree(tmp_path / "plain")
+    for path, data in wanted.items():
+        assert out[f"files/{path}"] == data
+
+
 def test_byok_environment_in_the_sql_layout(sqlite_rt: Runtime, tmp_path: Path) -> None:
     rt = sqlite_rt
     world = byok_world(rt, tmp_path)

@@ -14,6 +14,7 @@ from keyshift.control import byok, environments, tenants
 from keyshift.db.models import Tenant
 from keyshift.jobs.runner import Worker
 from keyshift.stores.service import EnvironmentData
+from keyshift.timefmt import iso_z
 
 from .helpers import Cli, audit_actions, env_row, put_rows, read_all, snapshot
 
@@ -128,12 +129,14 @@ def test_reverting_the_last_byok_environment_finalizes_and_moves_stores_out_of_s
     assert t.sql_restriction is False and t.final_byok_migration_at is not None
     shown = cli("tenant", "show", "fab")
     assert shown["byok_vault"]["state"] == "scheduled_deletion"
-    assert shown["byok_vault"]["delete_after"] == (clock.now() + timedelta(days=28)).isoformat()
+    assert shown["byok_vault"]["delete_after"] == iso_z(clock.now() + timedelta(days=28))
     final = [r for a, o, r in audit_actions(rt, t.id) if a == "tenant.byok_finalized"]
     assert len(final) == 1 and "reverted" in (final[0] or "")
 
     jobs = [j for j in cli("job", "list") if j["kind"] == "relayout"]
-    assert sorted(j["environment"] for j in jobs) == sorted(ids.values())
+    assert sorted((j["environment"]["id"], j["environment"]["name"]) for j in jobs) == sorted(
+        (eid, name) for name, eid in ids.items()
+    )
     _run_jobs(rt, [j["id"] for j in jobs])
     for eid in ids.values():
         view = cli("env", "show", eid)
@@ -182,7 +185,7 @@ def test_deleting_the_last_byok_environment_finalizes(rt, clock, home, db_url, t
         ).all()
         assert wraps and all(st == "destroyed" and bytes(w) == b"" for st, w in wraps)
     jobs = [j for j in cli("job", "list") if j["kind"] == "relayout"]
-    assert [j["environment"] for j in jobs] == [ids["fab-plain"]]
+    assert [j["environment"] for j in jobs] == [{"id": ids["fab-plain"], "name": "fab-plain"}]
     assert ("environment.delete", "ok") in [(a, o) for a, o, _ in audit_actions(rt, eid)]
 
 

@@ -18,7 +18,7 @@ from .helpers import KEY, VAULT, cmk_world
 def test_api_and_admin_center_show_the_evidence(sqlite_rt) -> None:  # type: ignore[no-untyped-def]
     rt = sqlite_rt
     world = cmk_world(rt, rows=1)
-    vaults.set_key_enabled(rt, VAULT, KEY, False)
+    vaults.set_key_enabled(rt, VAULT, KEY, False, force=True)
     out = monitor_once(rt)[world.policy]
     assert out["environments_disabled"] == [world.envs["contoso-prod"]]
     token = tokens.create_token(rt, "tenant_admin", tenant="contoso")["token"]

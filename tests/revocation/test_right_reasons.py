@@ -51,7 +51,9 @@ def test_add_env_checks_a_never_checked_policy_instead_of_refusing(rt) -> None: 
 def test_add_env_after_a_grant_was_removed_is_refused_and_changes_nothing(rt) -> None:  # type: ignore[no-untyped-def]
     world = cmk_world(rt)  # the policy was checked healthy
     eid = _linkable(rt)
-    vaults.revoke_key_grant(rt, VAULT, KEY, world.identity)  # ... then the customer removed the grant
+    vaults.revoke_key_grant(
+        rt, VAULT, KEY, world.identity, force=True
+    )  # ... then the customer removed the grant
     before = snapshot(rt)
     with pytest.raises(ConflictError) as err:
         start_link(rt, world.policy, "contoso-dev")
@@ -88,7 +90,7 @@ def test_policy_health_exit_codes_and_monitor_fields(rt) -> None:  # type: ignor
     assert healthy["health"] == "healthy" and healthy["key_usable"] is True
     assert healthy["environments_disabled"] == [] and healthy["action"] == "none"
 
-    vaults.revoke_key_grant(rt, VAULT, KEY, world.identity)
+    vaults.revoke_key_grant(rt, VAULT, KEY, world.identity, force=True)
     bad = _cli(rt, "policy", "health", "pol")
     assert bad.exit_code == 4, (bad.stdout, bad.stderr)
     view = json.loads(bad.stdout)  # still printed

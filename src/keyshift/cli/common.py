@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from keyshift.control.key_events import wire
 from keyshift.errors import InternalError, KeyshiftError
 from keyshift.timefmt import iso_z, normalize_times
-from keyshift.vaults.base import VaultLocalError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -93,6 +91,7 @@ def fail(err: KeyshiftError, as_json: bool) -> NoReturn:
 @contextmanager
 def runtime(ctx: typer.Context) -> Iterator[Runtime]:
     """Open the runtime for one command; errors (including at open) become the documented exit codes."""
+    from keyshift.control.key_events import wire
     from keyshift.runtime import Runtime
 
     st = state(ctx)
@@ -218,6 +217,7 @@ def vaults_ready(ctx: typer.Context, rt: Runtime, role: str, strict: bool) -> No
     """At `serve`/`worker` start: warn loudly on stderr about vaults this process cannot open;
     with `strict`, exit 6 instead of starting (control.vault_readiness)."""
     from keyshift.control.vault_readiness import warn
+    from keyshift.vaults.base import VaultLocalError
 
     with errors_handled(ctx):
         ok = warn(rt, sys.stderr, role=role)

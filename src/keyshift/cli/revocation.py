@@ -122,26 +122,25 @@ def monitor(ctx: typer.Context, policy: Annotated[str | None, typer.Argument()] 
 
 
 def _human_monitor(v: dict[str, Any]) -> None:
+    # Plain text (no Rich markup): outcomes such as `[unreachable]` and vault messages print as given.
+    if not v:
+        typer.echo("no linked policies to check")
+        return
     for policy, r in v.items():
         if "error" in r:
-            stdout.print(
-                f"policy {policy}: not checked [{r.get('outcome') or 'error'}] {r['error']['message']}",
-                highlight=False,
-            )
+            outcome = r.get("outcome") or "error"
+            typer.echo(f"policy {policy}: not checked [{outcome}] {r['error']['message']}")
             continue
         usable = {True: "usable", False: "unusable", None: "unknown"}[r["key_usable"]]
-        stdout.print(
-            f"policy {policy}: health {r['health']}, key {usable}; action: {r['action']}", highlight=False
-        )
+        typer.echo(f"policy {policy}: health {r['health']}, key {usable}; action: {r['action']}")
         for reason in r["reasons"]:
-            stdout.print(f"  - {reason}", highlight=False)
+            typer.echo(f"  - {reason}")
         if r["environments_disabled"]:
-            stdout.print(f"  environments disabled: {', '.join(r['environments_disabled'])}", highlight=False)
+            typer.echo(f"  environments disabled: {', '.join(r['environments_disabled'])}")
         ev = r.get("evidence")
         if ev:
-            stdout.print(
-                f"  evidence: vault {ev.get('vault')}, check: {ev.get('check')}, answer: {ev.get('answer')}",
-                highlight=False,
+            typer.echo(
+                f"  evidence: vault {ev.get('vault')}, check: {ev.get('check')}, answer: {ev.get('answer')}"
             )
 
 

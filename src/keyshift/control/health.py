@@ -74,6 +74,9 @@ class HealthReport:
     config_only: bool = True
     # The vault answered during this check's outage window: an outage starts over from this check.
     restart_grace: bool = False
+    # The key as the vault described it during this check (reused by the lifecycle watch, so a
+    # check costs one describe of the key).
+    key_info: KeyInfo | None = field(default=None, repr=False, compare=False)
 
     @property
     def changed(self) -> bool:
@@ -171,7 +174,9 @@ def check_policy(
             report.reasons.append(f"{err.code}: {err.message}")
             report.evidence = report.evidence or _evidence(adapter, snap, "vault call", err)
     if report.status in ("healthy", "warning") and report.vault_reachable:  # lifecycle watch
-        for reason in lifecycle.policy_warnings(rt, snap.vault_id, snap.key_name, snap.key_version):
+        for reason in lifecycle.policy_warnings(
+            rt, snap.vault_id, snap.key_name, snap.key_version, info=report.key_info
+        ):
             _warn(report, reason)
     return _store(rt, snap, report, audit)
 
@@ -271,6 +276,7 @@ def _evaluate(rt: Runtime, vault: KeyVault, snap: _Snapshot, report: HealthRepor
         )
         return
     report.current_key_version = kinfo.current_version
+    report.key_info = kinfo
     _check_key(report, kinfo, info, snap, now, vault)
     if report.status == "unhealthy":
         return

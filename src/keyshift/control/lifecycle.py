@@ -187,10 +187,15 @@ def _rotation_age(info: KeyInfo, now: datetime) -> float | None:
     return _days(now - utc(created)) if created is not None else None
 
 
-def policy_warnings(rt: Runtime, vault_id: str, key_name: str, in_use: str | None = None) -> list[str]:
-    """The warning reasons policy health adds for the policy's key (none if the vault fails)."""
+def policy_warnings(
+    rt: Runtime, vault_id: str, key_name: str, in_use: str | None = None, *, info: KeyInfo | None = None
+) -> list[str]:
+    """The warning reasons policy health adds for the policy's key (none if the vault fails).
+
+    `info` is the key as the health check just described it (saves a second describe)."""
     try:
-        return [w["reason"] for w in key_lifecycle(rt, vault_id, key_name, in_use=in_use)["warnings"]]
+        view = key_lifecycle(rt, vault_id, key_name, in_use=in_use, info=info)
+        return [w["reason"] for w in view["warnings"]]
     except KeyshiftError:
         return []
 

@@ -9,10 +9,11 @@ and drills move time explicitly.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from keyshift.clock import Clock
@@ -27,6 +28,26 @@ class _Entry:
     nbytes: int = 0
 
 
+class _Ticks:
+    """A counter bumped without a lock (`next` on an itertools.count is atomic), for hot paths."""
+
+    __slots__ = ("_count", "_lock", "_reads")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+        self._reads = 0
+
+    def tick(self) -> None:
+        next(self._count)
+
+    def value(self) -> int:
+        with self._lock:  # each read takes one number from the count itself
+            value = next(self._count) - self._reads
+            self._reads += 1
+            return value
+
+
 @dataclass(slots=True)
 class CacheStats:
     """Plain integer counters (bumped under the cache's own lock; read by a metrics collector)."""
@@ -35,6 +56,8 @@ class CacheStats:
     misses: int = 0
     evictions: int = 0  # past a bound (age, uses, bytes) or over max_entries
     flushed: int = 0  # dropped by flush() (revocation, key change)
+    # Hits served by a hot key (stores/keys.py) without a cache lookup: counted lock-free.
+    hot_hits: _Ticks = field(default_factory=_Ticks)
 
 
 # Counters of caches already garbage-collected, so process totals never go down.
@@ -45,7 +68,7 @@ _registry_lock = threading.Lock()
 
 def _retire(stats: CacheStats) -> None:
     with _registry_lock:
-        _retired.hits += stats.hits
+        _retired.hits += stats.hits + stats.hot_hits.value()
         _retired.misses += stats.misses
         _retired.evictions += stats.evictions
         _retired.flushed += stats.flushed
@@ -64,7 +87,7 @@ def process_stats() -> CacheStats:
         caches = list(_live)
     for cache in caches:
         s = cache.stats
-        out.hits += s.hits
+        out.hits += s.hits + s.hot_hits.value()
         out.misses += s.misses
         out.evictions += s.evictions
         out.flushed += s.flushed

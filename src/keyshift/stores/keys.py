@@ -302,6 +302,7 @@ class DataKeys:
             and self.monotonic() < current.deadline
             and next(current.tickets) < current.allowance
         ):
+            self.cache.stats.hot_hits.tick()  # a cache hit, served without the cache's lock
             return current  # another reader renewed it already
         with self._lock:
             old = self._hot.get(slot)
