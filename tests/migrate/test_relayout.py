@@ -98,3 +98,23 @@ def test_kill_9_during_a_relayout_then_resume_loses_nothing(
     from keyshift.stores.audit import DocumentAudit
 
     assert DocumentAudit(rt).count(env_id) == len(expected["events"])
+
+
+def test_an_unmovable_path_stops_a_relayout_before_its_cutover(rt: Runtime, tmp_path: Path) -> None:
+    from keyshift.stores.file_backends import SqlFiles
+
+    from .test_move_paths import _stored_unchecked
+
+    w = _world(rt, tmp_path)
+    (pending,) = _relayouts(rt)
+    _stored_unchecked(rt, w["plain"], "bad//double-slash", b"old")
+    before = env_row(rt, "fab-plain").stores
+    assert run(rt, pending["id"]) == "failed"
+    failed = job(rt, pending["id"])
+    assert failed["error"]["code"] == "unmovable_file_paths", failed
+    assert env_row(rt, "fab-plain").stores == before  # nothing cut over
+    assert store.request_cancel(rt, pending["id"])["state"] == "cancelled"
+    # the way forward: remove the file; the environment's data is all there, still in SQL
+    SqlFiles(rt).delete(w["plain"], "bad//double-slash")
+    data_keys(rt).flush()
+    assert read_all(rt, w["plain"]) == w["data"]

@@ -168,6 +168,7 @@ class RelayoutPlan(KeyChangePlan):
                     f"tenant {tenant.name!r} is SQL-restricted again; nothing to move",
                     code="sql_restriction",
                 )
+            moves.validate_sources(rt, s, job)  # before the point of no return (still cancellable)
             source = dict(env.stores or {})
             env.stores = moves.transition_layout(source, job.params)
             ctx.advance(s, {"cut": True, "cut_wall": time.time(), "source": {"stores": source}})
