@@ -36,6 +36,16 @@ def _pg_reason() -> str | None:
 _PG_SKIP: str | bool | None = False
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """A CLI command run in-process (`worker`, `serve`) configures Keyshift's log handler; undo it
+    after each test so one test's set-up never writes into another's captured streams."""
+    yield
+    from keyshift.observability import logs
+
+    logs.reset()
+
+
 def pg_skip_reason() -> str | None:
     global _PG_SKIP
     if _PG_SKIP is False:

@@ -193,7 +193,9 @@ def test_kill_9_workers_at_random_points_loses_and_duplicates_nothing(
     rt: Runtime, home: Path, db_url: str | None
 ) -> None:
     rng = random.Random(1234)
-    job_id = _new_job(rt, items=60, batch=2, delay=0.004)
+    # ~2.4 s of item work (120 items): more than the longest wait before a kill, so the first round always
+    # finds its victim alive (a faster job could finish unkilled and prove nothing)
+    job_id = _new_job(rt, items=60, batch=2, delay=0.02)
     kills = 0
     deadline = time.monotonic() + 40
     while _view(rt, job_id)["state"] != "succeeded" and time.monotonic() < deadline:

@@ -124,6 +124,7 @@ def test_kill_9_at_every_kind_of_point_then_resume_loses_and_duplicates_nothing(
         ),
     }
     kills = 0
+    landed: set[str] = set()
     rng = random.Random(20261129)
     for name, (reencrypt, crashes) in plans.items():
         view = start_link(rt, "crash-pol", name, reencrypt=reencrypt)
@@ -135,12 +136,16 @@ def test_kill_9_at_every_kind_of_point_then_resume_loses_and_duplicates_nothing(
                 code = _worker(home, db_url, view["id"], point, n)
             if code == -9:
                 kills += 1
+                landed.add(point)
             if job(rt, view["id"])["state"] == "succeeded":
                 break
         assert _worker(home, db_url, view["id"], "-", 0) == 0
         assert job(rt, view["id"])["state"] == "succeeded", job(rt, view["id"])
-    print(f"kills landed: {kills}")
-    assert kills >= 12, f"only {kills} kills landed"
+    print(f"kills landed: {kills} at {sorted(landed)}")
+    # every kind of point was hit by a deterministic kill; a random kill may come after the job ended
+    kinds = {"rewrap:wrapped", "cutover:flipped", "move:mid-batch", "move:mid-file", "reencrypt:rows"}
+    assert kinds <= landed, f"no kill landed at {sorted(kinds - landed)}"
+    assert kills >= 10, f"only {kills} kills landed"
     data_keys(rt).flush()
     for name, env_id in w["envs"].items():
         env = env_row(rt, name)

@@ -204,7 +204,7 @@ def test_keyshift_worker_process_killed_during_restore_then_another_resumes(
     kills = 0
     load.start()
     try:
-        for delay in (0.2, 0.6):
+        for delay in (0.05, 0.3):
             before = _progress(rt, view["id"])
             proc = subprocess.Popen(
                 [*_cli(home, db_url), "worker", "--lease-seconds", "0.5", "--idle-seconds", "0.05"],
@@ -218,6 +218,8 @@ def test_keyshift_worker_process_killed_during_restore_then_another_resumes(
             if _progress(rt, view["id"])[0] != "succeeded":
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
+            else:  # the job ended before the kill: this worker would idle on; stop it gently
+                proc.send_signal(signal.SIGTERM)
             proc.wait(30)
             time.sleep(0.7)  # its leases run out
         done = subprocess.run(

@@ -86,6 +86,18 @@ def _text_value(value: Any) -> str:
     return text
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a line is logged, not the stream it was at set-up
+    (an embedding application or a test harness may swap and close stderr afterwards)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
 def configure(fmt: str = "text", *, level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
     """Send every `keyshift.*` logger (and uvicorn's error log) to one handler in the chosen format.
 
@@ -93,7 +105,7 @@ def configure(fmt: str = "text", *, level: str = "INFO", stream: TextIO | None =
     """
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     for name in ("keyshift", "uvicorn.error"):
