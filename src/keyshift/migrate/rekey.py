@@ -150,9 +150,8 @@ def copy_events(
     refused here as on a read. An event already in the target is skipped. `fresh`: the copies go
     under a DEK none of the source events used (a forward move after its DEKs were retired).
     Returns how many were copied."""
-    from sqlalchemy.exc import IntegrityError as SqlIntegrityError
-
-    from keyshift.stores.audit import COLLECTION, STORE, backend
+    from keyshift.stores.audit import COLLECTION, STORE
+    from keyshift.stores.audit_bulk import append_if_absent
     from keyshift.stores.layout import choose
 
     if not events:
@@ -176,17 +175,10 @@ def copy_events(
         if not _sealed_at(plain, utc(at)):
             raise IntegrityError(f"audit event {eid} of environment {env.name!r} failed authentication")
     blobs = rekeyer.encrypt(env, list(zip(ads, plains, strict=True)))
-    target = backend(rt, choose(env, "audit").backend)
-    copied = 0
-    for i, ((eid, at, _old), blob) in enumerate(zip(events, blobs, strict=True)):
-        try:
-            target.append(env.id, eid, utc(at), blob[4:20].hex(), blob)
-            copied += 1
-        except SqlIntegrityError:
-            pass  # already copied (a rerun after a crash)
-        if point is not None and i == len(events) // 2:
-            point("move:mid-batch")
-    return copied
+    pairs = zip(events, blobs, strict=True)
+    rows = [(eid, utc(at), blob[4:20].hex(), blob) for (eid, at, _old), blob in pairs]
+    # one transaction for the batch, an event already there skipped (a rerun after a crash)
+    return append_if_absent(rt, choose(env, "audit").backend, env.id, rows, point=point)
 
 
 def _sealed_at(plain: bytes, at: datetime) -> bool:
