@@ -99,3 +99,17 @@ def test_tampered_object_is_an_integrity_error_naming_the_path(s3: tuple[Runtime
     with pytest.raises(IntegrityError) as err:
         fs.get("a.txt")
     assert "a.txt" in err.value.message
+
+
+def test_exists_asks_head_not_get(s3: tuple[Runtime, Any, str]) -> None:
+    from keyshift.stores.file_backends import backend
+
+    rt, _client, _bucket = s3
+    fs = FileStore(rt, make_env(rt))
+    fs.put("a/b.bin", b"abc")
+    b: Any = backend(rt, "file_storage")
+    calls: list[str] = []
+    b.client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name))
+    assert b.exists(fs.env_id, "a/b.bin")
+    assert not b.exists(fs.env_id, "a/c.bin") and not b.exists(fs.env_id, "a")
+    assert calls == ["HeadObject"] * 3

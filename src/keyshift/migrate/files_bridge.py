@@ -59,6 +59,11 @@ def drop_stash(session: Any, job_id: str) -> int:
 
 
 def _exists(b: FileBackend, env_id: str, path: str) -> bool:
+    """Whether `path` is in `b`: asked per file twice by a copy, so without reading it (opening a
+    SQL file read its first chunk, up to 1 MiB; opening an S3 object started a GET)."""
+    exists = getattr(b, "exists", None)
+    if exists is not None:
+        return bool(exists(env_id, path))
     src = b.open(env_id, path)
     if src is None:
         return False

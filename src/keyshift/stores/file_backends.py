@@ -233,6 +233,11 @@ class S3Files:
 
         return self._call(get)  # type: ignore[no-any-return]
 
+    def exists(self, env_id: str, path: str) -> bool:
+        """Whether the object exists (HEAD: its body is not fetched)."""
+        key = self._key(env_id, path)
+        return bool(self._call(lambda: self._exists(key)))
+
     def _exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -451,6 +456,12 @@ class SqlFiles:
         if row is None:
             return None
         return _ChunkReader(self.rt, row[0], int(row[1]), bytes(row[2]), int(row[3]))  # type: ignore[return-value]
+
+    def exists(self, env_id: str, path: str) -> bool:
+        """Whether the path row exists (no chunk is read)."""
+        with self.rt.transaction() as s:
+            row = s.execute(select(_F.c.file_id).where(_F.c.environment_id == env_id, _F.c.path == path))
+            return row.first() is not None
 
     def delete(self, env_id: str, path: str) -> bool:
         with self.rt.transaction() as s:

@@ -141,6 +141,10 @@ class DirectoryFiles:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
+    def exists(self, env_id: str, path: str) -> bool:
+        """Whether the path holds a file (a stat: nothing is opened or read)."""
+        return self.target_path(env_id, path).is_file()
+
     def delete(self, env_id: str, path: str) -> bool:
         target = self.target_path(env_id, path)
         try:
