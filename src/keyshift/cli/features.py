@@ -156,7 +156,11 @@ def restore_from(ctx: typer.Context, env: str, backup_id: str) -> None:
         if not backup_id:
             raise UsageError("--from needs a backup id", code="invalid_id")
         out = restore_backup(rt, env, backup_id)
-        emit(ctx, out, lambda v: stdout.print(f"restored backup {v['backup']} into {v['environment']}"))
+        emit(
+            ctx,
+            out,
+            lambda v: stdout.print(f"restored backup {v['backup']} into {v['environment']['name']}"),
+        )
 
 
 def register(app: typer.Typer) -> None:
