@@ -41,7 +41,7 @@ def test_every_request_is_in_the_audit_trail_with_its_principal(
     client.get("/api/v1/whoami")
     client.get("/api/v1/no-such-route", headers=bearer(operator_token))
     rows = [e for e in audit_trail.query(rt) if e["action"] == "api.request"]
-    assert [(e["principal"], e["target_id"], e["details"]["status"], e["outcome"]) for e in rows] == [
+    assert [(e["principal"], e["target"]["id"], e["details"]["status"], e["outcome"]) for e in rows] == [
         (f"token:{tid}:operator", "GET /api/v1/whoami", 200, "ok"),
         ("anonymous", "GET /api/v1/whoami", 401, "error"),
         ("anonymous", "GET /api/v1/no-such-route", 404, "error"),
@@ -66,4 +66,4 @@ def test_operator_requests_on_a_tenants_object_appear_in_that_tenants_trail(
     t = tenants.create_tenant(rt, "contoso")
     assert client.get(f"/api/v1/tenants/{t['id']}", headers=bearer(operator_token)).status_code == 200
     rows = [e for e in audit_trail.query(rt, tenant_id=t["id"]) if e["action"] == "api.request"]
-    assert [r["target_id"] for r in rows] == [f"GET /api/v1/tenants/{t['id']}"]
+    assert [r["target"]["id"] for r in rows] == [f"GET /api/v1/tenants/{t['id']}"]

@@ -69,7 +69,7 @@ def test_add_and_remove_environment_through_the_api(client: TestClient, rt: Runt
     assert page["encryption"]["mode"] == "cmk"
     assert page["encryption"]["managed_by"] == "customer_via_platform"
     assert page["encryption"]["managed_by_display"] == f"CustomerVia{rt.settings.platform_name}"
-    assert page["encryption"]["policy"] == "cmk-eu"
+    assert page["encryption"]["policy"]["name"] == "cmk-eu"
     listed = call("GET", "/environments?with_policies=true").json()
     assert [e["name"] for e in listed] == ["contoso-prod"]
     assert call("GET", "/environments/contoso-prod/records/t/r1", svc).json()["value"] == {"a": 1}

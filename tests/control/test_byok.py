@@ -188,7 +188,7 @@ def test_activation_states_one_active_per_region_and_24h(
 ) -> None:
     _two_keys(fab, tmp_path)
     v = byok.activate(fab, "fab", "k1")
-    assert v["state"] == "active" and v["activated_at"] == clock.now().isoformat()
+    assert v["state"] == "active" and v["activated_at"] == clock.now().isoformat().replace("+00:00", "Z")
     before = snapshot(fab)
     with pytest.raises(ConflictError) as info:
         byok.activate(fab, "fab", "k2")
@@ -202,7 +202,9 @@ def test_activation_states_one_active_per_region_and_24h(
     assert states == {"k1": "available", "k2": "active"}
     acts = [e.action for e in audit_rows(fab) if e.action.startswith("byok.key.") and e.outcome == "ok"]
     assert acts.count("byok.key.install") == 2 and acts.count("byok.key.activate") == 2
-    assert tenants.show_tenant(fab, "fab")["last_key_change_at"] == clock.now().isoformat()
+    assert tenants.show_tenant(fab, "fab")["last_key_change_at"] == clock.now().isoformat().replace(
+        "+00:00", "Z"
+    )
 
 
 def test_activation_in_another_region_is_independent(fab: Runtime, tmp_path: Path) -> None:
@@ -284,8 +286,8 @@ def test_apply_rewraps_under_the_active_key_and_revert_returns_to_platform(
     byok.activate(fab, "fab", "k1")
     v = byok.apply(fab, "fab-prod")
     enc = v["encryption"]
-    assert (enc["mode"], enc["managed_by"], enc["key"]["byok_key"]) == ("byok", "customer", "k1")
-    assert enc["key"]["vault"] == "byok-fab"
+    assert (enc["mode"], enc["managed_by"], enc["key"]["byok_key"]["name"]) == ("byok", "customer", "k1")
+    assert enc["key"]["vault"]["name"] == "byok-fab"
     wraps = _current_wraps(fab, "fab-prod")
     assert wraps and all(k.startswith("k1-") for _, k in wraps)
     assert _records(fab, "fab-prod") == [{"n": i} for i in range(5)]
@@ -349,7 +351,7 @@ def test_env_create_byok_uses_the_active_key_or_refuses_with_nothing_created(
     _two_keys(fab, tmp_path)
     byok.activate(fab, "fab", "k2")
     v = environments.create_environment(fab, "fab", "b1", byok=True)
-    assert v["encryption"]["mode"] == "byok" and v["encryption"]["key"]["byok_key"] == "k2"
+    assert v["encryption"]["mode"] == "byok" and v["encryption"]["key"]["byok_key"]["name"] == "k2"
     assert v["stores"] == {"records": "sql", "audit": "sql", "files": "sql"}
     from keyshift.stores.records import RecordStore
 

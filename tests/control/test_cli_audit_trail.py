@@ -31,7 +31,7 @@ def test_audit_trail_lists_changes_and_refusals_per_tenant(cli: Cli) -> None:
         ("environment.create", "ok"),
         ("tenant.create", "ok"),
     ]
-    assert all(r["tenant_id"] == t["id"] for r in rows)
+    assert all(r["tenant"] == {"id": t["id"], "name": t["name"]} for r in rows)
     assert all(r["principal"].startswith("operator:cli:") and r["at"] for r in rows)
     assert "environment_exists" in mine[1]["reason"]
     assert cli("audit-trail", "--tenant", t["id"]) == rows

@@ -32,7 +32,7 @@ def test_new_environment_is_bound_to_the_platform_key(ctl: Runtime) -> None:
     tenants.create_tenant(ctl, "contoso")
     v = environments.create_environment(ctl, "contoso", "contoso-prod", region="us", env_type="production")
     assert set(v) >= SHOW_FIELDS
-    assert (v["tenant"], v["region"], v["type"], v["managed"], v["state"]) == (
+    assert (v["tenant"]["name"], v["region"], v["type"], v["managed"], v["state"]) == (
         "contoso",
         "us",
         "production",
@@ -49,7 +49,7 @@ def test_new_environment_is_bound_to_the_platform_key(ctl: Runtime) -> None:
         "encrypted",
         None,
     )
-    assert enc["key"]["vault"] == ctl.settings.platform_vault
+    assert enc["key"]["vault"]["name"] == ctl.settings.platform_vault
     assert enc["key"]["name"] == ctl.settings.platform_key
     assert enc["key"]["identity"] == ctl.settings.platform_identity
 

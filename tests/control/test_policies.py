@@ -44,7 +44,7 @@ def _setup(
 def test_create_shows_identity_and_is_undetermined_until_checked(ctl: Runtime) -> None:
     p = _setup(ctl)
     assert p["identity"].startswith("pol-") and p["id"].startswith("pol_")
-    assert (p["health"], p["kind"], p["vault"], p["key"], p["region"]) == (
+    assert (p["health"], p["kind"], p["vault"]["name"], p["key"], p["region"]) == (
         "undetermined",
         "encryption",
         "cust",
@@ -153,7 +153,9 @@ def test_health_healthy_after_a_real_round_trip(ctl: Runtime) -> None:
     calls = vault.calls  # type: ignore[attr-defined]
     assert calls["wrap"] == calls_before["wrap"] + 1 and calls["unwrap"] == calls_before["unwrap"] + 1
     shown = policies.show_policy(ctl, "pol")
-    assert shown["health"] == "healthy" and shown["health_checked_at"] == ctl.clock.now().isoformat()
+    assert shown["health"] == "healthy" and shown["health_checked_at"] == ctl.clock.now().isoformat().replace(
+        "+00:00", "Z"
+    )
     assert audit_rows(ctl, "policy.health")[-1].details["health"] == "healthy"
 
 

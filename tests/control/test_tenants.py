@@ -54,7 +54,7 @@ def test_byok_flag_remove_records_ticket_and_keeps_sql_restriction(ctl: Runtime,
     assert v["sql_restriction"] is True  # lifted only when the last BYOK environment has left BYOK
     assert v["final_byok_migration_at"] is None
     assert v["byok_flag_ticket"] == "OPS-1234"
-    assert v["byok_flag_removed_at"] == ctl.clock.now().isoformat()
+    assert v["byok_flag_removed_at"] == ctl.clock.now().isoformat().replace("+00:00", "Z")
     ev = audit_rows(ctl, "tenant.byok_flag.remove")[-1]
     assert ev.outcome == "ok" and ev.details["ticket"] == "OPS-1234" and ev.tenant_id == v["id"]
 

@@ -40,7 +40,10 @@ def test_expiry_warning_on_the_right_day(
     out = cli("policy", "health", "pol1", code=4, printed=True)  # exit 4: not healthy
     (reason,) = _offline(out["reasons"])
     assert out["health"] == "warning"
-    assert f"version 1 of key {VAULT}/{KEY} expires at {expires.isoformat()} (in 30 days)" in reason
+    assert (
+        f"version 1 of key {VAULT}/{KEY} expires at {expires.isoformat().replace('+00:00', 'Z')} (in 30 days)"
+        in reason
+    )
     assert "prod" in reason and "11 rows" in reason and "2 events" in reason and "1 files" in reason
     human = cli("policy", "health", "pol1", as_json=False, code=4, printed=True)
     assert "warning" in human and "it will take offline" in human
@@ -96,7 +99,7 @@ def test_deleted_key_purge_date_is_watched(sqlite_rt: Runtime, clock: FixedClock
     rt = sqlite_rt
     linked_world(rt, rows=2, events=0, files=0)
     vaults.delete_key(rt, VAULT, KEY, force=True)  # soft delete: purged after the vault's 90 days
-    purge_at = (clock.now() + timedelta(days=90)).isoformat()
+    purge_at = (clock.now() + timedelta(days=90)).isoformat().replace("+00:00", "Z")
     (entry,) = lifecycle.lifecycle_numbers(rt)
     assert entry["scheduled_deletion"] == purge_at and entry["days_to_deletion"] == 90.0
     assert entry["warnings"] == 0

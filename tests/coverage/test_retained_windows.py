@@ -31,7 +31,7 @@ def test_retained_windows_are_covered_until_they_end(
 
     tenants.byok_flag_remove(rt, "fabrikam", ticket="SR-1")
     assert run(rt, start_link(rt, "fab-pol", "fab-prod")["id"]) == "succeeded"
-    until = (clock.now() + timedelta(days=rt.settings.byok_retention_days)).isoformat()
+    until = (clock.now() + timedelta(days=rt.settings.byok_retention_days)).isoformat().replace("+00:00", "Z")
     after = coverage.key_coverage(rt, bvault, bkey)["all_versions"]
     assert after["data_keys"]["retained"] == after["data_keys"]["total"] == before["data_keys"]["total"]
     assert after["retained_windows"] == [

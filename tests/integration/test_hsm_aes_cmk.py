@@ -49,7 +49,7 @@ def test_aes256_cmk_on_softhsm_links_rotates_revokes_and_reenables(rt: Runtime, 
     wraps = _current_wraps(rt, w.env)
     assert wraps and all(x == ("1", "AES-KWP", w.key) for x in wraps), wraps
     view = environments.show_environment(rt, "contoso-prod")
-    assert view["encryption"]["mode"] == "cmk" and view["encryption"]["key"]["vault"] == "cust"
+    assert view["encryption"]["mode"] == "cmk" and view["encryption"]["key"]["vault"]["name"] == "cust"
 
     # Rotates: a new key object on the token becomes current; `policy health` starts the rewrap.
     vaults.rotate_key(rt, "cust", w.key)

@@ -144,7 +144,7 @@ def test_resume_refuses_a_job_that_is_not_failed(rt: Runtime) -> None:
     from keyshift.control import audit_trail
 
     refused = [e for e in audit_trail.query(rt) if e["action"] == "job.resume"]
-    assert refused and refused[-1]["outcome"] == "error" and refused[-1]["target_id"] == job_id
+    assert refused and refused[-1]["outcome"] == "error" and refused[-1]["target"]["id"] == job_id
 
 
 def test_cancel_before_cutover_rolls_back_and_after_cutover_is_refused(rt: Runtime) -> None:

@@ -75,9 +75,9 @@ def test_byok_to_cmk_moves_audit_keeps_everything_and_finalizes(rt: Runtime, fab
     assert retained
     t = tenants.show_tenant(rt, "fabrikam")
     assert t["sql_restriction"] is False
-    assert t["final_byok_migration_at"] == now.isoformat()
+    assert t["final_byok_migration_at"] == now.isoformat().replace("+00:00", "Z")
     assert t["byok_vault"]["state"] == "scheduled_deletion"
-    assert t["byok_vault"]["delete_after"] == (now + timedelta(days=28)).isoformat()
+    assert t["byok_vault"]["delete_after"] == (now + timedelta(days=28)).isoformat().replace("+00:00", "Z")
     assert job(rt, job_id)["done"] == job(rt, job_id)["total"]
 
 

@@ -330,4 +330,4 @@ def test_record_times_read_back_as_the_clock_wrote_them(rt: Runtime, store: Reco
     ):
         assert rec.updated_at == when == orm
         assert rec.updated_at.utcoffset() == timedelta(0) and rec.updated_at.tzinfo is not None
-        assert rec.to_dict()["updated_at"] == when.astimezone(UTC).isoformat()
+        assert rec.to_dict()["updated_at"] == when.astimezone(UTC).isoformat().replace("+00:00", "Z")

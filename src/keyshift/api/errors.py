@@ -8,7 +8,7 @@ import logging
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -106,6 +106,10 @@ def _http(request: Request, exc: Exception) -> Response:
 
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    if isinstance(exc, ResponseValidationError):
+        # The response does not match its documented model: name the fields, never their values.
+        where = [(".".join(map(str, e.get("loc", ()))), e.get("type")) for e in exc.errors()]
+        log.error("response fields not matching the model: %s", where[:20])
     return _respond(request, None, 500, error_body("internal_error", "internal error"))
 
 

@@ -10,9 +10,18 @@ from keyshift.cli.common import emit, print_table, runtime
 from keyshift.control import audit_trail
 
 
+def _target(row: dict[str, Any]) -> str:
+    """`type:name (id)`, `type:id` without a name; never cut."""
+    target = row["target"]
+    if target is None:
+        return str(row["target_type"])
+    shown = f"{target['name']} ({target['id']})" if target["name"] else str(target["id"])
+    return f"{row['target_type']}:{shown}"
+
+
 def _human(rows: list[dict[str, Any]]) -> None:
     print_table(
-        [{**r, "target": f"{r['target_type']}:{r['target_id'] or ''}"} for r in rows],
+        [{**r, "target": _target(r)} for r in rows],
         ["at", "principal", "action", "target", "outcome", "reason"],
     )
 

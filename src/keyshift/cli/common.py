@@ -135,12 +135,29 @@ def emit(ctx: typer.Context, value: Any, human: Callable[[Any], None] | str | No
 _ID_RE = re.compile(r"\b[a-z]{2,6}_[0-9a-f]{12,}\b")
 
 
+def is_ref(value: Any) -> bool:
+    """A reference to another object: {"id", "name"} (docs/API.md)."""
+    return isinstance(value, dict) and set(value) == {"id", "name"}
+
+
+def ref_text(value: Any) -> str:
+    """A reference as people read it: its name, or its id when it has none; '-' for no reference."""
+    if not is_ref(value):
+        return "-" if value is None else str(value)
+    return str(value["name"] or value["id"])
+
+
 def cell(value: Any) -> str:
-    """A table cell: empty for None, ISO 8601 UTC with Z for times, text otherwise."""
+    """A table cell: empty for None, ISO 8601 UTC with Z for times, a reference's name, text
+    otherwise (a list joined with commas)."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return iso_z(value)
+    if is_ref(value):
+        return ref_text(value)
+    if isinstance(value, list):
+        return ", ".join(cell(v) for v in value)
     text = str(value)
     return normalize_times(text, time_key=True) if text.endswith("+00:00") else text
 
@@ -177,7 +194,7 @@ def describe(value: Any, indent: int = 0) -> list[str]:
             return [f"{pad}(none)"]
         lines: list[str] = []
         for k, v in value.items():
-            if isinstance(v, dict | list) and v and not _flat_list(v):
+            if isinstance(v, dict | list) and v and not _flat_list(v) and not is_ref(v):
                 lines.append(f"{pad}{k}:")
                 lines += describe(v, indent + 1)
             else:
@@ -196,10 +213,12 @@ def describe(value: Any, indent: int = 0) -> list[str]:
 
 
 def _flat_list(v: Any) -> bool:
-    return isinstance(v, list) and all(not isinstance(x, dict | list) for x in v)
+    return isinstance(v, list) and all(is_ref(x) or not isinstance(x, dict | list) for x in v)
 
 
 def _scalar(v: Any) -> str:
+    if is_ref(v):
+        return ref_text(v)
     if isinstance(v, list):
         return ", ".join(_scalar(x) for x in v) if v else "none"
     if isinstance(v, dict):

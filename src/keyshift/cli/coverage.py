@@ -148,7 +148,7 @@ def policy_rotation(
         emit(
             ctx,
             view,
-            f"policy {view['name']}: automatic rotation "
+            f"policy {view['policy']['name']}: automatic rotation "
             + (f"every {view['rotation_days']} days" if view["rotation_days"] else "off"),
         )
 

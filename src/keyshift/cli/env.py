@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime, stdout
+from keyshift.cli.common import emit, print_table, ref_text, runtime, stdout
 from keyshift.control import environments
 
 env_app = typer.Typer(help="Environments and their encryption.", no_args_is_help=True)
@@ -19,9 +19,11 @@ env_app.add_typer(feature_app, name="feature")
 def human_env(v: dict[str, Any]) -> None:
     enc = v["encryption"]
     key = enc["key"] or {}
-    keytext = f"{key.get('vault')}/{key.get('name')}" + (f"@{key['version']}" if key.get("version") else "")
+    keytext = f"{ref_text(key.get('vault'))}/{key.get('name')}" + (
+        f"@{key['version']}" if key.get("version") else ""
+    )
     lines = [
-        f"[bold]{v['name']}[/] ({v['id']}) — tenant {v['tenant']}, {v['region']}, {v['type']}",
+        f"[bold]{v['name']}[/] ({v['id']}) — tenant {ref_text(v['tenant'])}, {v['region']}, {v['type']}",
         f"  state:            {v['state']}" + (f" ({v['state_reason']})" if v.get("state_reason") else ""),
         f"  managed:          {v['managed']}",
         f"  sql_restriction:  {v['sql_restriction']}",
@@ -31,9 +33,10 @@ def human_env(v: dict[str, Any]) -> None:
         f"    mode:           {enc['mode']}",
         f"    managed by:     {enc['managed_by_display']}",
         f"    status:         {enc['status']}",
-        f"    policy:         {enc['policy'] or '-'}"
+        f"    policy:         {ref_text(enc['policy'])}"
         + (f" ({enc['policy_health']})" if enc.get("policy_health") else ""),
-        f"    key:            {keytext}" + (f" (BYOK key {key['byok_key']})" if key.get("byok_key") else ""),
+        f"    key:            {keytext}"
+        + (f" (BYOK key {ref_text(key['byok_key'])})" if key.get("byok_key") else ""),
     ]
     stdout.print("\n".join(lines), highlight=False)
 
@@ -137,7 +140,8 @@ def delete(
                 extra.append("the tenant finalized its move off BYOK")
             tail = f" ({'; '.join(extra)})" if extra else ""
             stdout.print(
-                f"deleted environment [bold]{v['name']}[/] ({v['environment']}){tail}", highlight=False
+                f"deleted environment [bold]{v['environment']['name']}[/] ({v['environment']['id']}){tail}",
+                highlight=False,
             )
 
         emit(ctx, result, human)

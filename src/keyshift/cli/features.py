@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import cell, emit, print_table, runtime, stdout
+from keyshift.cli.common import cell, emit, print_table, ref_text, runtime, stdout
 from keyshift.errors import UsageError
 
 lake_app = typer.Typer(help="Data lake: encrypted Parquet exports of tables.", no_args_is_help=True)
@@ -145,7 +145,11 @@ def copy_cmd(ctx: typer.Context, src: str, dst: str) -> None:
 
     with runtime(ctx) as rt:
         out = copy_environment(rt, src, dst)
-        emit(ctx, out, f"copied {out['source']} into {out['environment']} ({out['restored']})")
+        emit(
+            ctx,
+            out,
+            f"copied {ref_text(out['source'])} into {ref_text(out['environment'])} ({out['restored']})",
+        )
 
 
 def restore_from(ctx: typer.Context, env: str, backup_id: str) -> None:
@@ -156,7 +160,11 @@ def restore_from(ctx: typer.Context, env: str, backup_id: str) -> None:
         if not backup_id:
             raise UsageError("--from needs a backup id", code="invalid_id")
         out = restore_backup(rt, env, backup_id)
-        emit(ctx, out, lambda v: stdout.print(f"restored backup {v['backup']} into {v['environment']}"))
+        emit(
+            ctx,
+            out,
+            lambda v: stdout.print(f"restored backup {v['backup']} into {v['environment']['name']}"),
+        )
 
 
 def register(app: typer.Typer) -> None:

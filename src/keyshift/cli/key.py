@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime, stdout
+from keyshift.cli.common import emit, print_table, ref_text, runtime, stdout
 from keyshift.clock import parse_time
 from keyshift.control import vaults
 
@@ -27,7 +27,7 @@ ForceOpt = Annotated[
 
 def _human_key(k: dict[str, Any]) -> None:
     lines = [
-        f"[bold]{k['vault']}/{k['name']}[/]: {k['type']}-{k['size']}, {k['state']}, "
+        f"[bold]{ref_text(k['vault'])}/{k['name']}[/]: {k['type']}-{k['size']}, {k['state']}, "
         f"current version {k['current_version']}"
     ]
     if k.get("purge_after"):

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyshift.cli.common import emit, print_table, runtime, stdout
+from keyshift.cli.common import emit, print_table, ref_text, runtime, stdout
 from keyshift.control import policies
 from keyshift.migrate import maintenance
 
@@ -18,21 +18,19 @@ policy_app = typer.Typer(help="Enterprise policies (customer-managed keys).", no
 def _human_policy(v: dict[str, Any]) -> None:
     key = v["key"] + (f"@{v['key_version']}" if v.get("key_version") else "")
     lines = [
-        f"[bold]{v['name']}[/] ({v['id']}) — tenant {v['tenant']}, {v['region']}, {v['state']}",
-        f"  key:       {v['vault']}/{key}",
+        f"[bold]{v['name']}[/] ({v['id']}) — tenant {ref_text(v['tenant'])}, {v['region']}, {v['state']}",
+        f"  key:       {ref_text(v['vault'])}/{key}",
         f"  identity:  {v['identity']}  (grant it get, wrapKey, unwrapKey on the key)",
         f"  health:    {v['health']}"
         + (f" (checked {v['health_checked_at']})" if v["health_checked_at"] else ""),
     ]
     lines += [f"    - {r}" for r in v["health_reasons"]]
-    envs = v.get("environments")
-    if isinstance(envs, list):
-        lines.append("  environments: " + (", ".join(e["name"] for e in envs) or "-"))
+    lines.append("  environments: " + (", ".join(e["name"] for e in v["environments"]) or "-"))
     stdout.print("\n".join(lines), highlight=False)
 
 
 def _human_health(v: dict[str, Any]) -> None:
-    lines = [f"policy {v.get('name') or v['policy']}: [bold]{v['health']}[/] (checked {v['checked_at']})"]
+    lines = [f"policy {ref_text(v['policy'])}: [bold]{v['health']}[/] (checked {v['checked_at']})"]
     lines += [f"  - {r}" for r in v["reasons"]]
     ev = v.get("evidence")
     if ev:
@@ -75,7 +73,10 @@ def list_(
         emit(
             ctx,
             rows,
-            lambda r: print_table(r, ["name", "tenant", "region", "vault", "key", "health", "environments"]),
+            lambda r: print_table(
+                [{**p, "environments": len(p["environments"])} for p in r],
+                ["name", "tenant", "region", "vault", "key", "health", "environments"],
+            ),
         )
 
 

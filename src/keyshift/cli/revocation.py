@@ -29,7 +29,7 @@ def re_enable(ctx: typer.Context, env: str) -> None:
         ctx,
         out,
         lambda v: stdout.print(
-            f"environment [bold]{v['name']}[/] enabled "
+            f"environment [bold]{v['environment']['name']}[/] enabled "
             f"(key {v['key']} verified, {v['deks_checked']} data keys)",
             highlight=False,
         ),
@@ -38,7 +38,8 @@ def re_enable(ctx: typer.Context, env: str) -> None:
 
 def _human_deletion(v: dict[str, Any]) -> None:
     when = v["delete_after"] or "not scheduled"
-    stdout.print(f"environment [bold]{v['name']}[/] ({v['state']}): deletion {when}", highlight=False)
+    env = v["environment"]
+    stdout.print(f"environment [bold]{env['name']}[/] ({v['state']}): deletion {when}", highlight=False)
 
 
 @deletion_app.command("show")

@@ -39,7 +39,7 @@ def list_(ctx: typer.Context) -> None:
     """List tokens (never their secrets)."""
     with runtime(ctx) as rt:
         rows = tokens.list_tokens(rt)
-    emit(ctx, rows, lambda r: print_table(r, ["id", "role", "tenant_id", "env_ids", "state", "created_at"]))
+    emit(ctx, rows, lambda r: print_table(r, ["id", "role", "tenant", "environments", "state", "created_at"]))
 
 
 @token_app.command("revoke")

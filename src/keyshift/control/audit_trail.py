@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from keyshift.db.models import AdminAuditEvent
+from keyshift.control import refs
+from keyshift.db.models import AdminAuditEvent, ByokKey, Environment, Policy, Tenant, VaultRecord
 from keyshift.observability import events
 from keyshift.observability.context import current_request_id
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 
 
 def record(
@@ -77,18 +81,58 @@ def query(
         if since is not None:
             stmt = stmt.where(AdminAuditEvent.at >= since)
         rows = session.scalars(stmt.limit(limit)).all()
-        return [to_view(r) for r in rows]
+        return views(session, rows)
 
 
-def to_view(e: AdminAuditEvent) -> dict[str, Any]:
+# Target types whose rows have a name; a vault's target may have been recorded by name.
+_NAMED = {"tenant": Tenant, "environment": Environment, "policy": Policy, "byok_key": ByokKey}
+
+
+def views(session: Session, rows: Sequence[AdminAuditEvent]) -> list[dict[str, Any]]:
+    """Events with their `tenant` and `target` as {"id", "name"} references (names looked up in
+    one query per kind; `name` is null for targets without one, such as jobs and tokens)."""
+    ids: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.tenant_id:
+            ids["tenant"].add(r.tenant_id)
+        if r.target_id and (r.target_type in _NAMED or r.target_type == "vault"):
+            ids[r.target_type].add(r.target_id)
+    known = {kind: refs.names(session, model, ids[kind]) for kind, model in _NAMED.items()}
+    vaults: dict[str, tuple[str, str]] = {}
+    if ids["vault"]:
+        found = session.execute(
+            select(VaultRecord.id, VaultRecord.name).where(
+                or_(VaultRecord.id.in_(ids["vault"]), VaultRecord.name.in_(ids["vault"]))
+            )
+        ).all()
+        for vid, vname in found:
+            vaults[vid] = vaults[vname] = (vid, vname)
+    out = []
+    for r in rows:
+        target: dict[str, Any] | None = None
+        if r.target_id is not None:
+            if r.target_type == "vault" and r.target_id in vaults:
+                vid, vname = vaults[r.target_id]
+                target = {"id": vid, "name": vname}
+            else:
+                name = known.get(r.target_type, {}).get(r.target_id)
+                target = {"id": r.target_id, "name": refs.display_name(name)}
+        tenant = refs.ref(r.tenant_id, known["tenant"].get(r.tenant_id or ""))
+        out.append(to_view(r, tenant=tenant, target=target))
+    return out
+
+
+def to_view(
+    e: AdminAuditEvent, *, tenant: dict[str, Any] | None, target: dict[str, Any] | None
+) -> dict[str, Any]:
     return {
         "id": e.id,
-        "at": e.at.isoformat(),
+        "at": iso_z(e.at),
         "principal": e.principal,
         "action": e.action,
         "target_type": e.target_type,
-        "target_id": e.target_id,
-        "tenant_id": e.tenant_id,
+        "target": target,
+        "tenant": tenant,
         "outcome": e.outcome,
         "reason": e.reason,
         "details": e.details,

@@ -106,7 +106,7 @@ def revert(rt: Runtime, env_ref: str, *, confirm: str | None = None) -> dict[str
     view = show_environment(rt, env_id)
     with rt.transaction() as s:
         # The last BYOK environment of a BYOK-off tenant may just have left: finalize the tenant.
-        settled = settle_tenant(rt, s, view["tenant_id"], why="reverted")
+        settled = settle_tenant(rt, s, view["tenant"]["id"], why="reverted")
     view["tenant_finalized"] = "settle_hook" in settled
     if view["tenant_finalized"]:
         view = {**show_environment(rt, env_id), "tenant_finalized": True}

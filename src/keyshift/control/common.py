@@ -29,6 +29,7 @@ from keyshift.control import audit_trail
 from keyshift.db.models import ByokKey, Environment, Policy, Tenant, VaultRecord
 from keyshift.errors import AlreadyExistsError, ConflictError, KeyshiftError, NotFoundError, UsageError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ID_SHAPE = re.compile(r"^[a-z]{2,5}_[0-9a-f]{20}$")
@@ -60,7 +61,8 @@ def validate_region(rt: Runtime, region: str | None) -> str:
 
 
 def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    """A timestamp as every view gives it: ISO 8601 UTC with `Z` (keyshift.timefmt)."""
+    return iso_z(value) if value is not None else None
 
 
 # -- lookups (names or ids) -----------------------------------------------------------------------

@@ -46,6 +46,7 @@ from keyshift.db.models import (
 )
 from keyshift.errors import ConflictError, KeyshiftError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 
 log = logging.getLogger("keyshift.deletion")
 
@@ -105,11 +106,10 @@ def show_deletion(rt: Runtime, env_ref: str) -> dict[str, Any]:
 
 def _view(env: Environment) -> dict[str, Any]:
     return {
-        "environment": env.id,
-        "name": env.name,
+        "environment": {"id": env.id, "name": env.name},
         "state": env.state,
         "state_reason": env.state_reason,
-        "delete_after": utc(env.delete_after).isoformat() if env.delete_after else None,
+        "delete_after": iso_z(env.delete_after) if env.delete_after else None,
     }
 
 
@@ -259,10 +259,9 @@ def delete_now(rt: Runtime, env_ref: str, *, confirm: str | None) -> dict[str, A
         raise refuse(rt, action, err, **fields) from None
     _after_delete(rt, env_id, stores)
     return {
-        "environment": env_id,
-        "name": name,
+        "environment": {"id": env_id, "name": name},
         "state": "deleted",
-        "deleted_at": now.isoformat(),
+        "deleted_at": iso_z(now),
         "previous": prior,
         "tenant_lock_ended": bool(settled.get("lock_ended")),
         "tenant_finalized": "settle_hook" in settled,

@@ -32,6 +32,7 @@ from keyshift.control.common import (
     validate_name,
     validate_region,
 )
+from keyshift.control.refs import ref, row_ref
 from keyshift.control.revocation import state_evidence
 from keyshift.db.models import ByokKey, Environment, Policy, Tenant, VaultRecord
 from keyshift.db.types import new_id
@@ -141,21 +142,7 @@ def list_environments(
             stmt = stmt.where(Environment.policy_id.is_not(None))
         out = []
         for env in s.scalars(stmt):
-            t = s.get(Tenant, env.tenant_id)
-            out.append(
-                {
-                    "id": env.id,
-                    "name": env.name,
-                    "tenant": t.name if t else env.tenant_id,
-                    "tenant_id": env.tenant_id,
-                    "region": env.region,
-                    "type": env.type,
-                    "managed": env.managed,
-                    "state": env.state,
-                    # The same shape as in `env show` (one shape per object, docs/API.md).
-                    "encryption": encryption_view(rt, s, env),
-                }
-            )
+            out.append(environment_summary(rt, s, env))
         return out
 
 
@@ -272,16 +259,30 @@ def encryption_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]
         "managed_by": env.enc_managed_by,
         "managed_by_display": render_managed_by(rt, env.enc_managed_by),
         "status": env.enc_status,
-        "policy": policy.name if policy else None,
-        "policy_id": env.policy_id,
+        "policy": row_ref(policy) or ref(env.policy_id, None),
         "policy_health": policy.health if policy else None,
         "key": {
-            "vault": vault.name if vault else env.kek_vault_id,
+            "vault": row_ref(vault) if vault else ref(env.kek_vault_id, None),
             "name": env.kek_key_name,
             "version": env.kek_key_version,
             "identity": env.kek_identity,
-            "byok_key": byok_key.name if byok_key else None,
+            "byok_key": row_ref(byok_key),
         },
+    }
+
+
+def environment_summary(rt: Runtime, s: Session, env: Environment) -> dict[str, Any]:
+    """An environment as `env list` gives it: a subset of `environment_view`, same shapes."""
+    return {
+        "id": env.id,
+        "name": env.name,
+        "tenant": row_ref(s.get(Tenant, env.tenant_id)),
+        "region": env.region,
+        "type": env.type,
+        "managed": env.managed,
+        "state": env.state,
+        "encryption": encryption_view(rt, s, env),
+        "created_at": iso(env.created_at),
     }
 
 
@@ -290,23 +291,14 @@ def environment_view(rt: Runtime, s: Session, env: Environment) -> dict[str, Any
     tenant = s.get(Tenant, env.tenant_id)
     assert tenant is not None
     return {
-        "id": env.id,
-        "name": env.name,
-        "tenant": tenant.name,
-        "tenant_id": tenant.id,
-        "region": env.region,
-        "type": env.type,
-        "managed": env.managed,
-        "state": env.state,
+        **environment_summary(rt, s, env),
         "state_reason": env.state_reason,
         "state_evidence": state_evidence(s, env),  # why it is disabled: vault, check, answer
         "sql_restriction": env_sql_restricted(tenant, env),
         "features": list(env.features or []),
         "stores": dict(env.stores or {}),
-        "encryption": encryption_view(rt, s, env),
         "linked_at": iso(env.linked_at),
         "migrated_from_byok_at": iso(env.migrated_from_byok_at),
         "restore_until": iso(env.restore_until),
         "delete_after": iso(env.delete_after),
-        "created_at": iso(env.created_at),
     }

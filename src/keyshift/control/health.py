@@ -431,4 +431,5 @@ def policy_health(rt: Runtime, policy_ref: str) -> dict[str, Any]:
     with rt.transaction() as s:
         policy = s.get(Policy, report.policy_id)
         name = policy.name if policy is not None else None
-    return {**report.to_dict(), "name": name}
+    # The policy as a {"id", "name"} reference, like every other view (docs/API.md).
+    return {**report.to_dict(), "policy": {"id": report.policy_id, "name": name}}

@@ -17,7 +17,7 @@ from typing import Any
 
 from keyshift.clock import parse_time
 from keyshift.control import audit_trail
-from keyshift.control.vaults import key_manager, key_view
+from keyshift.control.vaults import key_manager, key_view_of
 from keyshift.errors import ConflictError, KeyshiftError, UsageError
 from keyshift.runtime import Runtime
 
@@ -53,4 +53,4 @@ def update_key_expiry(
     except KeyshiftError as exc:
         audit_trail.record_failure(rt, action, exc, target_type="key", target_id=target)
         raise
-    return key_view(update(name, when, version=version))  # the adapter audits success and refusal
+    return key_view_of(rt, update(name, when, version=version))  # the adapter audits success and refusal

@@ -259,7 +259,11 @@ def set_rotation(rt: Runtime, policy_ref: str, days: int | None) -> dict[str, An
                 tenant_id=p.tenant_id,
                 details={"rotation_days": days, "before": before},
             )
-            return {"policy": p.id, "name": p.name, "rotation_days": days, "pinned_version": p.key_version}
+            return {
+                "policy": {"id": p.id, "name": p.name},
+                "rotation_days": days,
+                "pinned_version": p.key_version,
+            }
     except KeyshiftError as exc:
         audit_trail.record_failure(
             rt, "policy.rotation.set", exc, target_type="policy", target_id=str(policy_ref)[:200]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyshift.control.common import (
@@ -24,6 +24,7 @@ from keyshift.control.common import (
     validate_name,
     validate_region,
 )
+from keyshift.control.refs import ref, row_ref
 from keyshift.db.models import Environment, Policy, Tenant, VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import AlreadyExistsError, ConflictError, UsageError
@@ -165,16 +166,18 @@ def _refuse_if_linked(s: Session, policy: Policy, verb: str) -> None:
 
 
 def policy_view(s: Session, p: Policy, *, brief: bool = False) -> dict[str, Any]:
-    tenant = s.get(Tenant, p.tenant_id)
-    vault = s.get(VaultRecord, p.vault_id)
+    """A policy; `brief` (for lists) leaves out the fields only `policy show` gives, and every field
+    both give has the same shape (docs/API.md)."""
+    envs = s.scalars(
+        select(Environment).where(Environment.policy_id == p.id).order_by(Environment.name)
+    ).all()
     view: dict[str, Any] = {
         "id": p.id,
         "name": p.name,
-        "tenant": tenant.name if tenant else p.tenant_id,
-        "tenant_id": p.tenant_id,
+        "tenant": row_ref(s.get(Tenant, p.tenant_id)) or ref(p.tenant_id, None),
         "region": p.region,
         "kind": p.kind,
-        "vault": vault.name if vault else p.vault_id,
+        "vault": row_ref(s.get(VaultRecord, p.vault_id)) or ref(p.vault_id, None),
         "key": p.key_name,
         "key_version": p.key_version,
         "identity": p.identity,
@@ -182,19 +185,15 @@ def policy_view(s: Session, p: Policy, *, brief: bool = False) -> dict[str, Any]
         "health": p.health,
         "health_reasons": list(p.health_reasons or []),
         "health_checked_at": iso(p.health_checked_at),
+        "environments": [
+            {"id": e.id, "name": e.name, "state": e.state, "status": e.enc_status} for e in envs
+        ],
+        "created_at": iso(p.created_at),
     }
     if brief:
-        view["environments"] = int(
-            s.scalar(select(func.count(Environment.id)).where(Environment.policy_id == p.id)) or 0
-        )
         return view
-    envs = s.scalars(
-        select(Environment).where(Environment.policy_id == p.id).order_by(Environment.name)
-    ).all()
     view.update(
         observed_key_version=p.observed_key_version,
         unhealthy_since=iso(p.unhealthy_since),
-        created_at=iso(p.created_at),
-        environments=[{"id": e.id, "name": e.name, "state": e.state, "status": e.enc_status} for e in envs],
     )
     return view

@@ -270,7 +270,7 @@ def reenable_environment(rt: Runtime, env_ref: str) -> dict[str, Any]:
     from keyshift.stores.envstate import env_states
 
     env_states(rt).invalidate(env_id)
-    return {"environment": env_id, "name": name, "state": "enabled", **proof}
+    return {"environment": {"id": env_id, "name": name}, "state": "enabled", **proof}
 
 
 def _enable(rt: Runtime, s: Any, env: Environment, action: str, proof: dict[str, Any]) -> str:

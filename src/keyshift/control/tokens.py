@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from keyshift.control import audit_trail
+from keyshift.control import audit_trail, refs
 from keyshift.db.models import ApiToken, Environment, Tenant
 from keyshift.db.types import new_id
 from keyshift.errors import AuthenticationError, ConflictError, NotFoundError, UsageError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 
 ROLES = ("operator", "tenant_admin", "service", "reader")
 _ID_RE = re.compile(r"^tok_[0-9a-f]{20}$")
@@ -123,7 +124,7 @@ def create_token(
                 tenant_id=tenant_id,
                 details={"role": role, "env_ids": token.env_ids},
             )
-            view = to_view(token)
+            view = to_view(token, session)
     except (UsageError, NotFoundError, ConflictError) as err:
         audit_trail.record_failure(
             rt, "token.create", err, target_type="token", details={"role": str(role)[:20]}
@@ -138,7 +139,7 @@ def list_tokens(rt: Runtime, *, include_revoked: bool = True) -> list[dict[str, 
         stmt = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
         if not include_revoked:
             stmt = stmt.where(ApiToken.revoked_at.is_(None))
-        return [to_view(t) for t in session.scalars(stmt)]
+        return [to_view(t, session) for t in session.scalars(stmt)]
 
 
 def revoke_token(rt: Runtime, token_id: str) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def revoke_token(rt: Runtime, token_id: str) -> dict[str, Any]:
                 target_id=token.id,
                 tenant_id=token.tenant_id,
             )
-            return to_view(token)
+            return to_view(token, session)
     except NotFoundError as err:
         audit_trail.record_failure(rt, "token.revoke", err, target_type="token", target_id=token_id[:60])
         raise
@@ -188,15 +189,18 @@ def authenticate(rt: Runtime, presented: str | None) -> Principal:
     )
 
 
-def to_view(t: ApiToken) -> dict[str, Any]:
+def to_view(t: ApiToken, session: Session) -> dict[str, Any]:
+    """A token (never its secret); `tenant` and `environments` are {"id", "name"} references."""
+    env_ids = list(t.env_ids or [])
+    env_names = refs.names(session, Environment, env_ids)
     return {
         "id": t.id,
         "role": t.role,
-        "tenant_id": t.tenant_id,
-        "env_ids": list(t.env_ids or []),
+        "tenant": refs.tenant_ref(session, t.tenant_id),
+        "environments": [{"id": e, "name": env_names.get(e)} for e in env_ids],
         "label": t.label,
-        "created_at": t.created_at.isoformat(),
+        "created_at": iso_z(t.created_at),
         "created_by": t.created_by,
-        "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+        "revoked_at": iso_z(t.revoked_at) if t.revoked_at else None,
         "state": "revoked" if t.revoked_at else "active",
     }

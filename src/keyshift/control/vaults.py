@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
 from keyshift.control import audit_trail
+from keyshift.control.common import iso
 from keyshift.db.models import Tenant, VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import AlreadyExistsError, ConflictError, KeyshiftError, UsageError
@@ -121,8 +122,8 @@ def vault_view(rec: VaultRecord, tenant_name: str | None = None) -> dict[str, An
         "soft_delete_days": rec.soft_delete_days,
         "purge_protection": rec.purge_protection,
         "state": rec.state,
-        "delete_after": rec.delete_after,
-        "created_at": rec.created_at,
+        "delete_after": iso(rec.delete_after),
+        "created_at": iso(rec.created_at),
     }
 
 
@@ -168,7 +169,7 @@ def show_vault(rt: Runtime, vault: str) -> dict[str, Any]:
     keys: list[dict[str, Any]] = []
     if adapter is not None and isinstance(adapter, KeyManager) and view["reachable"]:
         try:
-            keys = [key_view(k) for k in adapter.list_keys()]
+            keys = [key_view(k, vault={"id": rec.id, "name": rec.name}) for k in adapter.list_keys()]
         except KeyshiftError as exc:
             view["detail"] = f"{exc.code}: {exc.message}"
     view["keys"] = keys
@@ -176,9 +177,28 @@ def show_vault(rt: Runtime, vault: str) -> dict[str, Any]:
 
 
 # -- keys ----------------------------------------------------------------------------------------
-def key_view(info: KeyInfo, grants: dict[str, frozenset[Permission]] | None = None) -> dict[str, Any]:
+def vault_ref(rt: Runtime, vault: str) -> dict[str, Any]:
+    """The `{"id", "name"}` reference of a registered vault given by name or id."""
+    rec = find_vault_record(rt, vault)
+    return {"id": rec.id, "name": rec.name}
+
+
+def key_view_of(
+    rt: Runtime, info: KeyInfo, grants: dict[str, frozenset[Permission]] | None = None
+) -> dict[str, Any]:
+    """key_view with the key's vault looked up for its reference."""
+    return key_view(info, grants, vault=vault_ref(rt, info.ref.vault))
+
+
+def key_view(
+    info: KeyInfo,
+    grants: dict[str, frozenset[Permission]] | None = None,
+    *,
+    vault: dict[str, Any],
+) -> dict[str, Any]:
+    """A key as every interface shows it; `vault` is the vault's {"id", "name"} reference."""
     view: dict[str, Any] = {
-        "vault": info.ref.vault,
+        "vault": vault,
         "name": info.ref.name,
         "type": info.key_type.value,
         "size": info.size,
@@ -186,14 +206,14 @@ def key_view(info: KeyInfo, grants: dict[str, frozenset[Permission]] | None = No
         "state": "deleted" if info.deleted else ("enabled" if info.enabled else "disabled"),
         "current_version": info.current_version,
         "deleted": info.deleted,
-        "purge_after": info.purge_after,
+        "purge_after": iso(info.purge_after),
         "versions": [
             {
                 "version": v.version,
                 "enabled": v.enabled,
-                "not_before": v.not_before,
-                "expires": v.expires,
-                "created_at": v.created_at,
+                "not_before": iso(v.not_before),
+                "expires": iso(v.expires),
+                "created_at": iso(v.created_at),
             }
             for v in info.versions
         ],
@@ -264,11 +284,11 @@ def create_key(
         "key.create",
         lambda km: km.create_key(name, kt, size, not_before=not_before, expires=expires),
     )
-    return key_view(info)
+    return key_view_of(rt, info)
 
 
 def rotate_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
-    return key_view(_admin(rt, vault, name, "key.rotate", lambda km: km.rotate_key(name)))
+    return key_view_of(rt, _admin(rt, vault, name, "key.rotate", lambda km: km.rotate_key(name)))
 
 
 def _gated(
@@ -297,21 +317,21 @@ def set_key_enabled(
     action = "key.enable" if enabled else "key.disable"
     run: Callable[[KeyManager], KeyInfo] = lambda km: km.set_enabled(name, enabled, version=version)  # noqa: E731
     if enabled:
-        return key_view(_admin(rt, vault, name, action, run))
-    return key_view(_gated(rt, action, vault, name, force, run, version=version))
+        return key_view_of(rt, _admin(rt, vault, name, action, run))
+    return key_view_of(rt, _gated(rt, action, vault, name, force, run, version=version))
 
 
 def delete_key(rt: Runtime, vault: str, name: str, *, force: bool = False) -> dict[str, Any]:
-    return key_view(_gated(rt, "key.delete", vault, name, force, lambda km: km.delete_key(name)))
+    return key_view_of(rt, _gated(rt, "key.delete", vault, name, force, lambda km: km.delete_key(name)))
 
 
 def recover_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
-    return key_view(_admin(rt, vault, name, "key.recover", lambda km: km.recover_key(name)))
+    return key_view_of(rt, _admin(rt, vault, name, "key.recover", lambda km: km.recover_key(name)))
 
 
 def purge_key(rt: Runtime, vault: str, name: str, *, force: bool = False) -> dict[str, Any]:
     _gated(rt, "key.purge", vault, name, force, lambda km: km.purge_key(name))
-    return {"vault": vault, "name": name, "purged": True}
+    return {"vault": vault_ref(rt, vault), "name": name, "purged": True}
 
 
 def grant_key(
@@ -323,7 +343,12 @@ def grant_key(
         audit_trail.record_failure(rt, "key.grant", exc, target_type="key", target_id=f"{vault}/{name}"[:200])
         raise
     _admin(rt, vault, name, "key.grant", lambda km: km.grant(name, identity, perms))
-    return {"vault": vault, "name": name, "identity": identity, "permissions": sorted(p.value for p in perms)}
+    return {
+        "vault": vault_ref(rt, vault),
+        "name": name,
+        "identity": identity,
+        "permissions": sorted(p.value for p in perms),
+    }
 
 
 def revoke_key_grant(
@@ -331,12 +356,13 @@ def revoke_key_grant(
 ) -> dict[str, Any]:
     revoke: Callable[[KeyManager], None] = lambda km: km.revoke_grant(name, identity)  # noqa: E731
     _gated(rt, "key.revoke_grant", vault, name, force, revoke, identity=identity)
-    return {"vault": vault, "name": name, "identity": identity, "revoked": True}
+    return {"vault": vault_ref(rt, vault), "name": name, "identity": identity, "revoked": True}
 
 
 def list_keys(rt: Runtime, vault: str) -> list[dict[str, Any]]:
-    _, km = key_manager(rt, vault)
-    return [key_view(k) for k in km.list_keys()]
+    vname, km = key_manager(rt, vault)
+    vref = vault_ref(rt, vname)
+    return [key_view(k, vault=vref) for k in km.list_keys()]
 
 
 def show_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
@@ -345,7 +371,7 @@ def show_key(rt: Runtime, vault: str, name: str) -> dict[str, Any]:
     info = adapter.describe(KeyRef(vname, name))
     lister = getattr(km, "list_grants", None)
     grants = lister(name) if callable(lister) else None
-    return key_view(info, grants)
+    return key_view(info, grants, vault=vault_ref(rt, vname))
 
 
 def erase_local_vault(rt: Runtime, vault: str, *, reason: str | None = None) -> dict[str, Any]:

@@ -19,8 +19,10 @@ from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from keyshift.control import audit_trail
+from keyshift.control.refs import environment_ref
 from keyshift.crypto.dek import Keyring
 from keyshift.crypto.records import AssociatedData, RecordCipher
 from keyshift.crypto.stream import iter_encrypt
@@ -35,6 +37,7 @@ from keyshift.stores.audit import MAX_LIMIT, AuditLog
 from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.files import FileStore
 from keyshift.stores.keys import data_keys
+from keyshift.timefmt import iso_z
 
 STORE = "backup"
 MAX_RETENTION_DAYS = 36_500
@@ -49,18 +52,19 @@ def object_path(backup_id: str) -> str:
     return f"{backup_id}.ksb"
 
 
-def view(b: Backup) -> dict[str, Any]:
+def view(b: Backup, s: Session) -> dict[str, Any]:
+    """A backup; `environment` is the {"id", "name"} reference (docs/API.md)."""
     return {
         "id": b.id,
-        "environment": b.environment_id,
+        "environment": environment_ref(s, b.environment_id),
         "state": b.state,
-        "created_at": b.created_at.isoformat(),
-        "expires_at": b.expires_at.isoformat(),
+        "created_at": iso_z(b.created_at),
+        "expires_at": iso_z(b.expires_at),
         "size": b.size,
         "counts": dict(b.counts or {}),
         "note": b.note,
         "created_by": b.created_by,
-        "purged_at": b.purged_at.isoformat() if b.purged_at else None,
+        "purged_at": iso_z(b.purged_at) if b.purged_at else None,
     }
 
 
@@ -248,7 +252,7 @@ def take_backup(rt: Runtime, env: EnvView, days: int, note: str | None) -> dict[
             },
         )
         s.flush()
-        return view(b)
+        return view(b, s)
 
 
 def list_backups(rt: Runtime, env_ref: str, *, include_purged: bool = False) -> list[dict[str, Any]]:
@@ -257,7 +261,7 @@ def list_backups(rt: Runtime, env_ref: str, *, include_purged: bool = False) -> 
         stmt = select(Backup).where(Backup.environment_id == env.id).order_by(Backup.created_at, Backup.id)
         if not include_purged:
             stmt = stmt.where(Backup.state == "ready")
-        return [view(b) for b in s.scalars(stmt)]
+        return [view(b, s) for b in s.scalars(stmt)]
 
 
 def find_backup(rt: Runtime, backup_id: str) -> Backup:

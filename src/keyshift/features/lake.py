@@ -45,6 +45,7 @@ from keyshift.stores.envstate import EnvView
 from keyshift.stores.files import validate_path
 from keyshift.stores.keys import data_keys
 from keyshift.stores.records import RecordStore, validate_table
+from keyshift.timefmt import iso_z
 
 STORE = "lake"
 MASTER_PREFIX = "keyshift-lake-"
@@ -224,6 +225,7 @@ def export_table(rt: Runtime, env_ref: str, table: str) -> dict[str, Any]:
             rt, "lake.export", err, target_type="environment", target_id=env.id, tenant_id=env.tenant_id
         )
         raise
+    created_at = rt.clock.now()
     with rt.transaction() as s:
         s.add(
             LakeExport(
@@ -234,7 +236,7 @@ def export_table(rt: Runtime, env_ref: str, table: str) -> dict[str, Any]:
                 rows=counted["rows"],
                 size=size,
                 dek_id=dek_hex,
-                created_at=rt.clock.now(),
+                created_at=created_at,
             )
         )
         audit_trail.record(
@@ -246,7 +248,13 @@ def export_table(rt: Runtime, env_ref: str, table: str) -> dict[str, Any]:
             tenant_id=env.tenant_id,
             details={"table": table, "path": path, "rows": counted["rows"], "size": size},
         )
-    return {"path": path, "table": table, "rows": counted["rows"], "size": size}
+    return {
+        "path": path,
+        "table": table,
+        "rows": counted["rows"],
+        "size": size,
+        "created_at": iso_z(created_at),
+    }
 
 
 def list_exports(rt: Runtime, env_ref: str) -> list[dict[str, Any]]:
@@ -261,7 +269,7 @@ def list_exports(rt: Runtime, env_ref: str) -> list[dict[str, Any]]:
                 "table": r.table_name,
                 "rows": r.rows,
                 "size": r.size,
-                "created_at": r.created_at,
+                "created_at": iso_z(r.created_at),
             }
             for r in rows
         ]

@@ -349,7 +349,12 @@ def _run(rt: Runtime, b: Backup, src: EnvView, dst: EnvView, action: str) -> dic
             tenant_id=dst.tenant_id,
             details={"backup": b.id, "source": src.id, "counts": plan["counts"]},
         )
-    return {"environment": dst.name, "backup": b.id, "source": src.name, "restored": plan["counts"]}
+    return {
+        "environment": {"id": dst.id, "name": dst.name},
+        "backup": b.id,
+        "source": {"id": src.id, "name": src.name},
+        "restored": plan["counts"],
+    }
 
 
 def restore_backup(rt: Runtime, env_ref: str, backup_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from keyshift.db.models import Job, JobBatch
 from keyshift.db.types import new_id
 from keyshift.errors import ConflictError, KeyshiftError, NotFoundError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 
 ACTIVE_STATES = ("pending", "running", "failed")
 FINAL_STATES = ("succeeded", "cancelled")
@@ -130,7 +131,10 @@ def _refs(job: Job) -> dict[str, dict[str, Any] | None]:
         ("policy", Policy, job.policy_id),
     ):
         row = session.get(model, ref) if session is not None and ref else None
-        out[key] = {"id": ref, "name": getattr(row, "name", None)} if ref else None
+        name = getattr(row, "name", None)
+        if name and key == "policy":  # a deleted policy's row keeps `<name>~deleted~<id>`
+            name = name.split("~deleted~", 1)[0]
+        out[key] = {"id": ref, "name": name} if ref else None
     return out
 
 
@@ -182,10 +186,14 @@ def to_view(job: Job) -> dict[str, Any]:
         "error": error,
         "params": job.params,
         "created_by": job.created_by,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return iso_z(value) if value is not None else None
 
 
 # -- state transitions (each an UPDATE guarded by the expected state) ----------------------------

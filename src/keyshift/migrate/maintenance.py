@@ -102,5 +102,5 @@ def policy_health(rt: Runtime, policy_ref: str) -> dict[str, Any]:
     view = health.policy_health(rt, policy_ref)
     rotations: dict[str, Any] = {"rotate_jobs": [], "errors": {}}
     if view["health"] in ("healthy", "warning"):
-        rotations = detect_rotations(rt, policy_id=view["policy"])
+        rotations = detect_rotations(rt, policy_id=view["policy"]["id"])
     return {**view, "rotate_jobs": rotations["rotate_jobs"]}

@@ -15,6 +15,7 @@ from typing import Any
 
 from keyshift.crypto.records import AssociatedData
 from keyshift.errors import IntegrityError, UsageError
+from keyshift.timefmt import iso_z
 
 TABLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@+=~-]{1,512}$")
@@ -81,7 +82,7 @@ class Record:
         return {
             "id": self.id,
             "version": self.version,
-            "updated_at": self.updated_at.isoformat(),
+            "updated_at": iso_z(self.updated_at),
             "value": value,
         }
 

@@ -159,7 +159,7 @@ def environment_reenable(
     if fn is None:
         raise KeyshiftError("re-enable is not available in this build")
     view = fn(ctx.rt, env)
-    return see_other(f"/environments/{view.get('environment', env)}")
+    return see_other(f"/environments/{(view.get('environment') or {}).get('id', env)}")
 
 
 # -- tenants ---------------------------------------------------------------------------------------

@@ -60,8 +60,8 @@ def policy_page(request: Request, policy: str, ctx: Ctx = web_allow("policy")) -
     view = policies.show_policy(ctx.rt, policy)
     candidates = [
         e
-        for e in environments.list_environments(ctx.rt, tenant=view["tenant_id"])
-        if e["encryption"]["policy_id"] is None and e.get("region") == view["region"]
+        for e in environments.list_environments(ctx.rt, tenant=view["tenant"]["id"])
+        if e["encryption"]["policy"] is None and e.get("region") == view["region"]
     ]
     return page(request, "policy.html", policy=view, candidates=candidates)
 

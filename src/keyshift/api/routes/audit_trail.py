@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.audit import AuditEvent
 from keyshift.clock import parse_time
 from keyshift.control import audit_trail
 
 router = APIRouter(tags=["audit trail"])
 
 
-@router.get("/audit-trail")
+@router.get("/audit-trail", response_model=list[AuditEvent])
 def list_audit_trail(
     tenant: str | None = Query(default=None, max_length=200),
     since: str | None = Query(default=None, max_length=64, description="ISO 8601 time"),

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.coverage import EnvironmentCoverage, KeyCoverage, Retirement
+from keyshift.api.models.policy import Rotation
 from keyshift.api.schemas import Body, Short
 from keyshift.control import coverage, lifecycle, retire
 
@@ -23,7 +25,7 @@ class RotationRequest(Body):
     days: Annotated[int, Field(ge=1, le=3650)] | None
 
 
-@router.get("/vaults/{vault}/keys/{key}/coverage")
+@router.get("/vaults/{vault}/keys/{key}/coverage", response_model=KeyCoverage)
 def key_coverage(
     vault: str,
     key: str,
@@ -35,7 +37,7 @@ def key_coverage(
     return coverage.key_coverage(ctx.rt, vault, key, version=version)
 
 
-@router.post("/vaults/{vault}/keys/{key}/retire")
+@router.post("/vaults/{vault}/keys/{key}/retire", response_model=Retirement)
 def retire_version(
     vault: str, key: str, body: RetireRequest, ctx: Ctx = allow("vault", write=True)
 ) -> dict[str, Any]:
@@ -43,13 +45,13 @@ def retire_version(
     return retire.retire(ctx.rt, vault, key, body.version)
 
 
-@router.get("/environments/{env}/coverage")
+@router.get("/environments/{env}/coverage", response_model=EnvironmentCoverage)
 def env_coverage(env: str, ctx: Ctx = allow("env")) -> dict[str, Any]:
     """Every key version the environment's data depends on."""
     return coverage.env_coverage(ctx.rt, env)
 
 
-@router.put("/policies/{policy}/rotation")
+@router.put("/policies/{policy}/rotation", response_model=Rotation)
 def set_rotation(
     policy: str, body: RotationRequest, ctx: Ctx = allow("policy", write=True)
 ) -> dict[str, Any]:

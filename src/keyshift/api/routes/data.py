@@ -15,6 +15,15 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.data import (
+    AuditAppended,
+    FileDeleted,
+    FileEntry,
+    FileWritten,
+    Record,
+    RecordDeleted,
+    RecordWritten,
+)
 from keyshift.api.schemas import MAX_VERSION, AuditAppend, RecordPut
 from keyshift.clock import parse_time
 from keyshift.stores.service import EnvironmentData
@@ -29,7 +38,7 @@ def _data(ctx: Ctx, env: str) -> EnvironmentData:
 
 
 # -- records ---------------------------------------------------------------------------------------
-@router.get("/environments/{env}/records/{table}")
+@router.get("/environments/{env}/records/{table}", response_model=list[Record])
 def list_records(
     response: Response,
     env: str,
@@ -46,12 +55,12 @@ def list_records(
     return [r.to_dict() for r in records]
 
 
-@router.get("/environments/{env}/records/{table}/{record_id}")
+@router.get("/environments/{env}/records/{table}/{record_id}", response_model=Record)
 def get_record(env: str, table: str, record_id: str, ctx: Ctx = allow("data")) -> dict[str, Any]:
     return _data(ctx, env).records.get_record(table, record_id).to_dict()
 
 
-@router.put("/environments/{env}/records/{table}/{record_id}")
+@router.put("/environments/{env}/records/{table}/{record_id}", response_model=RecordWritten)
 def put_record(
     env: str, table: str, record_id: str, body: RecordPut, ctx: Ctx = allow("data", write=True)
 ) -> dict[str, Any]:
@@ -62,7 +71,7 @@ def put_record(
     return {"id": record_id, "version": version}
 
 
-@router.delete("/environments/{env}/records/{table}/{record_id}")
+@router.delete("/environments/{env}/records/{table}/{record_id}", response_model=RecordDeleted)
 def delete_record(
     env: str,
     table: str,
@@ -75,12 +84,12 @@ def delete_record(
 
 
 # -- audit -----------------------------------------------------------------------------------------
-@router.post("/environments/{env}/audit", status_code=status.HTTP_201_CREATED)
+@router.post("/environments/{env}/audit", response_model=AuditAppended, status_code=status.HTTP_201_CREATED)
 def append_audit(env: str, body: AuditAppend, ctx: Ctx = allow("data", write=True)) -> dict[str, Any]:
     return {"id": _data(ctx, env).audit.append(body.event)}
 
 
-@router.get("/environments/{env}/audit")
+@router.get("/environments/{env}/audit", response_model=list[dict[str, Any]])
 def query_audit(
     env: str,
     since: str | None = Query(default=None, max_length=64),
@@ -94,7 +103,7 @@ def query_audit(
 
 
 # -- files -----------------------------------------------------------------------------------------
-@router.get("/environments/{env}/files")
+@router.get("/environments/{env}/files", response_model=list[FileEntry])
 def list_files(
     env: str, prefix: str = Query(default="", max_length=1024), ctx: Ctx = allow("data")
 ) -> list[dict[str, Any]]:
@@ -131,6 +140,7 @@ class _BodyReader:
 
 @router.put(
     "/environments/{env}/files/{path:path}",
+    response_model=FileWritten,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -173,7 +183,7 @@ def get_file(env: str, path: str, ctx: Ctx = allow("data")) -> StreamingResponse
     )
 
 
-@router.delete("/environments/{env}/files/{path:path}")
+@router.delete("/environments/{env}/files/{path:path}", response_model=FileDeleted)
 def delete_file(env: str, path: str, ctx: Ctx = allow("data", write=True)) -> dict[str, Any]:
     _data(ctx, env).files.delete(path)
     return {"path": path, "deleted": True}

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import Field
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.features import Backup, BackupRestored, LakeExport, SearchGeneration, SearchResults
 from keyshift.api.schemas import Body, Name
 from keyshift.features import backups, restore, search, search_jobs
 
@@ -39,7 +40,11 @@ class BackupCreate(Body):
 
 
 # -- search ----------------------------------------------------------------------------------------
-@router.put("/environments/{env}/tables/{table}/search-fields", status_code=status.HTTP_202_ACCEPTED)
+@router.put(
+    "/environments/{env}/tables/{table}/search-fields",
+    response_model=SearchGeneration,
+    status_code=status.HTTP_202_ACCEPTED,
+)
 def set_search_fields(
     env: str, table: str, body: SearchFieldsSet, response: Response, ctx: Ctx = allow("env", write=True)
 ) -> dict[str, Any]:
@@ -51,7 +56,7 @@ def set_search_fields(
     return view
 
 
-@router.get("/environments/{env}/tables/{table}/search")
+@router.get("/environments/{env}/tables/{table}/search", response_model=SearchResults)
 def search_table(
     env: str,
     table: str,
@@ -64,7 +69,9 @@ def search_table(
 
 
 # -- data lake -------------------------------------------------------------------------------------
-@router.post("/environments/{env}/lake/exports", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/environments/{env}/lake/exports", response_model=LakeExport, status_code=status.HTTP_201_CREATED
+)
 def export_table(env: str, body: LakeExportCreate, ctx: Ctx = allow("env", write=True)) -> dict[str, Any]:
     """Export every record of a table to an encrypted Parquet file in the environment's lake."""
     from keyshift.features import lake  # needs the 'lake' extra (pyarrow)
@@ -72,7 +79,7 @@ def export_table(env: str, body: LakeExportCreate, ctx: Ctx = allow("env", write
     return lake.export_table(ctx.rt, env, body.table)
 
 
-@router.get("/environments/{env}/lake/exports")
+@router.get("/environments/{env}/lake/exports", response_model=list[LakeExport])
 def list_exports(env: str, ctx: Ctx = allow("env")) -> list[dict[str, Any]]:
     from keyshift.features import lake
 
@@ -80,7 +87,7 @@ def list_exports(env: str, ctx: Ctx = allow("env")) -> list[dict[str, Any]]:
 
 
 # -- backups ---------------------------------------------------------------------------------------
-@router.post("/environments/{env}/backups", status_code=status.HTTP_201_CREATED)
+@router.post("/environments/{env}/backups", response_model=Backup, status_code=status.HTTP_201_CREATED)
 def create_backup(
     env: str, body: BackupCreate | None = None, ctx: Ctx = allow("env", write=True)
 ) -> dict[str, Any]:
@@ -89,12 +96,12 @@ def create_backup(
     return backups.create_backup(ctx.rt, env, retention_days=body.retention_days, note=body.note)
 
 
-@router.get("/environments/{env}/backups")
+@router.get("/environments/{env}/backups", response_model=list[Backup])
 def list_backups(env: str, include_purged: bool = False, ctx: Ctx = allow("env")) -> list[dict[str, Any]]:
     return backups.list_backups(ctx.rt, env, include_purged=include_purged)
 
 
-@router.post("/environments/{env}/backups/{backup}/restore")
+@router.post("/environments/{env}/backups/{backup}/restore", response_model=BackupRestored)
 def restore_backup(
     env: str, backup: str = Path(max_length=40), ctx: Ctx = allow("env", write=True)
 ) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.job import Job
 from keyshift.jobs import store
 
 router = APIRouter(tags=["jobs"])
@@ -14,7 +15,7 @@ router = APIRouter(tags=["jobs"])
 JobState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=list[Job])
 def list_jobs(
     state: JobState | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
@@ -28,17 +29,17 @@ def list_jobs(
     return views[:limit]
 
 
-@router.get("/jobs/{job}")
+@router.get("/jobs/{job}", response_model=Job)
 def show_job(job: str, ctx: Ctx = allow("job")) -> dict[str, Any]:
     with ctx.rt.transaction() as session:
         return store.to_view(store.find_job(session, job))
 
 
-@router.post("/jobs/{job}/resume")
+@router.post("/jobs/{job}/resume", response_model=Job)
 def resume_job(job: str, ctx: Ctx = allow("job", write=True)) -> dict[str, Any]:
     return store.resume(ctx.rt, job)
 
 
-@router.post("/jobs/{job}/cancel")
+@router.post("/jobs/{job}/cancel", response_model=Job)
 def cancel_job(job: str, ctx: Ctx = allow("job", write=True)) -> dict[str, Any]:
     return store.request_cancel(ctx.rt, job)

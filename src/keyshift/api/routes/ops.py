@@ -13,13 +13,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.meta import Alive
 from keyshift.api.readiness import ReadinessProbe
 from keyshift.observability import exposition
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Alive)
 def healthz(ctx: Ctx = allow("public")) -> dict[str, Any]:
     """The process is alive (no dependency is checked)."""
     return {"status": "ok"}

@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.job import Job, UnlinkJob
+from keyshift.api.models.policy import Policy, PolicyHealth, PolicySummary
 from keyshift.api.schemas import PolicyCreate, PolicyEnvironment, PolicyUpdate, SwapEnvironment
 from keyshift.control import policies
 from keyshift.migrate import link, maintenance
@@ -18,13 +20,13 @@ RETRY_AFTER_SECONDS = 2
 router = APIRouter(tags=["policies"])
 
 
-@router.get("/policies")
+@router.get("/policies", response_model=list[PolicySummary])
 def list_policies(tenant: str | None = None, ctx: Ctx = allow("collection")) -> list[dict[str, Any]]:
     tid = ctx.require_tenant(tenant) if tenant is not None else ctx.tenant_filter
     return policies.list_policies(ctx.rt, tenant=tid)
 
 
-@router.post("/policies", status_code=status.HTTP_201_CREATED)
+@router.post("/policies", response_model=Policy, status_code=status.HTTP_201_CREATED)
 def create_policy(body: PolicyCreate, ctx: Ctx = allow("collection", write=True)) -> dict[str, Any]:
     tid = ctx.require_tenant(body.tenant)
     ctx.require_vault(body.vault)
@@ -39,22 +41,22 @@ def create_policy(body: PolicyCreate, ctx: Ctx = allow("collection", write=True)
     )
 
 
-@router.get("/policies/{policy}")
+@router.get("/policies/{policy}", response_model=Policy)
 def show_policy(policy: str, ctx: Ctx = allow("policy")) -> dict[str, Any]:
     return policies.show_policy(ctx.rt, policy)
 
 
-@router.patch("/policies/{policy}")
+@router.patch("/policies/{policy}", response_model=Policy)
 def update_policy(policy: str, body: PolicyUpdate, ctx: Ctx = allow("policy", write=True)) -> dict[str, Any]:
     return policies.update_policy(ctx.rt, policy, key=body.key, key_version=body.key_version)
 
 
-@router.delete("/policies/{policy}")
+@router.delete("/policies/{policy}", response_model=Policy)
 def delete_policy(policy: str, ctx: Ctx = allow("policy", write=True)) -> dict[str, Any]:
     return policies.delete_policy(ctx.rt, policy)
 
 
-@router.post("/policies/{policy}/health")
+@router.post("/policies/{policy}/health", response_model=PolicyHealth)
 def check_health(policy: str, ctx: Ctx = allow("policy", write=True)) -> dict[str, Any]:
     """Check now (a real wrap/unwrap round trip as the policy identity) and store the result."""
     return maintenance.policy_health(ctx.rt, policy)
@@ -66,7 +68,7 @@ def _accepted(response: Response, job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-@router.post("/policies/{policy}/environments", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/policies/{policy}/environments", response_model=Job, status_code=status.HTTP_202_ACCEPTED)
 def add_environment(
     policy: str, body: PolicyEnvironment, response: Response, ctx: Ctx = allow("policy", write=True)
 ) -> dict[str, Any]:
@@ -75,7 +77,9 @@ def add_environment(
     return _accepted(response, link.start_link(ctx.rt, policy, body.environment, reencrypt=body.reencrypt))
 
 
-@router.delete("/policies/{policy}/environments/{env}", status_code=status.HTTP_202_ACCEPTED)
+@router.delete(
+    "/policies/{policy}/environments/{env}", response_model=UnlinkJob, status_code=status.HTTP_202_ACCEPTED
+)
 def remove_environment(
     policy: str, env: str, response: Response, ctx: Ctx = allow("policy", write=True)
 ) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def remove_environment(
     return _accepted(response, link.start_unlink(ctx.rt, policy, env))
 
 
-@router.post("/policies/{policy}/swap", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/policies/{policy}/swap", response_model=Job, status_code=status.HTTP_202_ACCEPTED)
 def swap_environment(
     policy: str, body: SwapEnvironment, response: Response, ctx: Ctx = allow("policy", write=True)
 ) -> dict[str, Any]:
@@ -93,7 +97,7 @@ def swap_environment(
     return _accepted(response, link.start_swap(ctx.rt, policy, body.environment))
 
 
-@router.post("/environments/{env}/restore", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/environments/{env}/restore", response_model=Job, status_code=status.HTTP_202_ACCEPTED)
 def restore_before_migration(
     env: str, response: Response, ctx: Ctx = allow("env", write=True)
 ) -> dict[str, Any]:

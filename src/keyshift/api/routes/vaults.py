@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.vault import Key, KeyGrant, KeyGrantRevoked, KeyPurged, Vault, VaultDetail
 from keyshift.api.schemas import Body, GrantCreate, KeyCreate, KeyVersionSelector, Ref, Short, VaultCreate
 from keyshift.clock import parse_time
 from keyshift.control import vaults
@@ -23,7 +24,7 @@ class VaultCreateForTenant(VaultCreate):
     tenant: Ref | None = None
 
 
-@router.get("/vaults")
+@router.get("/vaults", response_model=list[Vault])
 def list_vaults(ctx: Ctx = allow("collection")) -> list[dict[str, Any]]:
     rows = vaults.list_vaults(ctx.rt)
     scope = ctx.tenant_filter
@@ -32,7 +33,7 @@ def list_vaults(ctx: Ctx = allow("collection")) -> list[dict[str, Any]]:
     return [r for r in rows if (r.get("tenant") or {}).get("id") == scope and r.get("owner") == "customer"]
 
 
-@router.post("/vaults", status_code=status.HTTP_201_CREATED)
+@router.post("/vaults", response_model=Vault, status_code=status.HTTP_201_CREATED)
 def create_vault(body: VaultCreateForTenant, ctx: Ctx = allow("collection", write=True)) -> dict[str, Any]:
     """Create a local vault (registered for the caller's tenant, or `tenant` when an operator asks)."""
     if body.tenant is not None:
@@ -48,12 +49,12 @@ def create_vault(body: VaultCreateForTenant, ctx: Ctx = allow("collection", writ
     )
 
 
-@router.get("/vaults/{vault}")
+@router.get("/vaults/{vault}", response_model=VaultDetail)
 def show_vault(vault: str, ctx: Ctx = allow("vault")) -> dict[str, Any]:
     return vaults.show_vault(ctx.rt, vault)
 
 
-@router.get("/vaults/{vault}/keys")
+@router.get("/vaults/{vault}/keys", response_model=list[Key])
 def list_keys(vault: str, ctx: Ctx = allow("vault")) -> list[dict[str, Any]]:
     return vaults.list_keys(ctx.rt, vault)
 
@@ -62,7 +63,7 @@ def _time(value: str | None) -> Any:
     return parse_time(value) if value is not None else None
 
 
-@router.post("/vaults/{vault}/keys", status_code=status.HTTP_201_CREATED)
+@router.post("/vaults/{vault}/keys", response_model=Key, status_code=status.HTTP_201_CREATED)
 def create_key(vault: str, body: KeyCreate, ctx: Ctx = allow("vault", write=True)) -> dict[str, Any]:
     return vaults.create_key(
         ctx.rt,
@@ -75,12 +76,12 @@ def create_key(vault: str, body: KeyCreate, ctx: Ctx = allow("vault", write=True
     )
 
 
-@router.get("/vaults/{vault}/keys/{key}")
+@router.get("/vaults/{vault}/keys/{key}", response_model=Key)
 def show_key(vault: str, key: str, ctx: Ctx = allow("vault")) -> dict[str, Any]:
     return vaults.show_key(ctx.rt, vault, key)
 
 
-@router.post("/vaults/{vault}/keys/{key}/rotate")
+@router.post("/vaults/{vault}/keys/{key}/rotate", response_model=Key)
 def rotate_key(vault: str, key: str, ctx: Ctx = allow("vault", write=True)) -> dict[str, Any]:
     return vaults.rotate_key(ctx.rt, vault, key)
 
@@ -90,7 +91,7 @@ class KeyUpdate(Body):
     version: Short | None = None
 
 
-@router.patch("/vaults/{vault}/keys/{key}")
+@router.patch("/vaults/{vault}/keys/{key}", response_model=Key)
 def update_key(
     vault: str, key: str, body: KeyUpdate, ctx: Ctx = allow("vault", write=True)
 ) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def update_key(
     return update_key_expiry(ctx.rt, vault, key, body.expires, version=body.version)
 
 
-@router.post("/vaults/{vault}/keys/{key}/disable")
+@router.post("/vaults/{vault}/keys/{key}/disable", response_model=Key)
 def disable_key(
     vault: str,
     key: str,
@@ -113,14 +114,14 @@ def disable_key(
     return vaults.set_key_enabled(ctx.rt, vault, key, False, version=version, force=force)
 
 
-@router.post("/vaults/{vault}/keys/{key}/enable")
+@router.post("/vaults/{vault}/keys/{key}/enable", response_model=Key)
 def enable_key(
     vault: str, key: str, body: KeyVersionSelector | None = None, ctx: Ctx = allow("vault", write=True)
 ) -> dict[str, Any]:
     return vaults.set_key_enabled(ctx.rt, vault, key, True, version=body.version if body else None)
 
 
-@router.delete("/vaults/{vault}/keys/{key}")
+@router.delete("/vaults/{vault}/keys/{key}", response_model=Key)
 def delete_key(
     vault: str, key: str, force: bool = False, ctx: Ctx = allow("vault", write=True)
 ) -> dict[str, Any]:
@@ -128,24 +129,24 @@ def delete_key(
     return vaults.delete_key(ctx.rt, vault, key, force=force)
 
 
-@router.post("/vaults/{vault}/keys/{key}/recover")
+@router.post("/vaults/{vault}/keys/{key}/recover", response_model=Key)
 def recover_key(vault: str, key: str, ctx: Ctx = allow("vault", write=True)) -> dict[str, Any]:
     return vaults.recover_key(ctx.rt, vault, key)
 
 
-@router.post("/vaults/{vault}/keys/{key}/purge")
+@router.post("/vaults/{vault}/keys/{key}/purge", response_model=KeyPurged)
 def purge_key(
     vault: str, key: str, force: bool = False, ctx: Ctx = allow("vault", write=True)
 ) -> dict[str, Any]:
     return vaults.purge_key(ctx.rt, vault, key, force=force)
 
 
-@router.post("/vaults/{vault}/keys/{key}/grants")
+@router.post("/vaults/{vault}/keys/{key}/grants", response_model=KeyGrant)
 def grant(vault: str, key: str, body: GrantCreate, ctx: Ctx = allow("vault", write=True)) -> dict[str, Any]:
     return vaults.grant_key(ctx.rt, vault, key, body.identity, ",".join(body.permissions))
 
 
-@router.delete("/vaults/{vault}/keys/{key}/grants/{identity}")
+@router.delete("/vaults/{vault}/keys/{key}/grants/{identity}", response_model=KeyGrantRevoked)
 def revoke_grant(
     vault: str, key: str, identity: str, force: bool = False, ctx: Ctx = allow("vault", write=True)
 ) -> dict[str, Any]:
