@@ -42,7 +42,7 @@ def test_retained_windows_are_covered_until_they_end(
     cli = Cli(home, db_url, clock)
     err = cli("key", "disable", bvault, bkey, code=4)
     assert err["code"] == "key_in_use" and f"retained until {until}" in err["message"]
-    until_z = until.replace("+00:00", "Z")  # CLI JSON timestamps end in Z (messages keep +00:00)
+    until_z = until.replace("+00:00", "Z")  # timestamps end in Z, in JSON and messages alike
     r = cli("key", "retire", bvault, bkey, "--version", "1")
     assert r["safe_now"] is False and r["safe_after"] == until_z and r["jobs_started"] == []
     assert r["retained_windows"][0]["until"] == until_z

@@ -54,6 +54,7 @@ from keyshift.errors import (
     KeyshiftError,
 )
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import ALL_PERMISSIONS, KeyRef
 
 ACTIVATION_INTERVAL = timedelta(hours=24)
@@ -267,7 +268,7 @@ def _check_can_activate(rt: Runtime, s: Any, tenant: Tenant, key: ByokKey) -> No
         if now < wait_until:
             raise ConflictError(
                 f"a BYOK key of tenant {tenant.name!r} in region {key.region!r} was activated at "
-                f"{utc(last).isoformat()}; the next activation is allowed from {wait_until.isoformat()}",
+                f"{iso_z(utc(last))}; the next activation is allowed from {iso_z(wait_until)}",
                 code="activation_too_soon",
             )
 

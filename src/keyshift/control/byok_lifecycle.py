@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from keyshift.control import audit_trail
 from keyshift.db.models import Environment, Tenant
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 
 # Each hook: (rt, session, tenant_id, why) -> dict | None (what it did, or None).
 SETTLE_HOOKS: list[str] = ["keyshift.migrate.finalize:settle_hook"]
@@ -52,7 +53,7 @@ def end_lock_if_clear(rt: Runtime, s: Session, tenant_id: str, *, why: str) -> b
     tenant = s.scalars(select(Tenant).where(Tenant.id == tenant_id).with_for_update()).one()
     if tenant.locked_at is None or locked_count(s, tenant_id):
         return False
-    locked_at = tenant.locked_at.isoformat()
+    locked_at = iso_z(tenant.locked_at)
     tenant.locked_at = None
     s.flush()
     audit_trail.record(

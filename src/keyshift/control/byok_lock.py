@@ -39,6 +39,7 @@ from keyshift.control.pkcs12_files import check_password, fingerprint, load_rsa_
 from keyshift.db.models import ByokKey, Dek, DekWrap, Environment, Tenant
 from keyshift.errors import ConflictError, KeyshiftError, UsageError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import KeyRef, WrappedKey, with_retries
 
 KEY_CHANGE_QUIET = timedelta(hours=72)
@@ -112,7 +113,7 @@ def lock(
     failures = _delete_vault_keys(rt, tenant_id, vault_id, key_names)
     return {
         "tenant": tenant_name,
-        "locked_at": now.isoformat(),
+        "locked_at": iso_z(now),
         "environments_locked": env_ids,
         "keys_deleted": len(key_names) - len(failures),
         "key_deletion_failures": failures,
@@ -142,8 +143,8 @@ def _check_can_lock(rt: Runtime, s: Any, tenant: Tenant, fp: str, confirm: str |
         allowed = utc(tenant.last_key_change_at) + KEY_CHANGE_QUIET
         if rt.clock.now() < allowed:
             raise ConflictError(
-                f"tenant {tenant.name!r} changed its key at {utc(tenant.last_key_change_at).isoformat()}; "
-                f"a lock is allowed from {allowed.isoformat()} (72 hours after a key change)",
+                f"tenant {tenant.name!r} changed its key at {iso_z(utc(tenant.last_key_change_at))}; "
+                f"a lock is allowed from {iso_z(allowed)} (72 hours after a key change)",
                 code="key_changed_recently",
             )
 
@@ -310,7 +311,7 @@ def _unlock_env(rt: Runtime, tenant_id: str, env_id: str) -> str:
             "and every data key of the environment unwraps under it",
             key=new_name,
             deks=len(wraps),
-            cancelled_delete_after=utc(env.delete_after).isoformat() if env.delete_after else None,
+            cancelled_delete_after=iso_z(utc(env.delete_after)) if env.delete_after else None,
         )
         env.kek_key_name, env.kek_key_version, env.byok_key_id = new_name, current, new_id
         env.state, env.state_reason, env.state_changed_at, env.delete_after = "enabled", None, now, None

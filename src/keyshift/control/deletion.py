@@ -78,9 +78,9 @@ def schedule_deletion(
         target_id=env.id,
         tenant_id=env.tenant_id,
         reason=f"{why}: environment {env.name!r} ({env.type}) will be deleted after "
-        f"{env.delete_after.isoformat()} ({days} days) unless it is re-enabled, unlocked or the "
+        f"{iso_z(env.delete_after)} ({days} days) unless it is re-enabled, unlocked or the "
         "deletion is cancelled",
-        details={"delete_after": env.delete_after.isoformat(), "days": days, "state": env.state},
+        details={"delete_after": iso_z(env.delete_after), "days": days, "state": env.state},
     )
 
 
@@ -93,7 +93,7 @@ def cancel_deletion(rt: Runtime, env_ref: str) -> dict[str, Any]:
             raise ConflictError(
                 f"environment {env.name!r} has no scheduled deletion", code="no_deletion_scheduled"
             )
-        op.details["cancelled_delete_after"] = utc(env.delete_after).isoformat()
+        op.details["cancelled_delete_after"] = iso_z(utc(env.delete_after))
         op.details["reason"] = f"deletion cancelled by {rt.principal}; the environment stays {env.state}"
         env.delete_after = None
         return _view(env)
@@ -153,7 +153,7 @@ def _warn_upcoming(rt: Runtime, now: datetime) -> list[str]:
             )
         ).all()
         for env in envs:
-            when = utc(env.delete_after).isoformat()  # type: ignore[arg-type]
+            when = iso_z(utc(env.delete_after))  # type: ignore[arg-type]
             already = s.scalars(
                 select(AdminAuditEvent.details).where(
                     AdminAuditEvent.action == WARNING, AdminAuditEvent.target_id == env.id
@@ -198,7 +198,7 @@ def delete_environment(rt: Runtime, env_id: str, now: datetime) -> bool:
         prior = {
             "state": env.state,
             "state_reason": env.state_reason,
-            "delete_after": utc(env.delete_after).isoformat(),
+            "delete_after": iso_z(utc(env.delete_after)),
         }
         reason = f"deleted after its scheduled deletion ({prior['state']}: {prior['state_reason']})"
         stores = _shred(rt, s, env, now, reason=reason, prior=prior)
@@ -247,7 +247,7 @@ def delete_now(rt: Runtime, env_ref: str, *, confirm: str | None) -> dict[str, A
             prior = {
                 "state": env.state,
                 "state_reason": env.state_reason,
-                "delete_after": utc(env.delete_after).isoformat() if env.delete_after else None,
+                "delete_after": iso_z(utc(env.delete_after)) if env.delete_after else None,
                 "mode": env.enc_mode,
             }
             env_id, name, tenant_id = env.id, env.name, env.tenant_id

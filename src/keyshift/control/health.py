@@ -37,6 +37,7 @@ from keyshift.control.common import get_policy, iso
 from keyshift.db.models import Policy, VaultRecord
 from keyshift.errors import ConflictError, KeyshiftError, NotFoundError, VaultUnavailableError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import (
     LOCAL,
     REFUSED,
@@ -338,15 +339,15 @@ def _check_key(
     if not v.enabled:
         refused(f"version {v.version} of key {label} is disabled")
     if v.not_before is not None and now < utc(v.not_before):
-        refused(f"version {v.version} of key {label} is not valid before {utc(v.not_before).isoformat()}")
+        refused(f"version {v.version} of key {label} is not valid before {iso_z(utc(v.not_before))}")
     if v.expires is not None:
         expires = utc(v.expires)
         if now >= expires:
-            refused(f"version {v.version} of key {label} expired at {expires.isoformat()}")
+            refused(f"version {v.version} of key {label} expired at {iso_z(expires)}")
         elif expires - now <= EXPIRY_WARNING:
             _warn(
                 report,
-                f"version {v.version} of key {label} expires at {expires.isoformat()} (within 30 days)",
+                f"version {v.version} of key {label} expires at {iso_z(expires)} (within 30 days)",
             )
     if snap.key_version and snap.key_version != k.current_version:
         _warn(

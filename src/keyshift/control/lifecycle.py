@@ -29,6 +29,7 @@ from keyshift.control.common import get_policy, iso
 from keyshift.db.models import Environment, Policy, VaultRecord
 from keyshift.errors import ConflictError, KeyshiftError, UsageError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import KeyInfo, KeyManager, KeyRef
 
 DAY = 86400.0
@@ -156,9 +157,9 @@ def _warning(
     return {
         "kind": kind,
         "version": None,
-        "date": when.isoformat(),
+        "date": iso_z(when),
         "environments": [e["name"] for e in cov["environments"]] if cov else [],
-        "reason": f"{what} {verb} at {when.isoformat()} ({timing}): {offline}",
+        "reason": f"{what} {verb} at {iso_z(when)} ({timing}): {offline}",
     }
 
 

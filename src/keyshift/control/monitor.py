@@ -49,6 +49,7 @@ from keyshift.control.revocation import disable_policy_environments, linked_poli
 from keyshift.db.models import Dek, DekWrap, Environment, Policy, VaultRecord
 from keyshift.errors import KeyshiftError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import LOCAL, REFUSED, KeyRef, KeyVault, outcome_of, with_retries
 from keyshift.vaults.registry import open_fresh
 
@@ -224,7 +225,7 @@ def _early_warnings(rt: Runtime, policy_id: str) -> list[str]:
     if kinfo.purge_after is not None and not kinfo.deleted:
         when = utc(kinfo.purge_after)
         if when - rt.clock.now() <= DELETION_WARNING:
-            reasons.append(f"key {vault.name}/{key_name} is scheduled for deletion at {when.isoformat()}")
+            reasons.append(f"key {vault.name}/{key_name} is scheduled for deletion at {iso_z(when)}")
     return reasons
 
 

@@ -46,6 +46,7 @@ from keyshift.errors import (
     KeyshiftError,
 )
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import KeyRef, WrappedKey, with_retries
 
 log = logging.getLogger("keyshift.revocation")
@@ -160,7 +161,7 @@ def state_evidence(s: Session, env: Environment) -> dict[str, Any] | None:
     evidence = details.get("evidence") or {}
     return {
         "source": details.get("source"),
-        "at": row.at.isoformat(),
+        "at": iso_z(row.at),
         "vault": evidence.get("vault"),
         "key": evidence.get("key"),
         "check": evidence.get("check"),
@@ -297,7 +298,7 @@ def _enable(rt: Runtime, s: Any, env: Environment, action: str, proof: dict[str,
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return iso_z(value) if value is not None else None
 
 
 def linked_policies(rt: Runtime) -> list[str]:

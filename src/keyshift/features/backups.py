@@ -156,7 +156,7 @@ def _archive(rt: Runtime, env: EnvView, backup_id: str, counts: dict[str, int]) 
                 "table": x.table_name,
                 "rows": x.rows,
                 "dek_id": x.dek_id,
-                "created_at": x.created_at.isoformat(),
+                "created_at": iso_z(x.created_at),
             }
             for x in s.scalars(select(LakeExport).where(LakeExport.environment_id == env.id))
         ]
@@ -248,7 +248,7 @@ def take_backup(rt: Runtime, env: EnvView, days: int, note: str | None) -> dict[
                 "backup": backup_id,
                 "counts": counts,
                 "size": size,
-                "expires_at": b.expires_at.isoformat(),
+                "expires_at": iso_z(b.expires_at),
             },
         )
         s.flush()
@@ -300,7 +300,7 @@ def purge_expired_backups(rt: Runtime) -> dict[str, Any]:
                 target_type="environment",
                 target_id=env_id,
                 tenant_id=tenant_id,
-                details={"backup": backup_id, "expired_at": b.expires_at.isoformat()},
+                details={"backup": backup_id, "expired_at": iso_z(b.expires_at)},
             )
         purged.append(backup_id)
     return {"purged": purged}

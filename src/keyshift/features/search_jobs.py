@@ -42,6 +42,7 @@ from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.keys import data_keys
 from keyshift.stores.records import RecordStore, validate_table
+from keyshift.timefmt import iso_z
 
 KIND = "search_rebuild"
 ROW_BATCH = 500
@@ -56,8 +57,8 @@ def view(g: SearchIndex) -> dict[str, Any]:
         "fields": list(g.fields),
         "state": g.state,
         "job": g.job_id,
-        "started_at": g.started_at.isoformat(),
-        "ready_at": g.ready_at.isoformat() if g.ready_at else None,
+        "started_at": iso_z(g.started_at),
+        "ready_at": iso_z(g.ready_at) if g.ready_at else None,
     }
 
 

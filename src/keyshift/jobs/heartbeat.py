@@ -24,6 +24,7 @@ from sqlalchemy import delete, select, update
 from keyshift.db.models import Job, JobBatch, WorkerHeartbeat
 from keyshift.jobs.leases import LeaseClock, wall_now
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 
 log = logging.getLogger("keyshift.worker")
 
@@ -111,8 +112,8 @@ def list_workers(
                 "id": r.id,
                 "host": r.host,
                 "pid": r.pid,
-                "started_at": r.started_at.isoformat(),
-                "last_heartbeat_at": r.last_heartbeat_at.isoformat(),
+                "started_at": iso_z(r.started_at),
+                "last_heartbeat_at": iso_z(r.last_heartbeat_at),
                 "heartbeat_age_seconds": round(max(age, 0.0), 3),
                 "state": "live" if live else "lost",
                 "current_job": r.current_job,

@@ -25,6 +25,7 @@ from keyshift.control import audit_trail
 from keyshift.db.models import ByokKey, Environment, Tenant, VaultRecord
 from keyshift.errors import KeyshiftError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import KeyManager
 
 
@@ -65,8 +66,8 @@ def maybe_finalize_tenant(
 
     relayouts = start_relayouts(rt, session, tenant_id)
     details = {
-        "final_byok_migration_at": now.isoformat(),
-        "vault_delete_after": delete_after.isoformat(),
+        "final_byok_migration_at": iso_z(now),
+        "vault_delete_after": iso_z(delete_after),
         "trigger": trigger,
         "relayout_jobs": relayouts["jobs"],
         "relayout_waiting": relayouts["waiting"],

@@ -31,6 +31,7 @@ from keyshift.stores.docstore import as_doc, audit_events, document_store, from_
 from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.keys import data_keys
 from keyshift.stores.layout import choose
+from keyshift.timefmt import iso_z
 
 STORE = "audit"
 COLLECTION = "events"
@@ -247,7 +248,7 @@ class AuditLog:
             raise IntegrityError(
                 f"audit event {ev.event_id} of environment {env.name!r} failed authentication"
             ) from None
-        return {"id": ev.event_id, "at": ev.at.isoformat(), "event": body["event"]}
+        return {"id": ev.event_id, "at": iso_z(ev.at), "event": body["event"]}
 
     def query(
         self, since: datetime | None = None, until: datetime | None = None, limit: int = 100
@@ -300,6 +301,6 @@ class AuditLog:
                 target_type="environment",
                 target_id=env.id,
                 tenant_id=env.tenant_id,
-                details={"older_than_days": days, "before": before.isoformat(), "purged": count},
+                details={"older_than_days": days, "before": iso_z(before), "purged": count},
             )
         return count

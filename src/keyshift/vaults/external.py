@@ -21,6 +21,7 @@ from keyshift.db.models import VaultRecord
 from keyshift.db.types import new_id
 from keyshift.errors import ConflictError, UsageError
 from keyshift.runtime import Runtime
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import LOCAL, VaultInfo, outcome_of
 
 EXTERNAL_KINDS: dict[str, str] = {
@@ -170,5 +171,5 @@ def record_view(row: VaultRecord, tenant_name: str | None = None) -> dict[str, A
         "purge_protection": bool(row.purge_protection),
         "settings_declared": True,
         "state": row.state,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "created_at": iso_z(row.created_at) if row.created_at else None,
     }

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from keyshift.db.models import LocalKey, LocalKeyGrant, LocalKeyVersion
 from keyshift.db.types import new_id
 from keyshift.errors import AlreadyExistsError, ConflictError, KeyshiftError, NotFoundError, UsageError
+from keyshift.timefmt import iso_z
 from keyshift.vaults.base import KeyInfo, KeyType, Permission
 from keyshift.vaults.local_crypto import generate, rsa_secret, validate_type_size
 from keyshift.vaults.local_frame import LocalKeyFrame, check_identity, check_key_name, check_window
@@ -144,8 +145,8 @@ class LocalKeyAdmin(LocalKeyFrame):
                 raise UsageError("expires must be later than the version's not-before", code="invalid_window")
             change.update(
                 version=v.version,
-                previous=_aware(v.expires).isoformat() if v.expires is not None else None,
-                expires=expires.isoformat() if expires is not None else None,
+                previous=iso_z(_aware(v.expires)) if v.expires is not None else None,
+                expires=iso_z(expires) if expires is not None else None,
             )
             v.expires = expires
             row.updated_at = self.rt.clock.now()  # bumps the row version too
@@ -206,7 +207,7 @@ class LocalKeyAdmin(LocalKeyFrame):
             if rec.purge_protection and row.purge_after is not None and now < row.purge_after:
                 raise ConflictError(
                     f"vault {self.name!r} has purge protection: key {name} cannot be purged before "
-                    f"{row.purge_after.isoformat()}",
+                    f"{iso_z(row.purge_after)}",
                     code="purge_protected",
                 )
             self._erase(session, row)
