@@ -18,10 +18,10 @@ from keyshift.api.access import Guard, guards_of
 from keyshift.web.session import SESSION_COOKIE, cookie_token
 
 # Path/body names that name an object of some tenant.
-OBJECT_PARAMS = {"tenant", "env", "environment", "policy", "vault", "job", "backup"}
+OBJECT_PARAMS = {"tenant", "env", "environment", "source", "policy", "vault", "job", "backup"}
 # Names scoped inside another object (a key lives in the vault named next to it): filled from the
 # same side's references but not counted as a cross-tenant reference on their own.
-SCOPED_PARAMS = {"key"}
+SCOPED_PARAMS = {"key", "export"}
 # Other path parameters and the value used for them.
 PLAIN_PARAMS = {
     "identity": "probe-identity",
