@@ -124,7 +124,7 @@ def test_env_copy_over_http(
     )
     assert b["env"]["id"] not in r.text
     same = client.post(url, json={"source": dev["name"]}, headers=a["admin"])
-    assert same.status_code == 400 and same.json()["error"]["code"] == "same_environment"
+    assert same.status_code == 409 and same.json()["error"]["code"] == "same_environment"
     # The operator may name both, and the service refuses a copy across tenants.
     cross = client.post(url, json={"source": b["env"]["name"]}, headers=bearer(operator_token))
     assert cross.status_code == 409 and cross.json()["error"]["code"] == "different_tenant"

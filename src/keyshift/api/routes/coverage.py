@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from keyshift.api.access import Ctx, allow
-from keyshift.api.schemas import Body, Short
+from keyshift.api.schemas import Body, Integral, Short
 from keyshift.control import coverage, lifecycle, retire
 
 router = APIRouter(tags=["key coverage"])
@@ -20,7 +20,7 @@ class RetireRequest(Body):
 
 
 class RotationRequest(Body):
-    days: Annotated[int, Field(ge=1, le=3650)] | None
+    days: Annotated[int, Field(ge=1, le=3650), Integral] | None
 
 
 @router.get("/vaults/{vault}/keys/{key}/coverage")

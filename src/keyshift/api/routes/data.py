@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from keyshift.api.access import Ctx, allow
-from keyshift.api.schemas import MAX_VERSION, AuditAppend, RecordPut
+from keyshift.api.schemas import MAX_VERSION, AuditAppend, IsoTime, RecordPut
 from keyshift.clock import parse_time
 from keyshift.stores.service import EnvironmentData
 
@@ -83,8 +83,8 @@ def append_audit(env: str, body: AuditAppend, ctx: Ctx = allow("data", write=Tru
 @router.get("/environments/{env}/audit")
 def query_audit(
     env: str,
-    since: str | None = Query(default=None, max_length=64),
-    until: str | None = Query(default=None, max_length=64),
+    since: IsoTime | None = Query(default=None),
+    until: IsoTime | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=10_000),
     ctx: Ctx = allow("data"),
 ) -> list[dict[str, Any]]:

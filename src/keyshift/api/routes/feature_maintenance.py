@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, PlainSerializer
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.schemas import Body, Ref
+from keyshift.errors import ConflictError
 from keyshift.features import restore, search_jobs
 from keyshift.timefmt import iso_z
 
@@ -121,5 +122,10 @@ def rekey_search(env: str, response: Response, ctx: Ctx = allow("env", write=Tru
 def copy_environment(env: str, body: EnvironmentCopy, ctx: Ctx = allow("env", write=True)) -> dict[str, Any]:
     """Copy `source`'s data into this environment (replacing it): only between environments of one
     tenant encrypted under the same key."""
-    ctx.require_env(body.source)
+    source_id, _ = ctx.require_env(body.source)
+    if source_id == ctx.require_env(env)[0]:
+        raise ConflictError(
+            "source and destination are the same environment: copy into another one",
+            code="same_environment",
+        )
     return restore.copy_environment(ctx.rt, body.source, env)
