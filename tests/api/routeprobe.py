@@ -72,6 +72,11 @@ def _value(name: str, ann: Any, refs: dict[str, str], used: set[str]) -> Any:
         return refs[name]
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return _model(ann, refs, used)
+    models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if get_origin(ann) in (typing.Union, types.UnionType) and models:
+        return _model(models[0], refs, used)  # a body of several kinds (key types): the first one
+    if get_origin(ann) is typing.Annotated:
+        ann = get_args(ann)[0]
     if get_origin(ann) is Literal:
         return get_args(ann)[0]
     if get_origin(ann) is list:
@@ -82,7 +87,7 @@ def _value(name: str, ann: Any, refs: dict[str, str], used: set[str]) -> Any:
     if ann is bool:
         return False
     if ann is int:
-        return 2048 if name == "size" else 1
+        return 2048 if name == "size" else 30 if name.endswith("days") else 1
     if get_origin(ann) is dict or ann is dict:
         return {"probe": "value"}
     if ann is str:
