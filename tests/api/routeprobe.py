@@ -18,10 +18,10 @@ from keyshift.api.access import Guard, guards_of
 from keyshift.web.session import SESSION_COOKIE, cookie_token
 
 # Path/body names that name an object of some tenant.
-OBJECT_PARAMS = {"tenant", "env", "environment", "policy", "vault", "job", "backup"}
+OBJECT_PARAMS = {"tenant", "env", "environment", "source", "policy", "vault", "job", "backup"}
 # Names scoped inside another object (a key lives in the vault named next to it): filled from the
 # same side's references but not counted as a cross-tenant reference on their own.
-SCOPED_PARAMS = {"key"}
+SCOPED_PARAMS = {"key", "export"}
 # Other path parameters and the value used for them.
 PLAIN_PARAMS = {
     "identity": "probe-identity",
@@ -72,6 +72,11 @@ def _value(name: str, ann: Any, refs: dict[str, str], used: set[str]) -> Any:
         return refs[name]
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return _model(ann, refs, used)
+    models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if get_origin(ann) in (typing.Union, types.UnionType) and models:
+        return _model(models[0], refs, used)  # a body of several kinds (key types): the first one
+    if get_origin(ann) is typing.Annotated:
+        ann = get_args(ann)[0]
     if get_origin(ann) is Literal:
         return get_args(ann)[0]
     if get_origin(ann) is list:
@@ -82,7 +87,7 @@ def _value(name: str, ann: Any, refs: dict[str, str], used: set[str]) -> Any:
     if ann is bool:
         return False
     if ann is int:
-        return 2048 if name == "size" else 1
+        return 2048 if name == "size" else 30 if name.endswith("days") else 1
     if get_origin(ann) is dict or ann is dict:
         return {"probe": "value"}
     if ann is str:

@@ -4,6 +4,7 @@ as an operator (who may call everything), on SQLite and on PostgreSQL (stricter 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from keyshift.runtime import Runtime
 
 from .world import build_world
 
-EXAMPLES = 4
+EXAMPLES = int(os.environ.get("KEYSHIFT_FUZZ_EXAMPLES", "4"))  # a longer run: KEYSHIFT_FUZZ_EXAMPLES=50
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -78,7 +78,7 @@ def test_bad_bodies_are_refused_clearly_and_change_nothing(small_client: TestCli
         yield b'"}'
 
     _is_error(post(env_url, content=chunked(), headers={**h, "content-type": "application/json"}), 413)
-    _is_error(small_client.get("/api/v1/audit-trail?since=yesterday", headers=h), 400)
+    _is_error(small_client.get("/api/v1/audit-trail?since=yesterday", headers=h), 422)  # format: date-time
     # NUL never reaches the database (PostgreSQL would refuse it with an internal error).
     _is_error(small_client.get("/api/v1/environments/contoso%00prod", headers=h), 400, "invalid_argument")
     _is_error(small_client.get("/api/v1/environments?tenant=con%00toso", headers=h), 400, "invalid_argument")

@@ -20,12 +20,14 @@ class Side:
     policy: dict[str, Any] | None = None
     job: str | None = None
     backup: str | None = None
+    export: str | None = None  # a lake export's path in the probed environment
 
     def refs(self) -> dict[str, str]:
         out = {
             "tenant": self.tenant["id"],
             "env": self.env["id"],
             "environment": self.env["id"],
+            "source": self.env2["id"],  # an environment named in a body next to `env` (env copy)
             "vault": self.vault["id"],
             "key": self.key,
         }
@@ -35,6 +37,8 @@ class Side:
             out["job"] = self.job
         if self.backup is not None:
             out["backup"] = self.backup
+        if self.export is not None:
+            out["export"] = self.export
         return out
 
     def identifiers(self) -> set[str]:
@@ -105,6 +109,9 @@ def _features(rt: Runtime, side: Side) -> None:
     view = search_jobs.set_fields(rt, env_id, PROBE_TABLE, ["name"])
     assert Worker(rt).run_job(view["job"]) == "succeeded"
     side.backup = backups.create_backup(rt, env_id)["id"]
+    from keyshift.features import lake
+
+    side.export = lake.export_table(rt, env_id, PROBE_TABLE)["path"]
 
 
 def build_world(rt: Runtime) -> World:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from keyshift.api import errors
+from keyshift.api import errors, openapi
 from keyshift.api.middleware import BodyLimit, RequestAudit, RequestContext
 from keyshift.api.responses import KeyshiftJSONResponse
 from keyshift.api.routes import ROUTERS, ops
@@ -37,9 +37,11 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         default_response_class=KeyshiftJSONResponse,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.runtime = rt
     errors.install(app)
+    openapi.install(app, rt)
     _install_operations(app, rt, require_vaults)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)

@@ -5,18 +5,23 @@ same body shape. Internal errors never carry details (no paths, no values, no tr
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route, compile_path
 
-from keyshift.errors import AuthenticationError, KeyshiftError, UsageError
+from keyshift.errors import AuthenticationError, KeyshiftError, PermissionDeniedError, UsageError
 
 log = logging.getLogger("keyshift.api")
 
 _MAX_MESSAGE = 600
+# The admin center's answer to a form whose CSRF token is missing or wrong (web.session.check_csrf).
+CSRF_MESSAGE = "the form has expired or did not come from this site; reload and retry"
 
 
 class PayloadTooLargeError(UsageError):
@@ -49,9 +54,14 @@ def _respond(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# Refusals that depend on the server's state, not on the request's shape: over HTTP they are
+# conflicts (409) — a name two tenants use, a confirmation that is not the object's current name.
+_STATE_CODES = {"ambiguous_name": 409, "confirmation_mismatch": 409}
+
+
 def _keyshift(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeyshiftError)
-    status = exc.http_status
+    status = _STATE_CODES.get(exc.code, exc.http_status)
     if status >= 500 and exc.code in ("internal_error",):
         body = error_body("internal_error", "internal error")
     else:
@@ -62,6 +72,42 @@ def _keyshift(request: Request, exc: Exception) -> Response:
     return _respond(request, exc, status, body, headers)
 
 
+# Pydantic messages that quote the input (or part of it) get a fixed wording instead.
+_QUOTING_TYPES = {
+    "extra_forbidden": "unknown field (not permitted)",
+    "union_tag_invalid": "does not match any of the expected kinds",
+    "union_tag_not_found": "the field that tells the kind is missing",
+    "uuid_parsing": "should be a valid UUID",
+    "url_parsing": "should be a valid URL",
+}
+_MAX_LOC_PART = 64
+_LOC_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]]")
+
+
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+def _loc_part(part: Any) -> str:
+    """A location element as text: the caller's own key names are cut short and made printable."""
+    text = str(part)
+    if isinstance(part, int):
+        return f"[{text}]"
+    cleaned = _LOC_UNSAFE.sub("?", text[:_MAX_LOC_PART])
+    return cleaned + ("..." if len(text) > _MAX_LOC_PART else "")
+
+
+def _reason(e: Any) -> str:
+    kind = str(e.get("type", ""))
+    if kind in _QUOTING_TYPES:
+        return _QUOTING_TYPES[kind]
+    msg = str(e.get("msg", "invalid"))
+    given = e.get("input")
+    # A message that would carry the input back (any part of it) gets a neutral wording.
+    if isinstance(given, str) and len(given) >= 3 and given in msg:
+        return "invalid value"
+    return msg
+
+
 def _describe(errors: list[Any]) -> tuple[str, str]:
     parts: list[str] = []
     code = "invalid_request"
@@ -69,15 +115,34 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
         kind = str(e.get("type", ""))
         if kind == "json_invalid":
             code = "malformed_json"
-        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        where = list(e.get("loc", ()))
+        if where and where[0] in _LOCATIONS:
+            where = where[1:]
+        if kind == "extra_forbidden" and where:  # the unknown key is the caller's input: not repeated
+            where = where[:-1]
+        loc = ".".join(_loc_part(x) for x in where).replace(".[", "[") or "body"
         # Never echo the input back (it may be large or sensitive): location and reason only.
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        parts.append(f"{loc}: {_reason(e)}")
     return code, "; ".join(parts) or "invalid request"
+
+
+CSRF_FIELD = "csrf"
+
+
+def _csrf_missing(request: Request, errors: list[Any]) -> bool:
+    """An admin-center form without a (well-formed) CSRF field: the documented 403 csrf_failed."""
+    if request.url.path.startswith("/api/"):
+        return False
+    return any(tuple(e.get("loc", ()))[:2] == ("body", CSRF_FIELD) for e in errors)
 
 
 def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    code, message = _describe(list(exc.errors()))
+    errors = list(exc.errors())
+    if _csrf_missing(request, errors):
+        err = PermissionDeniedError(CSRF_MESSAGE, code="csrf_failed")
+        return _respond(request, err, err.http_status, err.to_dict())
+    code, message = _describe(errors)
     status = 400 if code == "malformed_json" else 422
     return _respond(request, None, status, error_body(code, message))
 
@@ -101,7 +166,31 @@ def _http(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404:
         message = "no such resource"
-    return _respond(request, None, exc.status_code, error_body(code, message), exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    return _respond(request, None, exc.status_code, error_body(code, message), headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at this path (a 405's `Allow` names them all, not
+    only those of the first route that matched the path)."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(request.app.state, "method_table", None)
+    if table is None:
+        from keyshift.api.openapi import api_routes
+
+        table = [(compile_path(path)[0], set(route.methods or ())) for path, route in api_routes(request.app)]
+        table += [
+            (r.path_regex, set(r.methods or ()))
+            for r in request.app.routes
+            if isinstance(r, Route) and not isinstance(r, APIRoute)
+        ]
+        request.app.state.method_table = table
+    path = request.scope.get("path", "")
+    methods = {m for regex, ms in table if regex.match(path) for m in ms}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

@@ -1,10 +1,26 @@
-"""Request bodies. Unknown fields are refused (extra="forbid"); every string has a length cap."""
+"""Request bodies. Unknown fields are refused (extra="forbid"), types are strict (a number is not a
+string, "true" is not a boolean: 422, never coerced), every string has a length cap, and the document
+states the rules the server enforces (name patterns, key types and sizes, ISO 8601 times, no control
+characters) so a value that matches the schema is one the server accepts."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from keyshift.control.environments import FEATURES
+from keyshift.control.vaults import SOFT_DELETE_MAX, SOFT_DELETE_MIN
 
 MAX_VERSION = (1 << 63) - 1  # record versions are signed 64-bit integers (stores.record_codec)
 
@@ -16,28 +32,96 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_chars)]
-Ref = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_chars)]
-Short = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_control_chars)]
+# What the document states (JSON Schema patterns; the server's own checks give the clear refusal).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters
+# Names of tenants, environments, vaults and policies (control.common.NAME_RE; never id-shaped).
+NAME_PATTERN = r"^(?![a-z]{2,5}_[0-9a-f]{20}$)[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}$"  # vaults.local_frame.NAME_RE
+TABLE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # stores.record_codec.TABLE_RE
+FIELD_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,63}){0,3}$"  # search
+
+
+def _text(max_length: int, pattern: str = TEXT_PATTERN, **schema: Any) -> Any:
+    return Field(json_schema_extra={"pattern": pattern, **schema}, max_length=max_length, min_length=1)
+
+
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_chars), _text(200)
+]
+Ref = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_no_control_chars),
+    _text(200, description="A name or an id."),
+]
+Short = Annotated[
+    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_control_chars), _text(100)
+]
+Text = Annotated[Name, _text(200)]
+ObjectName = Annotated[Name, _text(100, NAME_PATTERN)]
+KeyName = Annotated[Name, _text(127, KEY_NAME_PATTERN)]
+TableName = Annotated[Name, _text(128, TABLE_PATTERN)]
+Version = Annotated[Short, _text(100)]
+
+
+def _rfc3339(value: str) -> str:
+    """An ISO 8601 date-time with a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z."""
+    if not _TIME_SHAPE.match(value):
+        raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-01-31T12:00:00Z")
+    try:
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be a valid ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z") from None
+    return value
+
+
+_TIME_SHAPE = re.compile(r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,6})?([Zz]|[+-]\d\d:\d\d)\Z")
+_TIME_SCHEMA = {"type": "string", "format": "date-time", "maxLength": 40}
+IsoTime = Annotated[
+    str, StringConstraints(max_length=40), AfterValidator(_rfc3339), WithJsonSchema(_TIME_SCHEMA)
+]
+
+
+def _time_or_never(value: str) -> str:
+    return value if value == "never" else _rfc3339(value)
+
+
+IsoTimeOrNever = Annotated[
+    str,
+    StringConstraints(max_length=40),
+    AfterValidator(_time_or_never),
+    WithJsonSchema({"anyOf": [_TIME_SCHEMA, {"type": "string", "enum": ["never"]}]}),
+]
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 2048.0 is the integer 2048 (JSON Schema agrees); 2048.5 and "2048"
+    are still refused by the strict integer check that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)  # on every integer field of a body: Annotated[int, Integral]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
 
 class TenantCreate(Body):
-    name: Name
+    name: ObjectName
     byok: bool = False
 
 
 class ByokFlagRemove(Body):
-    ticket: Name
+    ticket: Text
 
 
 class EnvironmentCreate(Body):
     tenant: Ref
-    name: Name
-    region: Short | None = None
+    name: ObjectName
+    region: Short | None = None  # the document lists the deployment's regions (api.openapi)
     type: Literal["production", "sandbox", "trial", "teams", "developer"] | None = None
 
 
@@ -46,44 +130,56 @@ class ManagedUpdate(Body):
 
 
 class FeatureEnable(Body):
-    feature: Short
+    feature: Annotated[Short, Field(json_schema_extra={"enum": list(FEATURES)})]
 
 
 class VaultCreate(Body):
-    name: Name
-    soft_delete_days: int | None = Field(default=None, ge=0, le=3650)
+    name: ObjectName
+    soft_delete_days: Annotated[int, Field(ge=SOFT_DELETE_MIN, le=SOFT_DELETE_MAX), Integral] | None = None
     purge_protection: bool = False
 
 
-class KeyCreate(Body):
-    name: Name
-    type: Literal["RSA", "AES"]
-    size: int = Field(ge=1, le=16384)
-    expires: Short | None = None
-    not_before: Short | None = None
+class _KeyCreate(Body):
+    name: KeyName
+    expires: IsoTime | None = None
+    not_before: IsoTime | None = None
+
+
+class RsaKeyCreate(_KeyCreate):
+    type: Literal["RSA"]
+    size: Annotated[Literal[2048, 3072, 4096], Integral]
+
+
+class AesKeyCreate(_KeyCreate):
+    type: Literal["AES"]
+    size: Annotated[Literal[256], Integral]
+
+
+# The key types and sizes a vault creates (vaults.local_crypto: RSA 2048/3072/4096, AES 256).
+KeyCreate = Annotated[RsaKeyCreate | AesKeyCreate, Field(discriminator="type")]
 
 
 class KeyVersionSelector(Body):
-    version: Short | None = None
+    version: Version | None = None
 
 
 class GrantCreate(Body):
-    identity: Name
+    identity: Text
     permissions: list[Literal["get", "wrapKey", "unwrapKey"]] = Field(min_length=1, max_length=3)
 
 
 class PolicyCreate(Body):
     tenant: Ref
-    name: Name
-    region: Short
+    name: ObjectName
+    region: Short  # the document lists the deployment's regions (api.openapi)
     vault: Ref
-    key: Name
-    key_version: Short | None = None
+    key: Text
+    key_version: Version | None = None
 
 
 class PolicyUpdate(Body):
-    key: Name
-    key_version: Short | None = None
+    key: Text
+    key_version: Version | None = None
 
 
 class PolicyEnvironment(Body):
@@ -120,7 +216,7 @@ JsonValue = Annotated[Any, AfterValidator(_valid_unicode)]
 
 class RecordPut(Body):
     value: JsonValue = Field(description="Any JSON value.")
-    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
+    expected_version: Annotated[int, Field(ge=0, le=MAX_VERSION), Integral] | None = None
 
 
 class AuditAppend(Body):

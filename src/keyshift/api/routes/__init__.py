@@ -19,6 +19,7 @@ MODULES = (
     "keyshift.api.routes.audit_trail",
     "keyshift.api.routes.data",
     "keyshift.api.routes.features",
+    "keyshift.api.routes.feature_maintenance",
     "keyshift.api.routes.coverage",
 )
 

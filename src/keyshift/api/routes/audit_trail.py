@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.models.audit import AuditEvent
+from keyshift.api.schemas import IsoTime
 from keyshift.clock import parse_time
 from keyshift.control import audit_trail
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["audit trail"])
 @router.get("/audit-trail", response_model=list[AuditEvent])
 def list_audit_trail(
     tenant: str | None = Query(default=None, max_length=200),
-    since: str | None = Query(default=None, max_length=64, description="ISO 8601 time"),
+    since: IsoTime | None = Query(default=None, description="ISO 8601 time"),
     limit: int = Query(default=1000, ge=1, le=10000),
     ctx: Ctx = allow("collection"),
 ) -> list[dict[str, Any]]:

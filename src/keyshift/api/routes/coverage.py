@@ -11,7 +11,7 @@ from pydantic import Field
 from keyshift.api.access import Ctx, allow
 from keyshift.api.models.coverage import EnvironmentCoverage, KeyCoverage, Retirement
 from keyshift.api.models.policy import Rotation
-from keyshift.api.schemas import Body, Short
+from keyshift.api.schemas import Body, Integral, Short
 from keyshift.control import coverage, lifecycle, retire
 
 router = APIRouter(tags=["key coverage"])
@@ -22,7 +22,7 @@ class RetireRequest(Body):
 
 
 class RotationRequest(Body):
-    days: Annotated[int, Field(ge=1, le=3650)] | None
+    days: Annotated[int, Field(ge=1, le=3650), Integral] | None
 
 
 @router.get("/vaults/{vault}/keys/{key}/coverage", response_model=KeyCoverage)

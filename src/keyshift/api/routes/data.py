@@ -24,7 +24,7 @@ from keyshift.api.models.data import (
     RecordDeleted,
     RecordWritten,
 )
-from keyshift.api.schemas import MAX_VERSION, AuditAppend, RecordPut
+from keyshift.api.schemas import MAX_VERSION, AuditAppend, IsoTime, RecordPut
 from keyshift.clock import parse_time
 from keyshift.stores.service import EnvironmentData
 
@@ -92,8 +92,8 @@ def append_audit(env: str, body: AuditAppend, ctx: Ctx = allow("data", write=Tru
 @router.get("/environments/{env}/audit", response_model=list[dict[str, Any]])
 def query_audit(
     env: str,
-    since: str | None = Query(default=None, max_length=64),
-    until: str | None = Query(default=None, max_length=64),
+    since: IsoTime | None = Query(default=None),
+    until: IsoTime | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=10_000),
     ctx: Ctx = allow("data"),
 ) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.models.features import Backup, BackupRestored, LakeExport, SearchGeneration, SearchResults
-from keyshift.api.schemas import Body, Name
+from keyshift.api.schemas import FIELD_PATTERN, Body, Integral, TableName
 from keyshift.features import backups, restore, search, search_jobs
 
 router = APIRouter(tags=["features"])
@@ -23,7 +23,7 @@ router = APIRouter(tags=["features"])
 API_PREFIX = "/api/v1"
 RETRY_AFTER_SECONDS = 2
 
-Field_ = Annotated[str, Field(min_length=1, max_length=200)]
+Field_ = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra={"pattern": FIELD_PATTERN})]
 
 
 class SearchFieldsSet(Body):
@@ -31,11 +31,11 @@ class SearchFieldsSet(Body):
 
 
 class LakeExportCreate(Body):
-    table: Name
+    table: TableName
 
 
 class BackupCreate(Body):
-    retention_days: int | None = Field(default=None, ge=1, le=36500)
+    retention_days: Annotated[int, Field(ge=1, le=36500), Integral] | None = None
     note: Annotated[str, Field(max_length=500)] | None = None
 
 

@@ -13,7 +13,16 @@ from fastapi import APIRouter, status
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.models.vault import Key, KeyGrant, KeyGrantRevoked, KeyPurged, Vault, VaultDetail
-from keyshift.api.schemas import Body, GrantCreate, KeyCreate, KeyVersionSelector, Ref, Short, VaultCreate
+from keyshift.api.schemas import (
+    Body,
+    GrantCreate,
+    IsoTimeOrNever,
+    KeyCreate,
+    KeyVersionSelector,
+    Ref,
+    Short,
+    VaultCreate,
+)
 from keyshift.clock import parse_time
 from keyshift.control import vaults
 
@@ -87,7 +96,7 @@ def rotate_key(vault: str, key: str, ctx: Ctx = allow("vault", write=True)) -> d
 
 
 class KeyUpdate(Body):
-    expires: Short  # ISO 8601, or "never" to clear the expiry
+    expires: IsoTimeOrNever  # ISO 8601, or "never" to clear the expiry
     version: Short | None = None
 
 
