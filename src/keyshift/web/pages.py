@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from keyshift.api.access import Ctx, Guard, Rule
 from keyshift.control import environments, tenants, tokens
 from keyshift.errors import AuthenticationError, KeyshiftError
+from keyshift.web.flash import flash_redirect
 from keyshift.web.render import HERE, page
 from keyshift.web.session import (
     LOGIN_CSRF_COOKIE,
@@ -135,7 +136,8 @@ def environment_managed(
 ) -> Response:
     csrf(request, ctx, csrf_token)
     view = environments.set_managed(ctx.rt, env, managed)
-    return see_other(f"/environments/{view['id']}")
+    state = "is now a managed environment" if view["managed"] else "is no longer a managed environment"
+    return flash_redirect(request, f"/environments/{view['id']}", f"{view['name']} {state}.")
 
 
 def _reenable() -> Any:
@@ -204,7 +206,13 @@ def install(app: FastAPI) -> None:
     app.state.web_secret = secrets.token_bytes(32)
     app.state.html_error = html_error
     app.include_router(router)
-    for name in ("keyshift.web.pages_jobs", "keyshift.web.pages_policies", "keyshift.web.pages_coverage"):
+    for name in (
+        "keyshift.web.pages_jobs",
+        "keyshift.web.pages_policies",
+        "keyshift.web.pages_coverage",
+        "keyshift.web.pages_vaults",
+        "keyshift.web.pages_tokens",
+    ):
         try:
             module = importlib.import_module(name)
         except ImportError as exc:

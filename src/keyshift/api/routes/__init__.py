@@ -20,6 +20,7 @@ MODULES = (
     "keyshift.api.routes.data",
     "keyshift.api.routes.features",
     "keyshift.api.routes.coverage",
+    "keyshift.api.routes.tokens",
 )
 
 
