@@ -235,3 +235,24 @@ def test_flash_cookie_must_be_signed_by_the_server_and_favicon_is_served(
     r = client.get("/static/favicon.svg")
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/vaults").text
+
+
+def test_new_pages_have_labels_one_heading_and_security_headers(
+    client: TestClient, rt: Runtime, world: dict[str, Any]
+) -> None:
+    from .test_pages import _accessible
+
+    login(client, world["operator"])
+    page = client.post(
+        "/tokens", data={"role": "reader", "csrf": csrf_of(client.get("/tokens").text)}
+    )  # the page that shows a new token once
+    assert page.status_code == 201
+    _accessible(page.text)
+    for path in ("/vaults", "/vaults/alpha-vault", "/vaults/alpha-vault/keys/cmk", "/tokens", "/policies"):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert (
+            r.headers["cache-control"] == "no-store"
+            and "script-src 'self'" in r.headers["content-security-policy"]
+        )
+        _accessible(r.text)
