@@ -169,6 +169,7 @@ def test_the_seed_procedure_entirely_in_the_browser(page: Any, served_db: Served
     page.get_by_label("Environment").select_option(label="woodgrove-prod")
     page.get_by_role("button", name="Add environment").click()
     page.wait_for_url(re.compile(r".*/jobs/job_[0-9a-f]+$"))
+    assert page.locator("#flash").inner_text() == "Adding the environment to the policy: job started."
     page.wait_for_function(
         "() => ['succeeded','failed','cancelled'].includes(document.getElementById('job-state').textContent)",
         timeout=90_000,

@@ -161,7 +161,7 @@ def environment_reenable(
     if fn is None:
         raise KeyshiftError("re-enable is not available in this build")
     view = fn(ctx.rt, env)
-    return see_other(f"/environments/{view.get('environment', env)}")
+    return flash_redirect(request, f"/environments/{view.get('environment', env)}", "Environment re-enabled.")
 
 
 # -- tenants ---------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def tenant_remove_byok_flag(
     """Operator only: turn the tenant's legacy BYOK feature off, recording the ticket reference."""
     csrf(request, ctx, csrf_token)
     view = tenants.byok_flag_remove(ctx.rt, tenant, ticket=ticket)
-    return see_other(f"/tenants/{view['id']}")
+    return flash_redirect(request, f"/tenants/{view['id']}", f"BYOK feature turned off (ticket {ticket}).")
 
 
 def install(app: FastAPI) -> None:

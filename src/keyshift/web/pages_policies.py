@@ -11,7 +11,7 @@ from keyshift.control import environments, policies, vaults
 from keyshift.errors import KeyshiftError, NotFoundError
 from keyshift.migrate import link, maintenance
 from keyshift.web.flash import flash_redirect
-from keyshift.web.pages import SAFE_TEXT, csrf, see_other, web_allow
+from keyshift.web.pages import SAFE_TEXT, csrf, web_allow
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -107,7 +107,7 @@ def policy_add_environment(
     csrf(request, ctx, csrf_token)
     ctx.require_env(environment)
     job = link.start_link(ctx.rt, policy, environment)
-    return see_other(f"/jobs/{job['id']}")
+    return flash_redirect(request, f"/jobs/{job['id']}", "Adding the environment to the policy: job started.")
 
 
 @router.post("/policies/{policy}/environments/{env}/remove")
@@ -122,4 +122,6 @@ def policy_remove_environment(
     csrf(request, ctx, csrf_token)
     ctx.require_env(env)
     job = link.start_unlink(ctx.rt, policy, env)
-    return see_other(f"/jobs/{job['id']}")
+    return flash_redirect(
+        request, f"/jobs/{job['id']}", "Returning the environment to the platform key: job started."
+    )
