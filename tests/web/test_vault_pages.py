@@ -256,3 +256,66 @@ def test_new_pages_have_labels_one_heading_and_security_headers(
             and "script-src 'self'" in r.headers["content-security-policy"]
         )
         _accessible(r.text)
+
+
+def test_a_key_in_use_is_not_disabled_or_ungranted_from_the_page(client: TestClient, rt: Runtime) -> None:
+    """The retirement gate holds on the pages too: key_in_use, a link back to the key, no change."""
+    from keyshift.control import environments, health
+    from keyshift.jobs.runner import Worker
+    from keyshift.migrate import link
+
+    t = tenants.create_tenant(rt, "contoso")
+    env = environments.create_environment(rt, t["id"], "contoso-prod")
+    vaults.create_local_vault(rt, "contoso-vault", purge_protection=True, tenant_id=t["id"])
+    vaults.create_key(rt, "contoso-vault", "cmk", "RSA", 2048)
+    pol = policies.create_policy(
+        rt, t["id"], "cmk-eu", region=env["region"], vault="contoso-vault", key="cmk"
+    )
+    vaults.grant_key(rt, "contoso-vault", "cmk", pol["identity"], "get,wrapKey,unwrapKey")
+    health.policy_health(rt, pol["id"])
+    environments.set_managed(rt, env["id"], True)
+    link.start_link(rt, pol["id"], env["id"])
+    Worker(rt).run_once()
+    from keyshift.stores.keys import data_keys
+    from keyshift.stores.records import RecordStore
+
+    RecordStore(rt, env["id"]).put("accounts", "a1", {"name": "n1"})  # data under the key
+    data_keys(rt).flush()
+    before = vaults.show_key(rt, "contoso-vault", "cmk")
+
+    login(client, tokens.create_token(rt, "tenant_admin", tenant="contoso")["token"])
+    page = client.get("/vaults/contoso-vault/keys/cmk").text
+    assert f'href="/policies/{pol["id"]}">cmk-eu</a>' in page  # the policy using the key
+    token = csrf_of(page)
+    for path, data in [
+        ("/vaults/contoso-vault/keys/cmk/disable", {}),
+        ("/vaults/contoso-vault/keys/cmk/grants/revoke", {"identity": pol["identity"]}),
+    ]:
+        r = client.post(path, data={**data, "csrf": token})
+        assert r.status_code == 409 and "key_in_use" in r.text, path
+        assert back_link_of(r.text) == "/vaults/contoso-vault/keys/cmk"
+    assert vaults.show_key(rt, "contoso-vault", "cmk") == before
+    assert environments.show_environment(rt, env["id"])["state"] == "enabled"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code", "expected"),
+    [
+        ("POST", "/vaults/v1/keys/k1/rotate", "invalid_argument", "/vaults/v1/keys/k1"),
+        ("POST", "/vaults/v1/keys/k1/rotate", "key_not_found", "/vaults/v1"),
+        ("POST", "/vaults/v1/keys", "invalid_argument", "/vaults/v1"),
+        ("GET", "/vaults/v1/keys/k1", "not_found", "/vaults/v1"),
+        ("GET", "/vaults/v1", "vault_not_found", "/vaults"),
+        ("POST", "/policies/pol_1/environments", "environment_not_found", "/policies/pol_1"),
+        ("POST", "/policies/pol_1/health", "policy_not_found", "/policies"),
+        ("POST", "/policies", "key_not_found", "/policies"),
+        ("GET", "/tokens", "permission_denied", "/environments"),
+        ("GET", "/nowhere", "not_found", "/environments"),
+    ],
+)
+def test_error_pages_link_back_to_the_object_or_its_container(
+    method: str, path: str, code: str, expected: str
+) -> None:
+    from keyshift.web.backlinks import back_link
+
+    assert back_link(method, path, code).url == expected
