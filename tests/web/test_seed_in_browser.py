@@ -211,3 +211,26 @@ def test_roles_that_may_not_use_a_page_get_the_403_page_in_the_browser(page: Any
     for name in ("Rotate", "Disable key", "Grant"):
         assert page.get_by_role("button", name=name, exact=True).count() == 0
     shot(page, "15-reader-key-page")
+
+
+def test_operator_creates_sees_once_and_revokes_a_token_in_the_browser(page: Any, served_db: Served) -> None:
+    ids = _setup(served_db, "adatum")
+    with Runtime.open(home=served_db.home, principal="operator:test-setup") as rt:
+        operator = tokens.create_token(rt, "operator", label="browser operator")["token"]
+    _login(page, served_db, operator)
+    page.get_by_role("link", name="Tokens", exact=True).click()
+    page.get_by_label("Role", exact=True).select_option("tenant_admin")
+    page.get_by_label("Tenant", exact=True).select_option(label="adatum")
+    page.get_by_label("Label").fill("adatum second admin")
+    page.get_by_role("button", name="Create token").click()
+    created = page.get_by_label("Token", exact=True).input_value()
+    assert re.fullmatch(r"tok_[0-9a-f]{20}\.[A-Za-z0-9_-]{43}", created)
+    shot(page, "16-token-created")
+    token_id = created.partition(".")[0]
+    # The secret is on no other page: filter the list to the tenant and look.
+    page.goto(f"{served_db.url}/tokens?tenant={ids['tenant_id']}")
+    assert token_id in page.content() and created.partition(".")[2] not in page.content()
+    page.get_by_role("button", name=f"Revoke {token_id}").click()
+    assert page.locator("#flash").inner_text() == f"Token {token_id} revoked; it no longer works."
+    r = httpx.get(f"{served_db.url}/api/v1/whoami", headers={"Authorization": f"Bearer {created}"})
+    assert r.status_code == 401
