@@ -69,7 +69,7 @@ def test_policy_add_environment_job_and_customer_via_platform(page: Any, served:
     page.get_by_label("Policy name").fill("contoso-cmk")
     page.get_by_label("Region").select_option("eu")
     page.get_by_label("Key vault").select_option("contoso-vault")
-    page.get_by_label("Key name").fill("cmk")
+    page.get_by_label("Key", exact=True).select_option("cmk")  # the vault's keys, not free text
     page.get_by_role("button", name="Create policy").click()
     page.wait_for_url(re.compile(r".*/policies/pol_[0-9a-f]+$"))
     identity = page.locator("#policy-identity").inner_text()

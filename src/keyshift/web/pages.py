@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from keyshift.api.access import Ctx, Guard, Rule
 from keyshift.control import environments, tenants, tokens
 from keyshift.errors import AuthenticationError, KeyshiftError
+from keyshift.web.flash import flash_redirect
 from keyshift.web.render import HERE, page
 from keyshift.web.session import (
     LOGIN_CSRF_COOKIE,
@@ -135,7 +136,8 @@ def environment_managed(
 ) -> Response:
     csrf(request, ctx, csrf_token)
     view = environments.set_managed(ctx.rt, env, managed)
-    return see_other(f"/environments/{view['id']}")
+    state = "is now a managed environment" if view["managed"] else "is no longer a managed environment"
+    return flash_redirect(request, f"/environments/{view['id']}", f"{view['name']} {state}.")
 
 
 def _reenable() -> Any:
@@ -159,7 +161,8 @@ def environment_reenable(
     if fn is None:
         raise KeyshiftError("re-enable is not available in this build")
     view = fn(ctx.rt, env)
-    return see_other(f"/environments/{(view.get('environment') or {}).get('id', env)}")
+    target = (view.get("environment") or {}).get("id", env)
+    return flash_redirect(request, f"/environments/{target}", "Environment re-enabled.")
 
 
 # -- tenants ---------------------------------------------------------------------------------------
@@ -195,7 +198,7 @@ def tenant_remove_byok_flag(
     """Operator only: turn the tenant's legacy BYOK feature off, recording the ticket reference."""
     csrf(request, ctx, csrf_token)
     view = tenants.byok_flag_remove(ctx.rt, tenant, ticket=ticket)
-    return see_other(f"/tenants/{view['id']}")
+    return flash_redirect(request, f"/tenants/{view['id']}", f"BYOK feature turned off (ticket {ticket}).")
 
 
 def install(app: FastAPI) -> None:
@@ -204,7 +207,13 @@ def install(app: FastAPI) -> None:
     app.state.web_secret = secrets.token_bytes(32)
     app.state.html_error = html_error
     app.include_router(router)
-    for name in ("keyshift.web.pages_jobs", "keyshift.web.pages_policies", "keyshift.web.pages_coverage"):
+    for name in (
+        "keyshift.web.pages_jobs",
+        "keyshift.web.pages_policies",
+        "keyshift.web.pages_coverage",
+        "keyshift.web.pages_vaults",
+        "keyshift.web.pages_tokens",
+    ):
         try:
             module = importlib.import_module(name)
         except ImportError as exc:

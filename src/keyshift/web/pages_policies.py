@@ -8,8 +8,10 @@ from starlette.responses import Response
 
 from keyshift.api.access import Ctx
 from keyshift.control import environments, policies, vaults
+from keyshift.errors import KeyshiftError, NotFoundError
 from keyshift.migrate import link, maintenance
-from keyshift.web.pages import SAFE_TEXT, csrf, see_other, web_allow
+from keyshift.web.flash import flash_redirect
+from keyshift.web.pages import SAFE_TEXT, csrf, web_allow
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -26,15 +28,25 @@ def policies_page(request: Request, ctx: Ctx = web_allow("collection")) -> Respo
     ]
     from keyshift.control import tenants
 
+    keys = {v["name"]: _usable_keys(ctx, v["name"]) for v in vault_rows}
     tenant_rows = [t for t in tenants.list_tenants(ctx.rt) if scope is None or t.get("id") == scope]
     return page(
         request,
         "policies.html",
         rows=rows,
         vaults=vault_rows,
+        keys=keys,
         tenants=tenant_rows,
         regions=list(ctx.rt.settings.regions),
     )
+
+
+def _usable_keys(ctx: Ctx, vault: str) -> list[str]:
+    """Names of the vault's keys a policy can use (not deleted); none when the vault cannot list them."""
+    try:
+        return [k["name"] for k in vaults.list_keys(ctx.rt, vault) if not k["deleted"]]
+    except KeyshiftError:
+        return []
 
 
 @router.post("/policies")
@@ -51,8 +63,14 @@ def create_policy(
     csrf(request, ctx, csrf_token)
     tid = ctx.require_tenant(tenant)
     ctx.require_vault(vault)
+    if key not in _usable_keys(ctx, vault):  # the form offers the vault's own keys only
+        raise NotFoundError(f"key {key!r} not found in vault {vault!r}", code="key_not_found")
     view = policies.create_policy(ctx.rt, tid, name, region=region, vault=vault, key=key)
-    return see_other(f"/policies/{view['id']}")
+    return flash_redirect(
+        request,
+        f"/policies/{view['id']}",
+        f"Policy {view['name']} created. Grant its identity get, wrapKey and unwrapKey on key {key}.",
+    )
 
 
 @router.get("/policies/{policy}")
@@ -74,8 +92,8 @@ def policy_check(
     ctx: Ctx = web_allow("policy", write=True),
 ) -> Response:
     csrf(request, ctx, csrf_token)
-    maintenance.policy_health(ctx.rt, policy)
-    return see_other(f"/policies/{policy}")
+    view = maintenance.policy_health(ctx.rt, policy)
+    return flash_redirect(request, f"/policies/{policy}", f"Health checked: {view['health']}.")
 
 
 @router.post("/policies/{policy}/environments")
@@ -89,7 +107,7 @@ def policy_add_environment(
     csrf(request, ctx, csrf_token)
     ctx.require_env(environment)
     job = link.start_link(ctx.rt, policy, environment)
-    return see_other(f"/jobs/{job['id']}")
+    return flash_redirect(request, f"/jobs/{job['id']}", "Adding the environment to the policy: job started.")
 
 
 @router.post("/policies/{policy}/environments/{env}/remove")
@@ -104,4 +122,6 @@ def policy_remove_environment(
     csrf(request, ctx, csrf_token)
     ctx.require_env(env)
     job = link.start_unlink(ctx.rt, policy, env)
-    return see_other(f"/jobs/{job['id']}")
+    return flash_redirect(
+        request, f"/jobs/{job['id']}", "Returning the environment to the platform key: job started."
+    )

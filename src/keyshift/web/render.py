@@ -12,6 +12,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from keyshift.clock import utc
 from keyshift.errors import AuthenticationError, KeyshiftError
+from keyshift.web.backlinks import back_link
+from keyshift.web.flash import clear_flash, take_flash
 from keyshift.web.session import SESSION_COOKIE, csrf_for
 
 HERE = Path(__file__).parent
@@ -46,9 +48,12 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
         principal=principal,
         csrf=csrf_for(request, principal.token_id) if principal is not None else "",
         platform_name=rt.settings.platform_name,
+        flash=take_flash(request) if principal is not None else None,
         **context,
     )
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    response = HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    clear_flash(request, response)
+    return response
 
 
 SECURITY_HEADERS = {
@@ -65,4 +70,5 @@ def html_error(request: Request, exc: KeyshiftError | None, status: int, code: s
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
-    return page(request, "error.html", status_code=status, code=code, message=message)
+    back = back_link(request.method, request.url.path, code)
+    return page(request, "error.html", status_code=status, code=code, message=message, back=back)

@@ -21,6 +21,7 @@ MODULES = (
     "keyshift.api.routes.features",
     "keyshift.api.routes.feature_maintenance",
     "keyshift.api.routes.coverage",
+    "keyshift.api.routes.tokens",
 )
 
 
