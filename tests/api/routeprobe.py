@@ -28,6 +28,7 @@ PLAIN_PARAMS = {
     "table": "probe_table",
     "record_id": "probe-1",
     "path": "dir/probe.txt",
+    "feature": "audit",
 }
 # Required query parameters and the value used for them (optional ones keep their defaults).
 QUERY_PARAMS = {"q": "probe"}

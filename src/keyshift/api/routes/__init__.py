@@ -18,6 +18,7 @@ MODULES = (
     "keyshift.api.routes.jobs",
     "keyshift.api.routes.audit_trail",
     "keyshift.api.routes.audit_events",
+    "keyshift.api.routes.byok",
     "keyshift.api.routes.data",
     "keyshift.api.routes.features",
     "keyshift.api.routes.coverage",
