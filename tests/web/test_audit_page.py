@@ -66,6 +66,11 @@ def test_tenant_admin_sees_only_its_tenant_and_other_tenants_answer_as_missing(
     assert _api(web, admin, tenant="beta").status_code == 404
     op_events = _api(web, token(rt, "operator"), limit=500).json()["events"]
     assert {w["a"]["id"], w["b"]["id"]} <= {e["tenant"]["id"] for e in op_events if e["tenant"]}
+    # Readers: a tenant's reader like its admin; a global reader sees every tenant.
+    scoped = _api(web, token(rt, "reader", "alpha"), limit=500).json()["events"]
+    assert scoped and {e["tenant"]["id"] for e in scoped} == {w["a"]["id"]}
+    unscoped = _api(web, token(rt, "reader"), limit=500).json()["events"]
+    assert {w["a"]["id"], w["b"]["id"]} <= {e["tenant"]["id"] for e in unscoped if e["tenant"]}
     # A service token may not read the control plane: the documented 403.
     svc = token(rt, "service", envs=[w["ae"]["id"]])
     r = _api(web, svc)
