@@ -45,6 +45,7 @@ def test_restore_window_shown_and_restore_started_from_the_page(
     csrf = sign_in(web, token(rt, "tenant_admin", "fabrikam"))
     page = web.get(f"/environments/{env_id}").text
     assert 'id="restore-window"' in page
+    assert "pre-migration copy are kept 28 days" in page
     assert '<span id="restore-left">24 days 22 hours</span>' in page
     assert f'action="/environments/{env_id}/restore"' in page
     # Another tenant's admin: not found; a reader: no button, 403; no CSRF: 403. No job starts.

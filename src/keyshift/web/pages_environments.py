@@ -157,6 +157,7 @@ def environment_extras(ctx: Ctx, view: dict[str, Any]) -> dict[str, Any]:
             "open": left > 0,
             "days": max(0, left) // 86400,
             "hours": (max(0, left) % 86400) // 3600,
+            "retention_days": ctx.rt.settings.byok_retention_days,
         }
     return {
         "features_off": [f for f in FEATURES if f not in (view.get("features") or [])],
