@@ -29,6 +29,7 @@ PLAIN_PARAMS = {
     "record_id": "probe-1",
     "path": "dir/probe.txt",
     "token": "tok_00000000000000000000",
+    "feature": "audit",
 }
 # Required query parameters and the value used for them (optional ones keep their defaults).
 QUERY_PARAMS = {"q": "probe"}

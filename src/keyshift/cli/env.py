@@ -112,6 +112,15 @@ def feature_enable(ctx: typer.Context, env: str, feature: str) -> None:
         emit(ctx, environments.enable_feature(rt, env, feature), human_env)
 
 
+@feature_app.command("disable")
+def feature_disable(ctx: typer.Context, env: str, feature: str) -> None:
+    """Turn a feature off (its stored data is kept, encrypted, for when it is turned on again)."""
+    from keyshift.control import env_features
+
+    with runtime(ctx) as rt:
+        emit(ctx, env_features.disable_feature(rt, env, feature), human_env)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(env_app, name="env")
 

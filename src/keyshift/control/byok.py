@@ -38,6 +38,7 @@ from keyshift.control.common import (
 from keyshift.control.environments import require_byok_tenant
 from keyshift.control.pkcs12_files import (
     check_password,
+    check_size,
     fingerprint,
     generate_key,
     load_rsa_key,
@@ -71,10 +72,8 @@ def generate(
     action = "byok.key.generate"
     path = Path(out)
     try:
-        pw = check_password(password, new=True)
-        tenant_id, region = _prevalidate(rt, tenant_ref, name, region, None)
-        key = generate_key()
-        write_new_file(path, to_pkcs12(key, f"{tenant_ref}/{name}", pw, rt.clock.now()))
+        tenant_id, region, key, data = _new_pkcs12(rt, tenant_ref, name, password, region)
+        write_new_file(path, data)
     except KeyshiftError as err:
         raise refuse(rt, action, err, target_type="byok_key", details={"name": name}) from None
     try:
@@ -87,16 +86,56 @@ def generate(
     return view
 
 
+def generate_pkcs12(
+    rt: Runtime, tenant_ref: str, name: str, *, password: str, region: str | None = None
+) -> tuple[dict[str, Any], bytes]:
+    """Generate a tenant key and return it as password-protected PKCS#12 bytes (for a download;
+    nothing is written to disk) together with the key's view."""
+    action = "byok.key.generate"
+    try:
+        tenant_id, region, key, data = _new_pkcs12(rt, tenant_ref, name, password, region)
+    except KeyshiftError as err:
+        raise refuse(rt, action, err, target_type="byok_key", details={"name": name}) from None
+    return _add_key(rt, action, tenant_id, name, region, key, "generated"), data
+
+
+def _new_pkcs12(
+    rt: Runtime, tenant_ref: str, name: str, password: str, region: str | None
+) -> tuple[str, str, rsa.RSAPrivateKey, bytes]:
+    pw = check_password(password, new=True)
+    tenant_id, region = _prevalidate(rt, tenant_ref, name, region, None)
+    key = generate_key()
+    return tenant_id, region, key, to_pkcs12(key, f"{tenant_ref}/{name}", pw, rt.clock.now())
+
+
 def import_key(
     rt: Runtime, tenant_ref: str, name: str, *, file: str | Path, password: str, region: str | None = None
 ) -> dict[str, Any]:
     """Import a tenant key from a password-protected PKCS#12 file (RSA-2048 with its private key)."""
-    action = "byok.key.import"
     path = Path(file)
+    try:
+        data = read_file(path)
+    except KeyshiftError as err:
+        raise refuse(rt, "byok.key.import", err, target_type="byok_key", details={"name": name}) from None
+    return import_pkcs12(rt, tenant_ref, name, data=data, password=password, region=region, source=path.name)
+
+
+def import_pkcs12(
+    rt: Runtime,
+    tenant_ref: str,
+    name: str,
+    *,
+    data: bytes,
+    password: str,
+    region: str | None = None,
+    source: str = "the uploaded file",
+) -> dict[str, Any]:
+    """Import a tenant key from password-protected PKCS#12 bytes (an upload or a file's content)."""
+    action = "byok.key.import"
     try:
         pw = check_password(password, new=False)
         validate_name("BYOK key", name)
-        key = load_rsa_key(read_file(path), pw, path.name)
+        key = load_rsa_key(check_size(data, source), pw, source)
         tenant_id, region = _prevalidate(rt, tenant_ref, name, region, fingerprint(key), allow_locked=True)
     except KeyshiftError as err:
         raise refuse(rt, action, err, target_type="byok_key", details={"name": name}) from None
@@ -283,4 +322,13 @@ def _round_trip(rt: Runtime, vault_id: str, vault_key: str) -> None:
         raise ConflictError("the key failed its wrap/unwrap check", code="key_check_failed")
 
 
-__all__ = ["activate", "apply", "generate", "import_key", "list_keys", "revert"]
+__all__ = [
+    "activate",
+    "apply",
+    "generate",
+    "generate_pkcs12",
+    "import_key",
+    "import_pkcs12",
+    "list_keys",
+    "revert",
+]

@@ -24,6 +24,7 @@ marked locked with no locked environment (a state older versions could leave) is
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,13 @@ from keyshift.control import audit_trail
 from keyshift.control.byok_lifecycle import end_lock_if_clear, locked_count
 from keyshift.control.common import get_environment, get_tenant, operation, refuse
 from keyshift.control.deletion import schedule_deletion
-from keyshift.control.pkcs12_files import check_password, fingerprint, load_rsa_key, read_file
+from keyshift.control.pkcs12_files import (
+    check_password,
+    check_size,
+    fingerprint,
+    load_rsa_key,
+    read_file,
+)
 from keyshift.db.models import ByokKey, Dek, DekWrap, Environment, Tenant
 from keyshift.errors import ConflictError, KeyshiftError, UsageError
 from keyshift.runtime import Runtime
@@ -49,12 +56,36 @@ LOCK_REASON = "tenant locked"
 def lock(
     rt: Runtime, tenant_ref: str, *, file: str | Path, password: str, confirm: str | None
 ) -> dict[str, Any]:
+    path = Path(file)
+    return _lock(rt, tenant_ref, lambda: read_file(path), password, confirm, path.name)
+
+
+def lock_pkcs12(
+    rt: Runtime,
+    tenant_ref: str,
+    *,
+    data: bytes,
+    password: str,
+    confirm: str | None,
+    source: str = "the uploaded file",
+) -> dict[str, Any]:
+    """`lock` with the active key's PKCS#12 content given as bytes (an upload), not a path."""
+    return _lock(rt, tenant_ref, lambda: check_size(data, source), password, confirm, source)
+
+
+def _lock(
+    rt: Runtime,
+    tenant_ref: str,
+    content: Callable[[], bytes],
+    password: str,
+    confirm: str | None,
+    source: str,
+) -> dict[str, Any]:
     action = "byok.lock"
     fields: dict[str, Any] = {"target_type": "tenant", "target_id": tenant_ref}
     try:
-        path = Path(file)
         pw = check_password(password, new=False)
-        fp = fingerprint(load_rsa_key(read_file(path), pw, path.name))
+        fp = fingerprint(load_rsa_key(content(), pw, source))
         with rt.transaction() as s:
             tenant = get_tenant(s, tenant_ref)
             tenant_id = tenant.id

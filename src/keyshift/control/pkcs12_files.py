@@ -99,6 +99,13 @@ def read_file(path: Path) -> bytes:
         raise UsageError(f"cannot read {path}: {exc.strerror}", code="file_unreadable") from None
 
 
+def check_size(data: bytes, source: str) -> bytes:
+    """Uploaded key files have the same size bound as files read from disk."""
+    if len(data) > MAX_FILE_BYTES:
+        raise UsageError(f"{source} is too large to be a PKCS#12 key file", code="not_pkcs12")
+    return data
+
+
 def _looks_like_pkcs12(data: bytes) -> bool:
     return len(data) > 16 and data[0] == 0x30 and _PKCS7_DATA_OID in data[:48]
 

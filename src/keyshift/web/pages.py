@@ -113,17 +113,14 @@ def home(ctx: Ctx = web_allow("authenticated")) -> Response:
 
 
 # -- environments ----------------------------------------------------------------------------------
-@router.get("/environments")
-def environments_page(request: Request, view: str = "all", ctx: Ctx = web_allow("collection")) -> Response:
-    with_policies = view == "policies"
-    rows = environments.list_environments(ctx.rt, tenant=ctx.tenant_filter, with_policies=with_policies)
-    return page(request, "environments.html", rows=rows, with_policies=with_policies)
-
-
+# The environment list (filters, pagination) and its forms: pages_environments.py.
 @router.get("/environments/{env}")
 def environment_page(request: Request, env: str, ctx: Ctx = web_allow("env")) -> Response:
+    from keyshift.web.pages_environments import environment_extras
+
     view = environments.show_environment(ctx.rt, env)
-    return page(request, "environment.html", env=view, can_reenable=_reenable() is not None)
+    extras = environment_extras(ctx, view)
+    return page(request, "environment.html", env=view, can_reenable=_reenable() is not None, **extras)
 
 
 @router.post("/environments/{env}/managed")
@@ -184,7 +181,9 @@ def tenant_page(request: Request, tenant: str, ctx: Ctx = web_allow("tenant")) -
         left = parse_time(vault["delete_after"]) - ctx.rt.clock.now()
         seconds = max(0, int(left.total_seconds()))
         countdown = {"days": seconds // 86400, "hours": (seconds % 86400) // 3600, "seconds": seconds}
-    return page(request, "tenant.html", tenant=view, countdown=countdown)
+    from keyshift.web.pages_tenants import tenant_extras
+
+    return page(request, "tenant.html", tenant=view, countdown=countdown, **tenant_extras(ctx, view))
 
 
 @router.post("/tenants/{tenant}/byok-flag/remove")
@@ -213,6 +212,9 @@ def install(app: FastAPI) -> None:
         "keyshift.web.pages_coverage",
         "keyshift.web.pages_vaults",
         "keyshift.web.pages_tokens",
+        "keyshift.web.pages_environments",
+        "keyshift.web.pages_tenants",
+        "keyshift.web.pages_audit",
     ):
         try:
             module = importlib.import_module(name)

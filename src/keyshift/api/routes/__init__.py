@@ -17,6 +17,8 @@ MODULES = (
     "keyshift.api.routes.policies",
     "keyshift.api.routes.jobs",
     "keyshift.api.routes.audit_trail",
+    "keyshift.api.routes.audit_events",
+    "keyshift.api.routes.byok",
     "keyshift.api.routes.data",
     "keyshift.api.routes.features",
     "keyshift.api.routes.feature_maintenance",

@@ -3,9 +3,9 @@ flag, features, and re-enable after revocation."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, Response, status
 
 from keyshift.api.access import Ctx, allow
 from keyshift.api.models.environment import (
@@ -15,20 +15,40 @@ from keyshift.api.models.environment import (
     EnvironmentSummary,
 )
 from keyshift.api.schemas import EnvironmentCreate, FeatureEnable, ManagedUpdate
-from keyshift.control import environments, revocation
+from keyshift.control import env_search, environments, revocation
 
 router = APIRouter(tags=["environments"])
 
 
 @router.get("/environments", response_model=list[EnvironmentSummary])
 def list_environments(
-    tenant: str | None = None, with_policies: bool = False, ctx: Ctx = allow("collection")
+    response: Response,
+    tenant: str | None = None,
+    with_policies: bool = False,
+    q: str | None = Query(default=None, min_length=1, max_length=200, description="name contains"),
+    region: str | None = Query(default=None, max_length=100),
+    type: Literal["production", "sandbox", "trial", "teams", "developer"] | None = None,
+    state: Literal["enabled", "disabled", "locked"] | None = None,
+    mode: Literal["platform", "byok", "cmk"] | None = None,
+    after: str | None = Query(default=None, max_length=200, description="the previous page's X-Next-After"),
+    limit: int | None = Query(default=None, ge=1, le=env_search.MAX_PAGE),
+    ctx: Ctx = allow("collection"),
 ) -> list[dict[str, Any]]:
-    scope = ctx.tenant_filter
-    if tenant is not None:
-        tid = ctx.require_tenant(tenant)
-        return environments.list_environments(ctx.rt, tenant=tid, with_policies=with_policies)
-    return environments.list_environments(ctx.rt, tenant=scope, with_policies=with_policies)
+    """All environments by name; with `limit` one page, and `X-Next-After` when there is more."""
+    tid = ctx.require_tenant(tenant) if tenant is not None else None
+    if limit is None and after is None and not any((q, region, type, state, mode)):
+        return environments.list_environments(
+            ctx.rt, tenant=tid or ctx.tenant_filter, with_policies=with_policies
+        )
+    flt = env_search.EnvFilter(
+        tenant_id=tid, q=q, region=region, type=type, state=state, mode=mode, with_policies=with_policies
+    )
+    page = env_search.search(
+        ctx.rt, flt, scope_tenant=ctx.tenant_filter, after=after, limit=limit or env_search.MAX_PAGE
+    )
+    if page["next_after"] is not None:
+        response.headers["X-Next-After"] = page["next_after"]
+    return list(page["environments"])
 
 
 @router.post("/environments", response_model=Environment, status_code=status.HTTP_201_CREATED)
