@@ -105,7 +105,7 @@ def test_env_copy_over_http(
 ) -> None:
     a, b = world["alpha"], world["beta"]
     _indexed(client, rt, a)
-    dev = environments.create_environment(rt, a["env"]["tenant_id"], "alpha-dev", env_type="sandbox")
+    dev = environments.create_environment(rt, a["env"]["tenant"]["id"], "alpha-dev", env_type="sandbox")
     url = f"/api/v1/environments/{dev['name']}/copy"
     body = {"source": a["env"]["name"]}
 
@@ -135,7 +135,8 @@ def test_env_copy_over_http(
     r = client.post(url, json=body, headers=a["admin"])
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["environment"] == "alpha-dev" and out["source"] == "alpha-prod"
+    assert out["environment"] == {"id": dev["id"], "name": "alpha-dev"}
+    assert out["source"] == {"id": a["env"]["id"], "name": "alpha-prod"}
     assert out["backup"].startswith("bak") and out["restored"]["records"] == 3
     tok = bearer(_service_token(rt, dev["id"]))
     got = client.get(f"{url.removesuffix('/copy')}/records/accounts/a2", headers=tok)

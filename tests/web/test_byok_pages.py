@@ -70,7 +70,7 @@ def test_byok_generate_activate_lock_import_unlock_from_the_tenant_page(
     assert r.status_code == 409 and "72 hours" in alert(r.text)
     clock.advance(hours=73)
     r = _post(web, f"{base}/lock", data={**lock, "confirm": "fabx"}, files=files)
-    assert r.status_code == 400 and "type the tenant's name" in alert(r.text)
+    assert r.status_code == 409 and "type the tenant's name" in alert(r.text)  # confirmation_mismatch
     r = _post(web, f"{base}/lock", data={**lock, "password": "Tr0ub4dor&3"}, files=files)
     assert r.status_code == 400 and "wrong password" in alert(r.text) and "Tr0ub4dor" not in r.text
     r = _post(web, f"{base}/lock", data={k: v for k, v in lock.items() if k != "csrf"}, files=files)

@@ -77,7 +77,7 @@ def test_environments_created_from_the_tenant_page_and_listed_there(web: TestCli
     assert r.status_code == 303
     env = environments.show_environment(rt, "alpha-prod")
     assert r.headers["location"] == f"/environments/{env['id']}"
-    assert (env["tenant_id"], env["region"], env["type"]) == (a["id"], "eu", "production")
+    assert (env["tenant"]["id"], env["region"], env["type"]) == (a["id"], "eu", "production")
     assert _audited(rt, "environment.create")[-1].endswith(":tenant_admin")
     page = web.get(f"/tenants/{a['id']}").text
     assert f'href="/environments/{env["id"]}">alpha-prod</a>' in page and "beta-prod" not in page

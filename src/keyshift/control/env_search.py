@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, select
 
-from keyshift.control.environments import ENV_TYPES, encryption_view
-from keyshift.db.models import Environment, Tenant
+from keyshift.control.environments import ENV_TYPES, environment_summary
+from keyshift.db.models import Environment
 from keyshift.errors import UsageError
 from keyshift.runtime import Runtime
 
@@ -86,25 +86,7 @@ def search(
         def exists(*more: ColumnElement[bool]) -> bool:
             return s.scalars(select(E.id).where(*where, *more).limit(1)).first() is not None
 
-        tenants: dict[str, Tenant | None] = {}
-        out = []
-        for env in rows:
-            if env.tenant_id not in tenants:
-                tenants[env.tenant_id] = s.get(Tenant, env.tenant_id)
-            t = tenants[env.tenant_id]
-            out.append(
-                {
-                    "id": env.id,
-                    "name": env.name,
-                    "tenant": t.name if t else env.tenant_id,
-                    "tenant_id": env.tenant_id,
-                    "region": env.region,
-                    "type": env.type,
-                    "managed": env.managed,
-                    "state": env.state,
-                    "encryption": encryption_view(rt, s, env),
-                }
-            )
+        out = [environment_summary(rt, s, env) for env in rows]
         return {
             "environments": out,
             "next_after": rows[-1].name if rows and exists(E.name > rows[-1].name) else None,

@@ -88,7 +88,7 @@ def create_key(
     view = vaults.create_key(ctx.rt, vault, name, key_type, size)
     return flash_redirect(
         request,
-        _key_url(view["vault"], view["name"]),
+        _key_url(view["vault"]["name"], view["name"]),
         f"Key {view['name']} created ({view['type']} {view['size']}, version {view['current_version']}).",
     )
 
@@ -105,7 +105,7 @@ def key_page(
     using = [
         p
         for p in policies.list_policies(ctx.rt, tenant=ctx.tenant_filter)
-        if p["vault"] == view["vault"] and p["key"] == view["name"]
+        if p["vault"]["id"] == view["vault"]["id"] and p["key"] == view["name"]
     ]
     return page(
         request,
@@ -125,14 +125,14 @@ def rotate_key(
     csrf(request, ctx, csrf_token)
     view = vaults.rotate_key(ctx.rt, vault, key)
     msg = f"Key {view['name']} rotated: the current version is now {view['current_version']}."
-    return flash_redirect(request, _key_url(view["vault"], view["name"]), msg)
+    return flash_redirect(request, _key_url(view["vault"]["name"], view["name"]), msg)
 
 
 def _set_enabled(request: Request, ctx: Ctx, vault: str, key: str, enabled: bool, version: str) -> Response:
     view = vaults.set_key_enabled(ctx.rt, vault, key, enabled, version=version or None)
     what = f"Version {version} of key {view['name']}" if version else f"Key {view['name']}"
     msg = f"{what} {'enabled' if enabled else 'disabled'}."
-    return flash_redirect(request, _key_url(view["vault"], view["name"]), msg)
+    return flash_redirect(request, _key_url(view["vault"]["name"], view["name"]), msg)
 
 
 @router.post("/vaults/{vault}/keys/{key}/enable")
@@ -176,7 +176,7 @@ def grant(
     # The service refuses (and audits) an empty set or an unknown permission with a clear error.
     view = vaults.grant_key(ctx.rt, vault, key, identity, ",".join(permissions or []))
     msg = f"Granted {', '.join(view['permissions'])} on key {view['name']} to {view['identity']}."
-    return flash_redirect(request, _key_url(view["vault"], view["name"]), msg)
+    return flash_redirect(request, _key_url(view["vault"]["name"], view["name"]), msg)
 
 
 @router.post("/vaults/{vault}/keys/{key}/grants/revoke")
@@ -192,4 +192,4 @@ def revoke_grant(
     csrf(request, ctx, csrf_token)
     view = vaults.revoke_key_grant(ctx.rt, vault, key, identity)
     msg = f"Revoked the grant of {view['identity']} on key {view['name']}."
-    return flash_redirect(request, _key_url(view["vault"], key), msg)
+    return flash_redirect(request, _key_url(view["vault"]["name"], key), msg)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, Field, PlainSerializer
 
 from keyshift.api.access import Ctx, allow
+from keyshift.api.models.base import Ref as ObjectRef
 from keyshift.api.schemas import Body, Ref
 from keyshift.errors import ConflictError
 from keyshift.features import restore, search_jobs
@@ -59,8 +60,8 @@ class EnvironmentCopy(Body):
 
 
 class CopyResult(BaseModel):
-    environment: str = Field(description="The destination's name.")
-    source: str = Field(description="The source's name.")
+    environment: ObjectRef = Field(description="The destination.")
+    source: ObjectRef = Field(description="The environment copied from.")
     backup: str = Field(description="The backup of the source taken for the copy.")
     restored: dict[str, int] = Field(description="What was copied, counted per store.")
 

@@ -27,9 +27,7 @@ class TokenOut(BaseModel):
     id: str = Field(description="The token's public id (`tok_` + 20 hex); never the secret.")
     role: Role
     tenant: ObjectRef | None
-    tenant_id: str | None
     environments: list[ObjectRef] = Field(description="Environments a service token may use.")
-    env_ids: list[str]
     label: str | None
     created_at: datetime
     created_by: str | None
