@@ -53,7 +53,9 @@ def test_login_rejects_a_bad_token_and_protects_the_session(page: Any, served: S
     url = f"{served.url}/environments/northwind-prod/managed"
     r = page.request.post(url, form={"managed": "true", "csrf": "0" * 64})
     assert r.status == 403 and "did not come from this site" in r.text()
-    assert page.request.post(url, form={"managed": "true"}).status == 403  # a missing field is refused like a wrong one
+    assert (
+        page.request.post(url, form={"managed": "true"}).status == 403
+    )  # a missing field is refused like a wrong one
     with Runtime.open(home=served.home) as rt:
         assert environments.show_environment(rt, "northwind-prod")["managed"] is False
 
