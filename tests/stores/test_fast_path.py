@@ -133,6 +133,14 @@ def test_warm_path_refuses_a_moved_ciphertext(rt: Runtime, store: RecordStore) -
     _set_blob(rt, store.env_id, "t", "b", good)  # another record of the same table
     with pytest.raises(IntegrityError):
         store.get("t", "b")
+    for bulk in (  # the bulk readers pass fetched rows straight to the decryptor: same check
+        lambda: list(store.scan("t")),
+        lambda: store.scan("t", limit=10),
+        lambda: store.get_many("t", ["a", "b"]),
+        lambda: list(store.iter_all("t")),
+    ):
+        with pytest.raises(IntegrityError, match=r"t/b .*failed authentication"):
+            bulk()
     _set_blob(rt, store.env_id, "u", "a", good)  # the same id in another table
     with pytest.raises(IntegrityError):
         store.get("u", "a")
@@ -331,3 +339,17 @@ def test_record_times_read_back_as_the_clock_wrote_them(rt: Runtime, store: Reco
         assert rec.updated_at == when == orm
         assert rec.updated_at.utcoffset() == timedelta(0) and rec.updated_at.tzinfo is not None
         assert rec.to_dict()["updated_at"] == when.astimezone(UTC).isoformat()
+
+
+def test_postgres_direct_connections_read_times_in_utc(rt: Runtime, store: RecordStore) -> None:
+    """The direct connections run with the session time zone UTC, so psycopg hands out times
+    whose tzinfo is datetime.UTC itself and a scan converts none of them."""
+    from datetime import UTC
+
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL session time zone")
+    sql = record_sql(rt)
+    assert sql.fetch("SHOW TimeZone", ()) == [("UTC",)]
+    raw = sql.fetch(sql.scan_first, (store.env_id, "t", 10))
+    assert [r[3].tzinfo for r in raw] == [UTC, UTC]
+    assert [r.updated_at.tzinfo for r in store.scan("t")] == [UTC, UTC]

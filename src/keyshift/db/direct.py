@@ -10,6 +10,7 @@ expression, pool checkout with its events, and on PostgreSQL BEGIN + SELECT + CO
   takes the write lock; on PostgreSQL it is one round trip.
 * Writes run in one explicit transaction: on SQLite through the engine's writer gate and
   `BEGIN IMMEDIATE` hand-over (`db.engine.sqlite_write`), on PostgreSQL BEGIN ... COMMIT.
+* PostgreSQL connections run with the session time zone 'UTC' (rows' times need no conversion).
 * No pre-ping. An idle PostgreSQL connection is checked for a server-side close with a
   zero-timeout poll of its socket (no round trip); a statement that still meets a dropped
   connection is retried once on a fresh one. A write is retried only if the failure came
@@ -61,6 +62,10 @@ class DirectDB:
         fairy.detach()  # ours now: the pool forgets it (and frees its slot)
         if self.postgres:
             conn.autocommit = True
+            # Times come back in the session's zone. Under 'UTC' psycopg hands out datetimes whose
+            # tzinfo *is* datetime.UTC, so readers need no per-row zone conversion (the instants
+            # are the same under any zone: the columns are timestamptz).
+            conn.execute("SET TIME ZONE 'UTC'")
         return conn
 
     def _take(self) -> Any:
