@@ -209,7 +209,7 @@ def test_sqlite_reads_never_wait_for_the_write_lock(rt: Runtime, store: RecordSt
 
 def _direct_pids(rt: Runtime) -> list[int]:
     idle = record_sql(rt).db._idle
-    return [c.info.backend_pid for c in idle if not c.closed]
+    return [c.info.backend_pid for c, _ in idle if not c.closed]
 
 
 def _kill(rt: Runtime, pids: list[int]) -> None:
@@ -227,7 +227,9 @@ def test_postgres_dropped_connection_recovers_without_error(
 ) -> None:
     if rt.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL connections")
-    if not check_idle:  # no idle check: the statement meets the dead connection and is retried
+    if check_idle:  # every idle connection's socket is polled before use
+        monkeypatch.setattr(direct_mod, "IDLE_CHECK_AFTER", 0.0)
+    else:  # no idle check: the statement meets the dead connection and is retried
         monkeypatch.setattr(direct_mod, "pg_alive", lambda conn: True)
     pids = _direct_pids(rt)
     assert pids
@@ -241,6 +243,23 @@ def test_postgres_dropped_connection_recovers_without_error(
     assert store.put("t", "a", {"v": 3}, expected_version=2) == 3  # a CAS is not applied twice
     _kill(rt, _direct_pids(rt))
     assert [r.id for r in store.get_many("t", [f"x{i}" for i in range(600)] + ["a"])] == ["a"]
+
+
+def test_postgres_idle_poll_only_after_the_connection_sat_idle(
+    rt: Runtime, store: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL connections")
+    polls: list[int] = []
+    real = direct_mod.pg_alive
+    monkeypatch.setattr(direct_mod, "pg_alive", lambda conn: polls.append(1) or real(conn))
+    monkeypatch.setattr(direct_mod, "IDLE_CHECK_AFTER", 3600.0)
+    for _ in range(5):  # back to back: the connection was idle for microseconds
+        assert store.get("t", "a") == {"v": "a"}
+    assert polls == []
+    monkeypatch.setattr(direct_mod, "IDLE_CHECK_AFTER", 0.0)
+    assert store.get("t", "a") == {"v": "a"}
+    assert polls == [1]
 
 
 def test_postgres_pooled_connection_dropped_is_replaced_on_checkout(rt: Runtime, store: RecordStore) -> None:
