@@ -372,3 +372,18 @@ def test_postgres_direct_connections_read_times_in_utc(rt: Runtime, store: Recor
     raw = sql.fetch(sql.scan_first, (store.env_id, "t", 10))
     assert [r[3].tzinfo for r in raw] == [UTC, UTC]
     assert [r.updated_at.tzinfo for r in store.scan("t")] == [UTC, UTC]
+
+
+def test_bulk_reads_decode_json_and_bytes_values_alike(rt: Runtime, store: RecordStore) -> None:
+    values: dict[str, Any] = {
+        "j1": {"name": "Fabrikam", "n": [1, 2.5, None, True]},
+        "j2": "日本語 ✓",
+        "b1": b"\x00\x01binary\xff",
+        "b2": b"",
+        "j3": None,
+    }
+    store.put_many("mixed", list(values.items()))
+    expected = [(rid, values[rid]) for rid in sorted(values)]
+    assert [(r.id, r.value) for r in store.scan("mixed")] == expected
+    assert [(r.id, r.value) for r in store.get_many("mixed", list(values))] == expected
+    assert [(rid, store.get("mixed", rid)) for rid in sorted(values)] == expected

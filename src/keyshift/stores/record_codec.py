@@ -153,10 +153,14 @@ def encode_value(value: Any) -> bytes:
     return data
 
 
+# `json.loads(text)` without its per-call checks (a value is never read from text with a BOM).
+decode_json = json.JSONDecoder().decode
+
+
 def decode_value(data: bytes) -> Any:
     tag, body = data[:1], data[1:]
     if tag == TAG_BYTES:
         return body
     if tag == TAG_JSON:
-        return json.loads(body.decode("utf-8"))  # always UTF-8: no encoding detection
+        return decode_json(body.decode("utf-8"))  # always UTF-8: no encoding detection
     raise IntegrityError("unknown value type")

@@ -40,8 +40,10 @@ from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.keys import HotKey, data_keys
 from keyshift.stores.record_codec import (
     MAX_VALUE_BYTES,
+    TAG_JSON,
     Record,
     TableAd,
+    decode_json,
     decode_value,
     encode_value,
     make_record,
@@ -169,6 +171,7 @@ class RecordStore(BatchWrites):
         """
         prefix = _prefix(env.tenant_id, env.id, table).prefix
         hot_keys, monotonic, pack = self._hot_keys, self._keys.monotonic, _U32.pack
+        json_tag, from_json = TAG_JSON, decode_json
         out: list[Any] = []
         append = out.append
         for row in rows:
@@ -190,7 +193,10 @@ class RecordStore(BatchWrites):
                 raw = rid.encode("utf-8")
                 plain = hot.cipher.decrypt_ad(blob, prefix + pack(len(raw)) + raw)
                 hot.sizes.append(len(plain))
-                append(decode_value(plain))
+                if plain[:1] == json_tag:  # decode_value's common case, inlined
+                    append(from_json(plain[1:].decode("utf-8")))
+                else:
+                    append(decode_value(plain))
             except IntegrityError:
                 raise IntegrityError(
                     f"record {table}/{rid} of environment {env.name!r} failed authentication "
@@ -203,7 +209,7 @@ class RecordStore(BatchWrites):
     def _records(self, env: EnvView, table: str, rows: list[Any]) -> list[Record]:
         """Record objects of (id, blob, version, updated_at) rows."""
         values = self._open(env, table, rows)
-        read_at = self._sql.read_at
+        read_at = self._sql.read_at_fn
         return [make_record(r[0], v, r[2], read_at(r[3])) for r, v in zip(rows, values, strict=True)]
 
     def _table_exists(self, table: str) -> bool:
