@@ -1,7 +1,8 @@
 """Run every bench/bench_*.py module: `python -m bench [NAME ...]` (e.g. `python -m bench crypto`).
 
 Each module exposes `run(report: Report) -> None`. A module that fails to import or to run is
-reported with the reason and the others still run. Results: bench/results/latest.json.
+reported with the reason and the others still run. Last, the issue's targets measured in this run
+are listed in one table (bench/targets.py). Results: bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from bench.common import Report
+from bench.targets import summary
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,6 +57,10 @@ def main(argv: list[str]) -> int:
         for section in report.sections[first:]:
             report.print_section(section)
         print(f"[{name}] {time.perf_counter() - start:.1f} s")
+    targets = summary(report)
+    if targets is not None:
+        report.sections.append(targets)
+        report.print_section(targets)
     path = report.write()
     print(f"results: {path}")
     for name, reason in report.failures.items():

@@ -102,12 +102,15 @@ def ab_rounds(
     min_time: float = 0.2,
     warmup: int = 3,
     max_calls: int = 1_000_000,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Calls/s of each function in each of `rounds` rounds, A/B interleaved.
 
     Every round times each candidate once, back to back, with the order rotated per round, so
     load drift on a shared machine hits all of them alike. Ratios are taken per round
-    (`ratio_stats`), which cancels the drift between rounds too.
+    (`ratio_stats`), which cancels the drift between rounds too. With `cpu`, it also receives
+    each candidate's calls per CPU second of this process in each round (`time.process_time`:
+    what the calls cost, not how long they waited for a core).
     """
     names = list(fns)
     calls: dict[str, int] = {}
@@ -129,23 +132,30 @@ def ab_rounds(
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             fn, n = fns[name], calls[name]
-            start = time.perf_counter()
+            cpu_start, start = time.process_time(), time.perf_counter()
             for _ in range(n):
                 fn()
             out[name].append(n / (time.perf_counter() - start))
+            if cpu is not None:
+                cpu.setdefault(name, []).append(n / max(time.process_time() - cpu_start, 1e-9))
     return out
 
 
-def timed_rounds(fns: dict[str, Callable[[], object]], *, rounds: int = 5) -> dict[str, list[float]]:
+def timed_rounds(
+    fns: dict[str, Callable[[], object]], *, rounds: int = 5, cpu: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
     """Seconds of one call of each function per round (for long operations), interleaved and
-    rotated like `ab_rounds`."""
+    rotated like `ab_rounds`. With `cpu`, it also receives the CPU seconds of this process per
+    call and round."""
     names = list(fns)
     out: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
+            cpu_start, start = time.process_time(), time.perf_counter()
             fns[name]()
             out[name].append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - cpu_start)
     return out
 
 

@@ -133,6 +133,14 @@ def test_warm_path_refuses_a_moved_ciphertext(rt: Runtime, store: RecordStore) -
     _set_blob(rt, store.env_id, "t", "b", good)  # another record of the same table
     with pytest.raises(IntegrityError):
         store.get("t", "b")
+    for bulk in (  # the bulk readers pass fetched rows straight to the decryptor: same check
+        lambda: list(store.scan("t")),
+        lambda: store.scan("t", limit=10),
+        lambda: store.get_many("t", ["a", "b"]),
+        lambda: list(store.iter_all("t")),
+    ):
+        with pytest.raises(IntegrityError, match=r"t/b .*failed authentication"):
+            bulk()
     _set_blob(rt, store.env_id, "u", "a", good)  # the same id in another table
     with pytest.raises(IntegrityError):
         store.get("u", "a")
@@ -201,7 +209,7 @@ def test_sqlite_reads_never_wait_for_the_write_lock(rt: Runtime, store: RecordSt
 
 def _direct_pids(rt: Runtime) -> list[int]:
     idle = record_sql(rt).db._idle
-    return [c.info.backend_pid for c in idle if not c.closed]
+    return [c.info.backend_pid for c, _ in idle if not c.closed]
 
 
 def _kill(rt: Runtime, pids: list[int]) -> None:
@@ -219,7 +227,9 @@ def test_postgres_dropped_connection_recovers_without_error(
 ) -> None:
     if rt.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL connections")
-    if not check_idle:  # no idle check: the statement meets the dead connection and is retried
+    if check_idle:  # every idle connection's socket is polled before use
+        monkeypatch.setattr(direct_mod, "IDLE_CHECK_AFTER", 0.0)
+    else:  # no idle check: the statement meets the dead connection and is retried
         monkeypatch.setattr(direct_mod, "pg_alive", lambda conn: True)
     pids = _direct_pids(rt)
     assert pids
@@ -233,6 +243,23 @@ def test_postgres_dropped_connection_recovers_without_error(
     assert store.put("t", "a", {"v": 3}, expected_version=2) == 3  # a CAS is not applied twice
     _kill(rt, _direct_pids(rt))
     assert [r.id for r in store.get_many("t", [f"x{i}" for i in range(600)] + ["a"])] == ["a"]
+
+
+def test_postgres_idle_poll_only_after_the_connection_sat_idle(
+    rt: Runtime, store: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL connections")
+    polls: list[int] = []
+    real = direct_mod.pg_alive
+    monkeypatch.setattr(direct_mod, "pg_alive", lambda conn: polls.append(1) or real(conn))
+    monkeypatch.setattr(direct_mod, "IDLE_CHECK_AFTER", 3600.0)
+    for _ in range(5):  # back to back: the connection was idle for microseconds
+        assert store.get("t", "a") == {"v": "a"}
+    assert polls == []
+    monkeypatch.setattr(direct_mod, "IDLE_CHECK_AFTER", 0.0)
+    assert store.get("t", "a") == {"v": "a"}
+    assert polls == [1]
 
 
 def test_postgres_pooled_connection_dropped_is_replaced_on_checkout(rt: Runtime, store: RecordStore) -> None:
@@ -331,3 +358,32 @@ def test_record_times_read_back_as_the_clock_wrote_them(rt: Runtime, store: Reco
         assert rec.updated_at == when == orm
         assert rec.updated_at.utcoffset() == timedelta(0) and rec.updated_at.tzinfo is not None
         assert rec.to_dict()["updated_at"] == when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_postgres_direct_connections_read_times_in_utc(rt: Runtime, store: RecordStore) -> None:
+    """The direct connections run with the session time zone UTC, so psycopg hands out times
+    whose tzinfo is datetime.UTC itself and a scan converts none of them."""
+    from datetime import UTC
+
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL session time zone")
+    sql = record_sql(rt)
+    assert sql.fetch("SHOW TimeZone", ()) == [("UTC",)]
+    raw = sql.fetch(sql.scan_first, (store.env_id, "t", 10))
+    assert [r[3].tzinfo for r in raw] == [UTC, UTC]
+    assert [r.updated_at.tzinfo for r in store.scan("t")] == [UTC, UTC]
+
+
+def test_bulk_reads_decode_json_and_bytes_values_alike(rt: Runtime, store: RecordStore) -> None:
+    values: dict[str, Any] = {
+        "j1": {"name": "Fabrikam", "n": [1, 2.5, None, True]},
+        "j2": "日本語 ✓",
+        "b1": b"\x00\x01binary\xff",
+        "b2": b"",
+        "j3": None,
+    }
+    store.put_many("mixed", list(values.items()))
+    expected = [(rid, values[rid]) for rid in sorted(values)]
+    assert [(r.id, r.value) for r in store.scan("mixed")] == expected
+    assert [(r.id, r.value) for r in store.get_many("mixed", list(values))] == expected
+    assert [(rid, store.get("mixed", rid)) for rid in sorted(values)] == expected

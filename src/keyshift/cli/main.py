@@ -7,6 +7,7 @@ Global options (`--json`, `--home`, `--database-url`) are accepted anywhere on t
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -255,7 +256,22 @@ def _error(as_json: bool, code: str, message: str, exit_code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point. Usage errors exit 2 (as JSON on stderr with `--json`, wherever it was given)."""
+    """Entry point. Usage errors exit 2 (as JSON on stderr with `--json`, wherever it was given).
+
+    Run as the program (`argv` None), the process ends right after: the garbage collector is
+    frozen on the way out, so the interpreter's last collection does not walk every object the
+    imports made (about a quarter of `keyshift data get`'s CPU time). Teardown is otherwise as
+    usual: atexit handlers run and objects are released by reference counting; commands close
+    their own files, connections and runtime before they return.
+    """
+    try:
+        _main(argv)
+    finally:
+        if argv is None:
+            gc.freeze()
+
+
+def _main(argv: list[str] | None) -> None:
     args = hoist_globals(list(sys.argv[1:] if argv is None else argv))
     as_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
     root = typer.main.get_command(app)

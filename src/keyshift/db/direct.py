@@ -10,8 +10,10 @@ expression, pool checkout with its events, and on PostgreSQL BEGIN + SELECT + CO
   takes the write lock; on PostgreSQL it is one round trip.
 * Writes run in one explicit transaction: on SQLite through the engine's writer gate and
   `BEGIN IMMEDIATE` hand-over (`db.engine.sqlite_write`), on PostgreSQL BEGIN ... COMMIT.
-* No pre-ping. An idle PostgreSQL connection is checked for a server-side close with a
-  zero-timeout poll of its socket (no round trip); a statement that still meets a dropped
+* PostgreSQL connections run with the session time zone 'UTC' (rows' times need no conversion).
+* No pre-ping. A PostgreSQL connection idle for IDLE_CHECK_AFTER seconds or more is checked for a
+  server-side close with a zero-timeout poll of its socket (no round trip; one busy thread reusing
+  its connection back to back skips even that syscall); a statement that still meets a dropped
   connection is retried once on a fresh one. A write is retried only if the failure came
   before COMMIT was sent, so a retry can never apply a write twice.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -29,6 +32,7 @@ from keyshift.db.engine import pg_alive, sqlite_write
 
 T = TypeVar("T")
 MAX_IDLE = 8
+IDLE_CHECK_AFTER = 0.5  # seconds idle after which a PostgreSQL connection's socket is polled
 
 
 class DirectDB:
@@ -38,7 +42,7 @@ class DirectDB:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self.sqlite = engine.dialect.name == "sqlite"
-        self._idle: list[Any] = []
+        self._idle: list[tuple[Any, float]] = []  # (connection, monotonic time it went idle)
         self._closed = False
         self._lock = threading.Lock()  # only for close()
         if self.postgres:
@@ -61,16 +65,20 @@ class DirectDB:
         fairy.detach()  # ours now: the pool forgets it (and frees its slot)
         if self.postgres:
             conn.autocommit = True
+            # Times come back in the session's zone. Under 'UTC' psycopg hands out datetimes whose
+            # tzinfo *is* datetime.UTC, so readers need no per-row zone conversion (the instants
+            # are the same under any zone: the columns are timestamptz).
+            conn.execute("SET TIME ZONE 'UTC'")
         return conn
 
     def _take(self) -> Any:
         idle = self._idle
         while True:
             try:
-                conn = idle.pop()
+                conn, since = idle.pop()  # one tuple: atomic under the GIL, no lock
             except IndexError:
                 return self._new()
-            if not self.postgres or pg_alive(conn):
+            if not self.postgres or time.monotonic() - since < IDLE_CHECK_AFTER or pg_alive(conn):
                 return conn
             _close(conn)
 
@@ -78,7 +86,7 @@ class DirectDB:
         if self._closed or len(self._idle) >= MAX_IDLE or (self.postgres and conn.closed):
             _close(conn)
         else:
-            self._idle.append(conn)
+            self._idle.append((conn, time.monotonic()))
 
     def _dropped(self, conn: Any, exc: BaseException) -> bool:
         """Did this error come from a connection the server dropped?"""
@@ -92,7 +100,7 @@ class DirectDB:
         with self._lock:
             self._closed = True
             while self._idle:
-                _close(self._idle.pop())
+                _close(self._idle.pop()[0])
 
     # -- statements ----------------------------------------------------------------------------
     def fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:

@@ -62,17 +62,19 @@ def _series(store: str, operation: str) -> tuple[Any, Any]:
 
 
 def _timed(store: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    ok, histogram = _series(store, operation)
+    ok_inc, observe, clock = ok.inc, histogram.observe, time.perf_counter
+
     def call(*args: Any, **kwargs: Any) -> Any:
-        ok, histogram = _series(store, operation)
-        started = time.perf_counter()
+        started = clock()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             metrics.data_requests.labels(store, operation, outcome_of(exc)).inc()
             raise
         finally:
-            histogram.observe(time.perf_counter() - started)
-        ok.inc()
+            observe(clock() - started)
+        ok_inc()
         return result
 
     return call
@@ -85,18 +87,26 @@ class Instrumented:
     do not go through the proxy, so they are not counted twice.
     """
 
-    __slots__ = ("_ops", "_store", "_target")
+    __slots__ = ("_ops", "_store", "_target", "_wrapped")
 
     def __init__(self, target: Any, store: str) -> None:
         object.__setattr__(self, "_target", target)
         object.__setattr__(self, "_store", store)
         object.__setattr__(self, "_ops", OPERATIONS.get(store, ()))
+        # operation -> (the callable wrapped, its wrapper): built once, not per call (the data
+        # plane's hot path goes through here); rebuilt if the target's attribute changed since
+        object.__setattr__(self, "_wrapped", {})
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
-        if name in self._ops and callable(attr):
-            return _timed(self._store, name, attr)
-        return attr
+        if name not in self._ops or not callable(attr):
+            return attr
+        found = self._wrapped.get(name)
+        if found is not None and found[0] == attr:
+            return found[1]
+        wrapper = _timed(self._store, name, attr)
+        self._wrapped[name] = (attr, wrapper)
+        return wrapper
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._target, name, value)

@@ -21,7 +21,7 @@ state, versions, AD binding, fail closed.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache, partial
 from itertools import islice
 from typing import Any, overload
@@ -40,10 +40,13 @@ from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.keys import HotKey, data_keys
 from keyshift.stores.record_codec import (
     MAX_VALUE_BYTES,
+    TAG_JSON,
     Record,
     TableAd,
+    decode_json,
     decode_value,
     encode_value,
+    make_record,
     validate_id,
     validate_table,
     validate_version,
@@ -53,6 +56,7 @@ from keyshift.stores.records_sql import _IN_CHUNK, MAX_BATCH, executemany, recor
 
 STORE = "records"
 _U32 = struct.Struct(">I")
+_PAIR_TYPES = (tuple, list)
 DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
 SCAN_PAGE = 1000  # rows per read of a whole-table scan
@@ -134,7 +138,7 @@ class RecordStore(BatchWrites):
         """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out.
         Returns (id, blob, DEK id in hex) triples."""
         out: list[tuple[str, bytes, str]] = []
-        ad = _prefix(env.tenant_id, env.id, table).for_record
+        prefix, pack = _prefix(env.tenant_id, env.id, table).prefix, _U32.pack
         append = out.append
         while len(out) < len(items):
             cipher: RecordCipher = self._keys.cipher(self.rt, env, STORE)
@@ -143,7 +147,9 @@ class RecordStore(BatchWrites):
             nbytes = 0
             try:
                 for rid, plain in items[len(out) :]:
-                    append((rid, encrypt(plain, ad(rid)), dek_hex))
+                    # ids are validated (ASCII, at most 512 bytes): `AdPrefix.for_record`, inlined
+                    raw = rid.encode("utf-8")
+                    append((rid, encrypt(plain, prefix + pack(len(raw)) + raw), dek_hex))
                     nbytes += len(plain)
             except DataKeyExhaustedError:
                 self._keys.roll(self.rt, env, STORE, dek_id)
@@ -155,17 +161,21 @@ class RecordStore(BatchWrites):
         """Authenticate and decode one stored value."""
         return self._open(env, table, [(record_id, blob)])[0]
 
-    def _open(self, env: EnvView, table: str, rows: Iterable[tuple[str, bytes]]) -> list[Any]:
+    def _open(self, env: EnvView, table: str, rows: Iterable[Sequence[Any]]) -> list[Any]:
         """Authenticate and decode stored values (the read hot path; names bound once per call).
 
-        Per row: the DEK's hot key (renewed through `DataKeys.hot_key` when spent, expired or
-        flushed), the table's encoded AD with the id appended, AES-GCM, the value decoding.
+        `rows` hold the record id at [0] and the stored blob at [1] (other columns are ignored, so
+        a scan's rows are passed as fetched). Per row: the DEK's hot key (renewed through
+        `DataKeys.hot_key` when spent, expired or flushed), the table's encoded AD with the id
+        appended, AES-GCM, the value decoding.
         """
         prefix = _prefix(env.tenant_id, env.id, table).prefix
         hot_keys, monotonic, pack = self._hot_keys, self._keys.monotonic, _U32.pack
+        json_tag, from_json = TAG_JSON, decode_json
         out: list[Any] = []
         append = out.append
-        for rid, blob in rows:
+        for row in rows:
+            rid, blob = row[0], row[1]
             try:
                 if type(blob) is not bytes:
                     blob = bytes(blob)
@@ -183,7 +193,10 @@ class RecordStore(BatchWrites):
                 raw = rid.encode("utf-8")
                 plain = hot.cipher.decrypt_ad(blob, prefix + pack(len(raw)) + raw)
                 hot.sizes.append(len(plain))
-                append(decode_value(plain))
+                if plain[:1] == json_tag:  # decode_value's common case, inlined
+                    append(from_json(plain[1:].decode("utf-8")))
+                else:
+                    append(decode_value(plain))
             except IntegrityError:
                 raise IntegrityError(
                     f"record {table}/{rid} of environment {env.name!r} failed authentication "
@@ -195,9 +208,9 @@ class RecordStore(BatchWrites):
 
     def _records(self, env: EnvView, table: str, rows: list[Any]) -> list[Record]:
         """Record objects of (id, blob, version, updated_at) rows."""
-        values = self._open(env, table, [(r[0], r[1]) for r in rows])
-        read_at = self._sql.read_at
-        return [Record(r[0], v, r[2], read_at(r[3])) for r, v in zip(rows, values, strict=True)]
+        values = self._open(env, table, rows)
+        read_at = self._sql.read_at_fn
+        return [make_record(r[0], v, r[2], read_at(r[3])) for r, v in zip(rows, values, strict=True)]
 
     def _table_exists(self, table: str) -> bool:
         sql = self._sql
@@ -280,7 +293,7 @@ class RecordStore(BatchWrites):
 
     @staticmethod
     def _pair(item: object) -> tuple[str, Any, bytes]:
-        if not isinstance(item, tuple | list) or len(item) != 2:
+        if not isinstance(item, _PAIR_TYPES) or len(item) != 2:
             raise UsageError("put_many takes (id, value) pairs", code="invalid_value")
         rid, value = item
         return validate_id(rid), value, encode_value(value)

@@ -108,6 +108,11 @@ class RecordSql:
     def read_at(self, raw: Any) -> datetime:
         return cast(datetime, self._read_at(raw) if self._read_at is not None else raw)
 
+    @property
+    def read_at_fn(self) -> Callable[[Any], datetime]:
+        """`read_at` as one plain function (bulk reads call it per row)."""
+        return self._read_at if self._read_at is not None else _same
+
     # -- running -------------------------------------------------------------------------------
     def fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self.db.fetch(sql, params)
@@ -125,6 +130,10 @@ class RecordSql:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _same(raw: Any) -> Any:
+    return raw
 
 
 def _sqlite_at(raw: Any) -> datetime | None:

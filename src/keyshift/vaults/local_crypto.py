@@ -2,6 +2,8 @@
 
 RSA keys wrap with RSA-OAEP (SHA-256, MGF1-SHA-256); AES-256 keys wrap with the RFC 5649 key wrap
 with padding. No I/O here; secret bytes never leave this module except sealed by the master key.
+The RSA and key-serialisation modules load on first RSA use (an AES unwrap, e.g. a CLI `data get`
+under the platform key, does not pay for them at start-up).
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import (
     InvalidUnwrap,
     aes_key_unwrap_with_padding,
@@ -21,12 +23,23 @@ from cryptography.hazmat.primitives.keywrap import (
 from keyshift.errors import UsageError
 from keyshift.vaults.base import KeyType, UnwrapError
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
 RSA_SIZES = (2048, 3072, 4096)
 AES_SIZES = (256,)
 ALG_RSA = "RSA-OAEP-256"
 ALG_AES = "AES-KWP"  # RFC 5649
 DEK_MIN, DEK_MAX = 16, 64
-_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+@cache
+def _oaep() -> Any:
+    """RSA-OAEP with SHA-256 and MGF1-SHA-256 (no label)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    return padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
 def parse_key_type(value: str | KeyType) -> KeyType:
@@ -54,10 +67,14 @@ def generate(kt: KeyType, size: int) -> tuple[bytes, bytes | None]:
     """New key material: (secret bytes, DER public key or None)."""
     if kt is KeyType.AES:
         return os.urandom(size // 8), None
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     return rsa_secret(rsa.generate_private_key(public_exponent=65537, key_size=size))
 
 
 def rsa_secret(private_key: rsa.RSAPrivateKey) -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+
     secret = private_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -68,6 +85,8 @@ def rsa_secret(private_key: rsa.RSAPrivateKey) -> tuple[bytes, bytes]:
 
 
 def public_pem(public_der: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     key = serialization.load_der_public_key(public_der)
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -98,7 +117,7 @@ class LoadedKey:
     def wrap(self, dek: bytes) -> bytes:
         check_dek(dek)
         if self._rsa is not None:
-            return self._rsa.public_key().encrypt(bytes(dek), _OAEP)
+            return self._rsa.public_key().encrypt(bytes(dek), _oaep())
         assert self._aes is not None
         return aes_key_wrap_with_padding(self._aes, bytes(dek))
 
@@ -110,7 +129,7 @@ class LoadedKey:
             if len(wrapped) != self.size // 8:
                 raise failed
             try:
-                dek = self._rsa.decrypt(bytes(wrapped), _OAEP)
+                dek = self._rsa.decrypt(bytes(wrapped), _oaep())
             except ValueError:
                 raise failed from None
         else:
@@ -129,6 +148,9 @@ class LoadedKey:
 def load_secret(kt: KeyType, size: int, secret: bytes) -> LoadedKey:
     if kt is KeyType.AES:
         return LoadedKey(kt, size, _aes=bytes(secret))
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = serialization.load_der_private_key(secret, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):  # pragma: no cover - we only store RSA here
         raise UsageError("stored material is not an RSA key")
