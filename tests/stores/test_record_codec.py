@@ -57,6 +57,11 @@ def test_make_record_is_the_same_frozen_record() -> None:
     assert type(fast) is Record
     assert fast == Record("r1", {"v": 1}, 7, at)
     assert (fast.id, fast.value, fast.version, fast.updated_at) == ("r1", {"v": 1}, 7, at)
-    assert fast.to_dict() == {"id": "r1", "version": 7, "updated_at": at.isoformat(), "value": {"v": 1}}
+    assert fast.to_dict() == {
+        "id": "r1",
+        "version": 7,
+        "updated_at": at.isoformat().replace("+00:00", "Z"),
+        "value": {"v": 1},
+    }
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.version = 8  # type: ignore[misc]
