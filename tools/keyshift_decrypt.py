@@ -14,7 +14,7 @@ Output (identical to `keyshift env export`):
 
     DIR/manifest.json          environment id/name/tenant and the counts below
     DIR/records/TABLE.jsonl    {"id", "type": "json"|"bytes", "value", "version"} per record, by id
-    DIR/audit/events.jsonl     {"at", "event", "id"} per event, by time then id
+    DIR/audit/events.jsonl     {"at" (UTC, Z), "event", "id"} per event, by time then id
     DIR/files/PATH             each file's plaintext
 
 Everything is written to a temporary directory next to DIR and renamed to DIR only when every
@@ -520,11 +520,8 @@ class Environment:
                         raise InvalidTag  # the stored timestamp was changed
                 except (InvalidTag, ValueError, KeyError, TypeError):
                     raise tampered(f"audit event {event_id}") from None
-                seen[event_id] = (
-                    at,
-                    event_id,
-                    dumps({"at": at.isoformat(), "event": body["event"], "id": event_id}),
-                )
+                when = at.isoformat().replace("+00:00", "Z")
+                seen[event_id] = (at, event_id, dumps({"at": when, "event": body["event"], "id": event_id}))
         return [line for _, _, line in sorted(seen.values())]
 
     def file_sources(self) -> Iterator[tuple[str, Any]]:
