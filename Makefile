@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 BASE_STAMP := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
+# Tools the tests run with their own pins (the OpenAPI client generator), apart from Keyshift's venv.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 EXTRAS := hsm,kmip,lake,dev,bench
 PYTEST_ARGS ?= -n 2 --durations=15
 # `make soak`: trials start for SOAK_SECONDS; about 5 minutes in all (bench/soak.py)
@@ -27,6 +30,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP) $(BASE_STAMP)
 
+$(TOOLS_STAMP):
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet openapi-python-client
+	touch $(TOOLS_STAMP)
+
 demo: $(BASE_STAMP)
 	$(BIN)/keyshift demo
 
@@ -38,7 +46,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The suite runs after lint (ruff) and the type check (mypy): `make test` fails on either.
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(TOOLS_STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -48,4 +56,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info src/*.egg-info
