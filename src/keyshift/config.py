@@ -29,7 +29,7 @@ DEFAULT_REGIONS = (
     *("france", "germany", "switzerland", "norway", "korea", "southamerica", "southafrica", "uae"),
     *("singapore", "brazil", "italy", "poland", "sweden", "spain", "mexico", "israel"),
 )
-REGION_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+REGION_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
 
 
 def parse_regions(text: str) -> list[str]:

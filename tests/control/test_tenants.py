@@ -108,3 +108,12 @@ def test_every_tenant_change_is_audited(ctl: Runtime) -> None:
     acts = [(e.action, e.outcome, e.tenant_id, e.principal) for e in audit_rows(ctl)]
     assert ("tenant.create", "ok", v["id"], "operator:test") in acts
     assert ("tenant.byok_flag.remove", "ok", v["id"], "operator:test") in acts
+
+
+@pytest.mark.parametrize("name", ["contoso\n", "contoso\r\n", "\ncontoso"])
+def test_a_name_with_a_line_break_is_refused_and_nothing_is_created(ctl: Runtime, name: str) -> None:
+    before = snapshot(ctl)
+    with pytest.raises(UsageError) as exc:
+        tenants.create_tenant(ctl, name)
+    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
+    assert snapshot(ctl) == before

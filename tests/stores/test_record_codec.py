@@ -65,3 +65,14 @@ def test_make_record_is_the_same_frozen_record() -> None:
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.version = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("bad", ["r1\n", "r1\r\n", "\nr1"])
+def test_record_ids_and_tables_with_a_line_break_are_refused(bad: str) -> None:
+    from keyshift.stores.record_codec import validate_id, validate_table
+
+    for check in (validate_id, validate_table):
+        with pytest.raises(UsageError) as exc:
+            check(bad)
+        assert exc.value.exit_code == 2
+    assert validate_id("r1") == "r1" and validate_table("r1") == "r1"

@@ -31,8 +31,8 @@ from keyshift.errors import AlreadyExistsError, ConflictError, KeyshiftError, No
 from keyshift.runtime import Runtime
 from keyshift.timefmt import iso_z
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_ID_SHAPE = re.compile(r"^[a-z]{2,5}_[0-9a-f]{20}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+_ID_SHAPE = re.compile(r"^[a-z]{2,5}_[0-9a-f]{20}\Z")
 
 M = TypeVar("M")
 

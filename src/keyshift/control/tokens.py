@@ -26,8 +26,8 @@ from keyshift.runtime import Runtime
 from keyshift.timefmt import iso_z
 
 ROLES = ("operator", "tenant_admin", "service", "reader")
-_ID_RE = re.compile(r"^tok_[0-9a-f]{20}$")
-_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_ID_RE = re.compile(r"^tok_[0-9a-f]{20}\Z")
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
 MAX_TOKEN_CHARS = 200
 _DUMMY_HASH = hashlib.sha256(b"keyshift-no-such-token").hexdigest()
 

@@ -36,7 +36,7 @@ from keyshift.vaults.registry import find_vault_record
 
 T = TypeVar("T")
 SOFT_DELETE_MIN, SOFT_DELETE_MAX = 7, 90
-VAULT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+VAULT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 
 
 # -- vaults --------------------------------------------------------------------------------------

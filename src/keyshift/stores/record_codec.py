@@ -17,8 +17,8 @@ from keyshift.crypto.records import AssociatedData
 from keyshift.errors import IntegrityError, UsageError
 from keyshift.timefmt import iso_z
 
-TABLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-ID_RE = re.compile(r"^[A-Za-z0-9_.:@+=~-]{1,512}$")
+TABLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+ID_RE = re.compile(r"^[A-Za-z0-9_.:@+=~-]{1,512}\Z")
 TAG_JSON = b"J"
 TAG_BYTES = b"B"
 MAX_VALUE_BYTES = 16 << 20

@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 
 KIND = "aws-kms"
 ALGORITHM = "aws-kms:SYMMETRIC_DEFAULT"
-_KEY_ID = re.compile(r"^(mrk-)?[0-9a-fA-F-]{32,40}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,4}$")
+_KEY_ID = re.compile(r"^(mrk-)?[0-9a-fA-F-]{32,40}\Z")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,4}\Z")
 MAX_CIPHERTEXT = 6144
 
 _THROTTLE = {

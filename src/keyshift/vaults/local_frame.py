@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from keyshift.vaults.master_key import MasterKey
 
 T = TypeVar("T")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\Z")
 IDENTITY_MAX = 200
 
 

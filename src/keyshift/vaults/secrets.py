@@ -20,7 +20,7 @@ from typing import Any
 from keyshift.errors import UsageError
 from keyshift.vaults.base import VaultLocalError
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 MAX_SECRET_BYTES = 4096
 
 
