@@ -220,7 +220,12 @@ def test_keyshift_worker_process_killed_during_restore_then_another_resumes(
                 kills += 1
             else:  # the job ended before the kill: this worker would idle on; stop it gently
                 proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            finally:  # never leave a worker running past the test
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
             time.sleep(0.7)  # its leases run out
         done = subprocess.run(
             [*_cli(home, db_url), "--json", "worker", "--once", "--lease-seconds", "0.5"],
