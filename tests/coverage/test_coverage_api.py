@@ -52,7 +52,7 @@ def test_coverage_routes_and_gate(sqlite_rt: Runtime) -> None:
         vaults.rotate_key(rt, VAULT, KEY)
         r = c.post(f"{base}/retire", json={"version": "1"}, headers=_h(admin))
         assert r.status_code == 200 and len(r.json()["jobs_started"]) == 1
-        assert run(rt, r.json()["jobs_started"][0]["job"]) == "succeeded"
+        assert run(rt, r.json()["jobs_started"][0]["job"]["id"]) == "succeeded"
         r = c.post(f"{base}/disable", json={"version": "1"}, headers=_h(admin))
         assert r.status_code == 200 and r.json()["versions"][0]["enabled"] is False
         r = c.post(f"{base}/disable?force=true", json={"version": "2"}, headers=_h(op))

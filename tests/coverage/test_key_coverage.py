@@ -49,7 +49,8 @@ def test_key_coverage_matches_a_brute_force_count(rt: Runtime, db_url: str | Non
     assert v1["totals"]["events"] == 12
     assert v1["totals"]["file_bytes"] == sum(len(b) for b in w["bodies"].values())
     assert v1["data_keys"] == {"total": len(deks), "current": len(deks), "pending": 0, "retained": 0}
-    assert v1["tenants"] == ["contoso"]
+    assert [t["name"] for t in v1["tenants"]] == ["contoso"]
+    assert v1["environments"][0]["tenant"] == v1["tenants"][0]
     assert [e["name"] for e in v1["environments"]] == ["prod"]
     assert set(v1["stores"]) == {"records", "audit", "files", "search", "lake", "backup"}
     assert view["all_versions"]["totals"] == v1["totals"] and view["covered"] is True
@@ -65,11 +66,12 @@ def test_platform_key_and_env_coverage_match_brute_force(rt: Runtime) -> None:
     assert view["all_versions"]["totals"]["rows"] == 7
 
     env = coverage.env_coverage(rt, "prod")
-    assert env["binding"]["vault"] == VAULT and env["binding"]["key"] == KEY
-    assert [(k["vault"], k["key"], k["version"]) for k in env["keys"]] == [(VAULT, KEY, "1")]
+    assert env["binding"]["vault"]["name"] == VAULT and env["binding"]["key"] == KEY
+    assert env["environment"] == {"id": w["prod"], "name": "prod"} and env["tenant"]["name"] == "contoso"
+    assert [(k["vault"]["name"], k["key"], k["version"]) for k in env["keys"]] == [(VAULT, KEY, "1")]
     _check(env["keys"][0], brute_force(rt, set(live_deks(rt, VAULT, KEY))))
     dev = coverage.env_coverage(rt, w["dev"])
-    assert [(k["vault"], k["key"]) for k in dev["keys"]] == [(platform, pkey)]
+    assert [(k["vault"]["name"], k["key"]) for k in dev["keys"]] == [(platform, pkey)]
 
 
 def test_rotation_moves_coverage_to_the_new_version(rt: Runtime) -> None:

@@ -35,7 +35,11 @@ def test_retained_windows_are_covered_until_they_end(
     after = coverage.key_coverage(rt, bvault, bkey)["all_versions"]
     assert after["data_keys"]["retained"] == after["data_keys"]["total"] == before["data_keys"]["total"]
     assert after["retained_windows"] == [
-        {"environment": "fab-prod", "until": until, "data_keys": before["data_keys"]["total"]}
+        {
+            "environment": {"id": after["environments"][0]["id"], "name": "fab-prod"},
+            "until": until,
+            "data_keys": before["data_keys"]["total"],
+        }
     ]
     assert after["totals"]["rows"] == 30
 

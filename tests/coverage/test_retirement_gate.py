@@ -40,9 +40,9 @@ def test_gated_actions_refused_while_covered_then_allowed(
 
     # retire starts the rewrap job; afterwards version 1 covers nothing and can be disabled.
     r = cli("key", "retire", VAULT, KEY, "--version", "1")
-    assert r["safe_now"] is False and [j["environment"] for j in r["jobs_started"]] == ["prod"]
+    assert r["safe_now"] is False and [j["environment"]["name"] for j in r["jobs_started"]] == ["prod"]
     assert audit(rt, "key.retire")[-1][0] == "ok"
-    assert run(rt, r["jobs_started"][0]["job"]) == "succeeded"
+    assert run(rt, r["jobs_started"][0]["job"]["id"]) == "succeeded"
     again = cli("key", "retire", VAULT, KEY, "--version", "1")
     assert again["safe_now"] is True and again["jobs_started"] == [] and again["summary"] == "covers nothing"
     shown = cli("key", "disable", VAULT, KEY, "--version", "1")

@@ -67,12 +67,12 @@ def test_aes256_cmk_on_softhsm_links_rotates_revokes_and_reenables(rt: Runtime, 
     vaults.set_key_enabled(rt, "cust", w.key, False, force=True)
     res = monitor_once(rt)[w.policy]
     assert res["health"] == "unhealthy" and res["environments_disabled"] == [w.env], res
-    assert res["key_usable"] is False and res["evidence"]["vault"] == "cust"
+    assert res["key_usable"] is False and res["evidence"]["vault"]["name"] == "cust"
     assert "fresh connection" in res["evidence"]["check"] and "key_disabled" in res["evidence"]["answer"]
     view = environments.show_environment(rt, "contoso-prod")
     assert view["state"] == "disabled" and view["delete_after"] is not None
     ev = view["state_evidence"]
-    assert ev["source"] == "monitor" and ev["vault"] == "cust" and "key_disabled" in ev["answer"], ev
+    assert ev["source"] == "monitor" and ev["vault"]["name"] == "cust" and "key_disabled" in ev["answer"], ev
 
     # Re-enables: key back on, the admin re-enables after a real round trip; every row reads back.
     vaults.set_key_enabled(rt, "cust", w.key, True)

@@ -106,7 +106,7 @@ def test_refusal_goes_offline_within_the_bound_in_every_process(
         view = environments.show_environment(rt, "contoso-prod")
         assert view["state"] == "disabled" and view["delete_after"] is not None
         ev = view["state_evidence"]
-        assert ev["source"] == "data_plane" and ev["vault"] == "cust", ev
+        assert ev["source"] == "data_plane" and ev["vault"]["name"] == "cust", ev
         assert "fresh connection" in ev["check"] and answer in ev["answer"], ev
         assert ev["outcome"] == "refused"
     finally:

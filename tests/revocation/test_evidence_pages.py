@@ -26,7 +26,12 @@ def test_api_and_admin_center_show_the_evidence(sqlite_rt) -> None:  # type: ign
         r = client.get("/api/v1/environments/contoso-prod", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         ev = r.json()["state_evidence"]
-        assert ev["vault"] == VAULT and ev["source"] == "monitor" and ev["outcome"] == "refused"
+        assert (
+            ev["vault"]["name"] == VAULT
+            and ev["key"] == KEY
+            and ev["source"] == "monitor"
+            and ev["outcome"] == "refused"
+        )
         assert "fresh connection" in ev["check"] and ev["answer"].startswith("key_disabled")
 
         form = client.get("/login").text

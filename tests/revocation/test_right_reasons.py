@@ -102,7 +102,7 @@ def test_policy_health_exit_codes_and_monitor_fields(rt) -> None:  # type: ignor
     assert out["action"] == "disabled the policy's environments"
     ev = out["evidence"]
     assert (
-        ev["vault"] == VAULT
+        ev["vault"]["name"] == VAULT
         and "fresh connection" in ev["check"]
         and ev["answer"].startswith("access_denied")
     )
@@ -116,7 +116,9 @@ def test_policy_health_exit_codes_and_monitor_fields(rt) -> None:  # type: ignor
     shown = _cli(rt, "env", "show", "contoso-prod")
     state_ev = json.loads(shown.stdout)["state_evidence"]
     assert (
-        state_ev["vault"] == VAULT and state_ev["answer"] == ev["answer"] and state_ev["source"] == "monitor"
+        state_ev["vault"] == ev["vault"]
+        and state_ev["answer"] == ev["answer"]
+        and state_ev["source"] == "monitor"
     )
 
 

@@ -33,17 +33,18 @@ def _version_lines(title: str, v: dict[str, Any]) -> list[str]:
         return [f"[bold]{title}[/]: covers nothing"]
     lines = [
         f"[bold]{title}[/]: {d['total']} data keys ({d['current']} current, {d['pending']} pending, "
-        f"{d['retained']} retained) of {len(v['tenants'])} tenant(s): {', '.join(v['tenants'])}",
+        f"{d['retained']} retained) of {len(v['tenants'])} tenant(s): "
+        + ", ".join(t["name"] for t in v["tenants"]),
         f"  {_counts(v['totals'])}",
     ]
     for e in v["environments"]:
         lines.append(
-            f"  env {e['name']} ({e['tenant']}; {', '.join(e['stores'])}): "
+            f"  env {e['name']} ({e['tenant']['name']}; {', '.join(e['stores'])}): "
             f"{sum(e['data_keys'].values())} data keys; {_counts(e)}"
         )
     for w in v["retained_windows"]:
         lines.append(
-            f"  retained for {w['environment']} until {w['until'] or 'no end date'}: "
+            f"  retained for {w['environment']['name']} until {w['until'] or 'no end date'}: "
             f"{w['data_keys']} data keys"
         )
     return lines
@@ -52,32 +53,35 @@ def _version_lines(title: str, v: dict[str, Any]) -> list[str]:
 def _human_key(view: dict[str, Any]) -> None:
     lines: list[str] = []
     for v in view["versions"]:
-        lines += _version_lines(f"{view['vault']}/{view['key']} version {v['version']}", v)
+        lines += _version_lines(f"{view['vault']['name']}/{view['key']} version {v['version']}", v)
     if not view["versions"]:
-        lines.append(f"{view['vault']}/{view['key']}: covers nothing")
+        lines.append(f"{view['vault']['name']}/{view['key']}: covers nothing")
     stdout.print("\n".join(lines), highlight=False)
 
 
 def _human_env(view: dict[str, Any]) -> None:
     b = view["binding"]
+    vault = b["vault"]["name"] if b["vault"] else None
     lines = [
-        f"[bold]{view['environment']}[/]: {b['mode']} on {b.get('vault')}/{b['key']} version {b['version']}"
+        f"[bold]{view['environment']['name']}[/] ({view['tenant']['name']}): {b['mode']} on "
+        f"{vault}/{b['key']} version {b['version']}"
     ]
     for k in view["keys"]:
-        lines += _version_lines(f"{k['vault']}/{k['key']} version {k['version']}", k)
+        lines += _version_lines(f"{k['vault']['name']}/{k['key']} version {k['version']}", k)
     stdout.print("\n".join(lines), highlight=False)
 
 
 def _human_retire(r: dict[str, Any]) -> None:
-    lines = [f"[bold]{r['vault']}/{r['key']} version {r['version']}[/]: {r['summary']}"]
+    lines = [f"[bold]{r['vault']['name']}/{r['key']} version {r['version']}[/]: {r['summary']}"]
     for j in r["jobs_started"]:
-        lines.append(f"  rewrap job {j['job']} started for {j['environment']}")
+        lines.append(f"  rewrap job {j['job']['id']} started for {j['environment']['name']}")
     for w in r["waiting_on_jobs"]:
-        lines.append(f"  {w['environment']}: waiting on running job {w['job'] or '(in progress)'}")
+        job = w["job"]["id"] if w["job"] else "(in progress)"
+        lines.append(f"  {w['environment']['name']}: waiting on running job {job}")
     for b in r["needs_action"]:
-        lines.append(f"  {b['environment']}: {b['reason']}")
+        lines.append(f"  {b['environment']['name']}: {b['reason']}")
     for w in r["retained_windows"]:
-        lines.append(f"  retained for {w['environment']} until {w['until'] or 'no end date'}")
+        lines.append(f"  retained for {w['environment']['name']} until {w['until'] or 'no end date'}")
     if r["safe_now"]:
         lines.append("  safe to disable now")
     elif r["safe_after"]:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from keyshift.clock import utc
 from keyshift.control.common import get_environment, get_vault_record, iso
+from keyshift.control.refs import tenant_ref, vault_ref
 from keyshift.db.models import (
     Backup,
     DataAuditRow,
@@ -338,7 +339,7 @@ def _group_view(group: _Group, usage: dict[str, dict[str, int]]) -> dict[str, An
     states = dict.fromkeys(LIVE_STATES, 0)
     stores: dict[str, dict[str, int]] = {}
     envs: dict[str, dict[str, Any]] = {}
-    windows: dict[tuple[str, str | None], int] = defaultdict(int)
+    windows: dict[tuple[str, str, str | None], int] = defaultdict(int)
     for dek_id, w in group.deks.items():
         u = usage.get(dek_id, dict.fromkeys(COUNTERS, 0))
         states[w.state] += 1
@@ -349,7 +350,7 @@ def _group_view(group: _Group, usage: dict[str, dict[str, int]]) -> dict[str, An
             {
                 "id": w.env_id,
                 "name": w.env_name,
-                "tenant": w.tenant_name,
+                "tenant": {"id": w.tenant_id, "name": w.tenant_name},
                 "stores": [],
                 "data_keys": dict.fromkeys(LIVE_STATES, 0),
                 **dict.fromkeys(COUNTERS, 0),
@@ -362,31 +363,35 @@ def _group_view(group: _Group, usage: dict[str, dict[str, int]]) -> dict[str, An
             totals[k] += u[k]
             env[k] += u[k]
         if w.state == "retained":
-            windows[(w.env_name, iso(w.retain_until))] += 1
+            windows[(w.env_name, w.env_id, iso(w.retain_until))] += 1
     for env in envs.values():
         env["stores"].sort()
+    tenants = {w.tenant_id: w.tenant_name for w in group.deks.values()}
     return {
         "covered": bool(group.deks),
         "data_keys": {"total": len(group.deks), **states},
-        "tenants": sorted({w.tenant_name for w in group.deks.values()}),
+        "tenants": [{"id": i, "name": n} for i, n in sorted(tenants.items(), key=lambda kv: (kv[1], kv[0]))],
         "environments": sorted(envs.values(), key=lambda e: e["name"]),
         "stores": dict(sorted(stores.items())),
         "totals": totals,
         "retained_windows": [
-            {"environment": env, "until": until, "data_keys": n}
-            for (env, until), n in sorted(windows.items(), key=lambda kv: (kv[0][1] or "~", kv[0][0]))
+            {"environment": {"id": env_id, "name": env_name}, "until": until, "data_keys": n}
+            for (env_name, env_id, until), n in sorted(
+                windows.items(), key=lambda kv: (kv[0][2] or "~", kv[0][0], kv[0][1])
+            )
         ],
     }
 
 
 def _grouped(
     rt: Runtime, session: Session, wraps: list[WrapRef], counts: bool = True
-) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, Any]]:
-    """Views per (vault, key, version), and one view of all the wraps together (each DEK once)."""
-    groups: dict[tuple[str, str, str], _Group] = defaultdict(_Group)
+) -> tuple[dict[tuple[str, str, str, str], dict[str, Any]], dict[str, Any]]:
+    """Views per (vault name, vault id, key, version), and one view of all the wraps together
+    (each DEK once)."""
+    groups: dict[tuple[str, str, str, str], _Group] = defaultdict(_Group)
     together = _Group()
     for w in wraps:
-        groups[(w.vault_name, w.key_name, w.key_version)].add(w)
+        groups[(w.vault_name, w.vault_id, w.key_name, w.key_version)].add(w)
         together.add(w)
     usage = dek_usage(rt, session, wraps) if counts else {}
     return {k: _group_view(g, usage) for k, g in groups.items()}, _group_view(together, usage)
@@ -418,13 +423,13 @@ def key_coverage(
         if identity is not None:
             filters.append(DekWrap.identity == identity)
         grouped, together = _grouped(rt, s, live_wraps(s, now, *filters), counts)
-        vname = rec.name
-    by_version = {ver: view for (_v, _k, ver), view in grouped.items()}
+        vref = {"id": rec.id, "name": rec.name}
+    by_version = {ver: view for (_v, _i, _k, ver), view in grouped.items()}
     names = set(by_version) | ({version} if version is not None else set(vault_versions))
     empty = _group_view(_Group(), {})
     versions = [{"version": v, **by_version.get(v, empty)} for v in sorted(names, key=_version_sort)]
     out: dict[str, Any] = {
-        "vault": vname,
+        "vault": vref,
         "key": key,
         "covered": together["covered"],
         "versions": versions,
@@ -442,27 +447,25 @@ def env_coverage(rt: Runtime, env_ref: str) -> dict[str, Any]:
     now = rt.clock.now()
     with rt.transaction() as s:
         env = get_environment(s, env_ref)
-        env_id, env_name, tenant_id = env.id, env.name, env.tenant_id
+        env_id = env.id
+        environment = {"id": env.id, "name": env.name}
+        tenant = tenant_ref(s, env.tenant_id)
         binding = {
             "mode": env.enc_mode,
-            "vault_id": env.kek_vault_id,
+            "vault": vault_ref(s, env.kek_vault_id),
             "key": env.kek_key_name,
             "version": env.kek_key_version,
         }
         grouped, _ = _grouped(rt, s, live_wraps(s, now, Dek.environment_id == env_id))
-        if binding["vault_id"]:
-            rec = s.get(VaultRecord, binding["vault_id"])
-            binding["vault"] = rec.name if rec is not None else None
     keys = [
-        {"vault": v, "key": k, "version": ver, **view}
-        for (v, k, ver), view in sorted(
-            grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], _version_sort(kv[0][2]))
+        {"vault": {"id": vid, "name": v}, "key": k, "version": ver, **view}
+        for (v, vid, k, ver), view in sorted(
+            grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], _version_sort(kv[0][3]))
         )
     ]
     return {
-        "environment": env_name,
-        "id": env_id,
-        "tenant_id": tenant_id,
+        "environment": environment,
+        "tenant": tenant,
         "binding": binding,
         "keys": keys,
         "methods": METHODS,

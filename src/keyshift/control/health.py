@@ -224,9 +224,10 @@ def _evidence(
 ) -> dict[str, Any]:
     text = f"{answer.code}: {answer.message}" if isinstance(answer, KeyshiftError) else str(answer)
     return {
-        "vault": vault.name,
+        "vault": {"id": snap.vault_id, "name": vault.name},
         "kind": getattr(vault, "kind", None),
-        "key": f"{vault.name}/{snap.key_name}" + (f"@{snap.key_version}" if snap.key_version else ""),
+        "key": snap.key_name,
+        "version": snap.key_version,
         "identity": snap.identity,
         "check": check,
         "answer": text,

@@ -144,9 +144,10 @@ def _retry_fresh(rt: Runtime, failure: KeyFailure, vault_id: str, tenant_id: str
             vault.wrap(ref, secrets.token_bytes(32), identity=identity, context=context)
     except KeyshiftError as err:
         return {
-            "vault": getattr(vault, "name", vault_id),
+            "vault": {"id": vault_id, "name": getattr(vault, "name", None)},
             "kind": getattr(vault, "kind", None),
-            "key": str(ref) if vault is not None else None,
+            "key": ref.name if vault is not None else None,
+            "version": ref.version if vault is not None else None,
             "identity": identity if vault is not None else None,
             "check": check if vault is not None else "open a fresh connection",
             "answer": f"{err.code}: {err.message}",

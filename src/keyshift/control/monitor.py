@@ -163,9 +163,10 @@ def confirm_unusable(rt: Runtime, policy_id: str) -> tuple[bool, dict[str, Any] 
     except KeyshiftError as err:
         name = getattr(vault, "name", vault_id)
         evidence = {
-            "vault": name,
+            "vault": {"id": vault_id, "name": name if vault is not None else None},
             "kind": getattr(vault, "kind", None),
-            "key": f"{name}/{key_name}" + (f"@{version}" if version else ""),
+            "key": key_name,
+            "version": version,
             "identity": identity,
             "check": check,
             "answer": f"{err.code}: {err.message}",

@@ -26,6 +26,7 @@ from sqlalchemy import or_, select
 
 from keyshift.control import audit_trail, coverage
 from keyshift.control.common import get_vault_record
+from keyshift.control.refs import display_name, ref
 from keyshift.db.models import Environment, Policy
 from keyshift.errors import ConflictError, KeyshiftError
 from keyshift.runtime import Runtime
@@ -69,8 +70,10 @@ def gate(
         return view
     who = f" (wraps made as {identity})" if identity else ""
     err = ConflictError(
-        f"key {_label(view['vault'], key, version)}{who} still covers data: {coverage.summary(covered)}. "
-        f"Run `keyshift key retire {view['vault']} {key} --version V` to move it off, or pass --force.",
+        f"key {_label(view['vault']['name'], key, version)}{who} still covers data: "
+        f"{coverage.summary(covered)}. "
+        f"Run `keyshift key retire {view['vault']['name']} {key} --version V` to move it off, "
+        "or pass --force.",
         code=IN_USE,
     )
     audit_trail.record_failure(rt, action, err, target_type="key", target_id=target[:200])
@@ -86,7 +89,7 @@ def audit_forced(rt: Runtime, action: str, view: dict[str, Any], *, version: str
             s,
             f"{action}.forced",
             target_type="key",
-            target_id=_label(view["vault"], view["key"], version)[:200],
+            target_id=_label(view["vault"]["name"], view["key"], version)[:200],
             reason=f"forced while covering {coverage.summary(covered)}",
             details={
                 "version": version,
@@ -135,9 +138,14 @@ def retire(rt: Runtime, vault: str, key: str, version: str) -> dict[str, Any]:
                     and (policy.vault_id, policy.key_name) == (vault_id, key)
                     and (env.kek_vault_id, env.kek_key_name) == (vault_id, key)
                 )
+                env_ref = {"id": env.id, "name": env.name}
                 if policy is not None and on_policy_key and policy.key_version == version:
                     blocked.append(
-                        {"environment": env.name, "reason": f"policy {policy.name} pins version {version}"}
+                        {
+                            "environment": env_ref,
+                            "policy": {"id": policy.id, "name": display_name(policy.name)},
+                            "reason": f"policy {display_name(policy.name)} pins version {version}",
+                        }
                     )
                 elif on_policy_key and env.kek_key_version != current:
                     job = start_rotate(rt, s, env, current)
@@ -145,16 +153,19 @@ def retire(rt: Runtime, vault: str, key: str, version: str) -> dict[str, Any]:
                         from keyshift.jobs import store
 
                         other = store.running_job_for(s, env.id)
-                        waiting.append({"environment": env.name, "job": other.id if other else None})
+                        waiting.append(
+                            {"environment": env_ref, "job": ref(other.id if other else None, None)}
+                        )
                     else:
-                        started.append({"environment": env.name, "job": job["id"]})
+                        started.append({"environment": env_ref, "job": ref(job["id"], None)})
                 elif on_policy_key:
                     # Bound to the current version already: the remaining DEKs wait on a running job.
-                    waiting.append({"environment": env.name, "job": None})
+                    waiting.append({"environment": env_ref, "job": None})
                 else:
                     blocked.append(
                         {
-                            "environment": env.name,
+                            "environment": env_ref,
+                            "policy": ref(policy.id, display_name(policy.name)) if policy else None,
                             "reason": f"bound to {env.enc_mode} key, not through a policy on {vname}/{key}; "
                             "move it with a key change (policy add-env / swap-env)",
                         }
@@ -163,7 +174,7 @@ def retire(rt: Runtime, vault: str, key: str, version: str) -> dict[str, Any]:
             active = bool(before["data_keys"]["current"] or before["data_keys"]["pending"])
             safe_after = None if active or not ends or None in ends else max(ends)
             result = {
-                "vault": vname,
+                "vault": {"id": vault_id, "name": vname},
                 "key": key,
                 "version": version,
                 "current_version": current,
@@ -183,8 +194,8 @@ def retire(rt: Runtime, vault: str, key: str, version: str) -> dict[str, Any]:
                 target_type="key",
                 target_id=target[:200],
                 details={
-                    "jobs": [j["job"] for j in started],
-                    "needs_action": [b["environment"] for b in blocked],
+                    "jobs": [j["job"]["id"] for j in started],
+                    "needs_action": [b["environment"]["name"] for b in blocked],
                     "safe_now": result["safe_now"],
                     "safe_after": safe_after,
                 },

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from keyshift.control import audit_trail
 from keyshift.control.common import get_environment, refuse
+from keyshift.control.evidence import vault_and_key
 from keyshift.db.models import AdminAuditEvent, Dek, DekWrap, Environment, Policy
 from keyshift.errors import (
     ConflictError,
@@ -159,11 +160,13 @@ def state_evidence(s: Session, env: Environment) -> dict[str, Any] | None:
         return None
     details = dict(row.details or {})
     evidence = details.get("evidence") or {}
+    vault, key, version = vault_and_key(s, evidence)
     return {
         "source": details.get("source"),
         "at": iso_z(row.at),
-        "vault": evidence.get("vault"),
-        "key": evidence.get("key"),
+        "vault": vault,
+        "key": key,
+        "version": version,
         "check": evidence.get("check"),
         "answer": evidence.get("answer"),
         "outcome": evidence.get("outcome"),
@@ -220,9 +223,10 @@ def _prove_key(rt: Runtime, env_id: str) -> dict[str, Any]:
         "identity": identity,
         "deks_checked": len(wraps),
         "evidence": {
-            "vault": vault.name,
+            "vault": {"id": vault_id, "name": vault.name},
             "kind": getattr(vault, "kind", None),
-            "key": f"{vault.name}/{key_name}",
+            "key": key_name,
+            "version": None,
             "identity": identity,
             "check": f"wrap/unwrap round trip, then unwrap of {len(wraps)} current data key wrap(s)",
             "answer": "ok",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from keyshift.api.models.base import Out, Ref, Timestamp
 
 
@@ -41,11 +43,37 @@ class EnvironmentSummary(Out):
     created_at: Timestamp
 
 
+class StateEvidence(Out):
+    """Why an environment is disabled: the vault's answer to the check that decided it."""
+
+    source: str | None
+    at: Timestamp
+    vault: Ref | None
+    key: str | None = Field(description="The key's name within the vault.")
+    version: str | None
+    check: str | None
+    answer: str | None
+    outcome: str | None
+    confirmed: str | None
+
+
+class KeyCheckEvidence(Out):
+    """The round trip that proved the key before re-enabling."""
+
+    vault: Ref
+    kind: str | None
+    key: str = Field(description="The key's name within the vault.")
+    version: str | None
+    identity: str | None
+    check: str
+    answer: str
+
+
 class Environment(EnvironmentSummary):
     """The environment encryption page."""
 
     state_reason: str | None
-    state_evidence: dict[str, Any] | None
+    state_evidence: StateEvidence | None
     sql_restriction: bool
     features: list[str]
     stores: dict[str, str]
@@ -72,4 +100,4 @@ class EnvironmentReEnabled(Out):
     key: str
     identity: str | None
     deks_checked: int
-    evidence: dict[str, Any]
+    evidence: KeyCheckEvidence
