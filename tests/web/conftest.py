@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,33 @@ class Served:
         self.procs.append(proc)
         return proc
 
+    @contextmanager
+    def running(self, port: int) -> Iterator[None]:
+        """`keyshift serve` on `port` and a `keyshift worker`, up until the block ends (then stopped)."""
+        server = self.start("serve", "--host", "127.0.0.1", "--port", str(port), log="serve.log")
+        self.start("worker", "--idle-seconds", "0.2", log="worker.log")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                log = (self.home / "serve.log").read_text()[-2000:]
+                raise AssertionError("server did not start: " + log)
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            for p in self.procs:
+                p.terminate()
+            for p in self.procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
@@ -76,28 +104,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from keyshift.bootstrap import init_home
 
     init_home(home)
-    server = s.start("serve", "--host", "127.0.0.1", "--port", str(port), log="serve.log")
-    s.start("worker", "--idle-seconds", "0.2", log="worker.log")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{s.url}/openapi.json", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError("server did not start: " + (home / "serve.log").read_text()[-2000:])
-        time.sleep(0.1)
-    try:
+    with s.running(port):
         yield s
-    finally:
-        for p in s.procs:
-            p.terminate()
-        for p in s.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.fixture(scope="session")

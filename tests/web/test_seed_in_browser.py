@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,28 +61,10 @@ def served_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
     init_home(home, database_url=url)
     s = Served(url=f"http://127.0.0.1:{port}", home=home, env=env)
-    server = s.start("serve", "--host", "127.0.0.1", "--port", str(port), log="serve.log")
-    s.start("worker", "--idle-seconds", "0.2", log="worker.log")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{s.url}/openapi.json", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError("server did not start: " + (home / "serve.log").read_text()[-2000:])
-        time.sleep(0.1)
     try:
-        yield s
+        with s.running(port):
+            yield s
     finally:
-        for p in s.procs:
-            p.terminate()
-        for p in s.procs:
-            try:
-                p.wait(timeout=10)
-            except Exception:
-                p.kill()
         for _ in urls:  # drops the PostgreSQL schema
             pass
 

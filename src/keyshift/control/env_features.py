@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyshift.control.common import get_environment, operation
-from keyshift.control.environments import FEATURES, environment_view, require_not_deleted
-from keyshift.errors import ConflictError, UsageError
+from keyshift.control.common import operation
+from keyshift.control.environments import environment_view, feature_target
+from keyshift.errors import ConflictError
 from keyshift.runtime import Runtime
 
 
@@ -20,15 +20,8 @@ def disable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
     with operation(
         rt, "environment.feature.disable", target_type="environment", details={"feature": feature}
     ) as op:
-        if feature not in FEATURES:
-            raise UsageError(
-                f"unknown feature {feature!r}; expected one of {', '.join(FEATURES)}",
-                code="invalid_feature",
-            )
         s = op.session
-        env = get_environment(s, ref, lock=True)
-        op.target_id, op.tenant_id = env.id, env.tenant_id
-        require_not_deleted(env)
+        env = feature_target(op, ref, feature)
         if feature not in (env.features or []):
             raise ConflictError(
                 f"environment {env.name!r} does not have the {feature} feature on",

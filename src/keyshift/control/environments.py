@@ -169,19 +169,26 @@ def set_managed(rt: Runtime, ref: str, managed: bool) -> dict[str, Any]:
         return environment_view(rt, s, env)
 
 
+def feature_target(op: Any, ref: str, feature: str) -> Environment:
+    """The environment a feature change applies to, locked, once the feature name is known and the
+    environment is not deleted (enable and disable share it; the operation records the target)."""
+    if feature not in FEATURES:
+        raise UsageError(
+            f"unknown feature {feature!r}; expected one of {', '.join(FEATURES)}",
+            code="invalid_feature",
+        )
+    env = get_environment(op.session, ref, lock=True)
+    op.target_id, op.tenant_id = env.id, env.tenant_id
+    require_not_deleted(env)
+    return env
+
+
 def enable_feature(rt: Runtime, ref: str, feature: str) -> dict[str, Any]:
     with operation(
         rt, "environment.feature.enable", target_type="environment", details={"feature": feature}
     ) as op:
-        if feature not in FEATURES:
-            raise UsageError(
-                f"unknown feature {feature!r}; expected one of {', '.join(FEATURES)}",
-                code="invalid_feature",
-            )
         s = op.session
-        env = get_environment(s, ref, lock=True)
-        op.target_id, op.tenant_id = env.id, env.tenant_id
-        require_not_deleted(env)
+        env = feature_target(op, ref, feature)
         if env.state != "enabled":
             raise ConflictError(
                 f"environment {env.name!r} is {env.state}; features cannot be enabled",
