@@ -76,9 +76,11 @@ def test_bad_token_requests_are_refused_with_stable_codes_and_change_nothing(
     h = bearer(operator_token)
     before = _rows(rt)
     cases = [
-        ({"role": "tenant_admin"}, 400, "invalid_argument"),  # a tenant admin token needs a tenant
+        ({"role": "tenant_admin"}, 422, "invalid_request"),  # a tenant admin token needs a tenant
         ({"role": "tenant_admin", "tenant": "nope"}, 404, "tenant_not_found"),
-        ({"role": "service", "environments": []}, 400, "invalid_argument"),
+        ({"role": "service", "environments": []}, 422, "invalid_request"),  # at least one
+        ({"role": "reader", "environments": ["x"]}, 422, "invalid_request"),  # only service tokens
+        ({"role": "operator", "tenant": "contoso"}, 422, "invalid_request"),  # never scoped
         ({"role": "root"}, 422, "invalid_request"),
         ({"role": "reader", "extra": 1}, 422, "invalid_request"),
         ({"role": "reader", "label": "a\x00b"}, 422, "invalid_request"),

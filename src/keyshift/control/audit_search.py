@@ -67,18 +67,17 @@ def search(
     """One page of events, newest first: {"events", "next_before", "prev_after"} (None at an end)."""
     if not 1 <= limit <= MAX_PAGE:
         raise UsageError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_limit")
-    if before is not None and after is not None:
-        raise UsageError("give either before or after, not both", code="invalid_argument")
     if flt.since is not None and flt.until is not None and flt.since >= flt.until:
         raise UsageError("since must be earlier than until", code="invalid_time_range")
     A = AdminAuditEvent
     with rt.transaction() as s:
         where = _conditions(s, flt, scope_tenant)
-        if after is not None:
+        if after is not None and before is None:  # the page just newer than `after`
             stmt = select(A).where(*where, A.id > after).order_by(A.id).limit(limit)
             rows = list(reversed(s.scalars(stmt).all()))
-        else:
+        else:  # older than `before` (and, given both, newer than `after`: the events between)
             cut = [A.id < before] if before is not None else []
+            cut += [A.id > after] if after is not None else []
             rows = list(s.scalars(select(A).where(*where, *cut).order_by(A.id.desc()).limit(limit)))
         older = newer = False
         if rows:

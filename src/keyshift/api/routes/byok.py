@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, StringConstraints
 
 from keyshift.api.access import Ctx, allow
-from keyshift.api.schemas import Body, Name, Short
+from keyshift.api.schemas import Body, Name, ObjectName, Short
 from keyshift.control import byok, byok_lock, env_features
 from keyshift.control.pkcs12_files import MAX_FILE_BYTES
 from keyshift.errors import UsageError
@@ -26,6 +26,8 @@ Pkcs12 = Annotated[
     StringConstraints(min_length=4, max_length=(MAX_FILE_BYTES * 4) // 3 + 4, pattern=r"^[A-Za-z0-9+/=]+$"),
 ]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# a password that protects a new PKCS#12 file: at least 8 characters (the service's rule)
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class ByokKeyView(BaseModel):
@@ -40,9 +42,9 @@ class ByokKeyView(BaseModel):
 
 
 class ByokKeyGenerate(Body):
-    name: Name
+    name: ObjectName
     region: Short | None = None
-    password: Password = Field(description="protects the returned PKCS#12 (at least 8 characters)")
+    password: NewPassword = Field(description="protects the returned PKCS#12 (at least 8 characters)")
 
 
 class ByokKeyGenerated(BaseModel):
@@ -51,7 +53,7 @@ class ByokKeyGenerated(BaseModel):
 
 
 class ByokKeyImport(Body):
-    name: Name
+    name: ObjectName
     region: Short | None = None
     password: Password
     pkcs12: Pkcs12 = Field(description="the PKCS#12 file's content, base64")

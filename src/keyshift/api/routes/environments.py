@@ -30,7 +30,13 @@ def list_environments(
     type: Literal["production", "sandbox", "trial", "teams", "developer"] | None = None,
     state: Literal["enabled", "disabled", "locked"] | None = None,
     mode: Literal["platform", "byok", "cmk"] | None = None,
-    after: str | None = Query(default=None, max_length=200, description="the previous page's X-Next-After"),
+    after: str | None = Query(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.:@+=~-]{1,512}$",
+        description="the previous page's X-Next-After",
+    ),
     limit: int | None = Query(default=None, ge=1, le=env_search.MAX_PAGE),
     ctx: Ctx = allow("collection"),
 ) -> list[dict[str, Any]]:

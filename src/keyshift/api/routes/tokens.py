@@ -4,7 +4,7 @@ response once and never again), revoke."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
@@ -39,11 +39,43 @@ class TokenCreatedOut(TokenOut):
     token: str = Field(description="The token string `<id>.<secret>`: shown in this response only.")
 
 
-class TokenCreate(Body):
-    role: Role
-    tenant: Ref | None = None
-    environments: list[Ref] = Field(default_factory=list, max_length=100)
+class OperatorTokenCreate(Body):
+    """An operator token: deployment-wide, never scoped to a tenant or environment."""
+
+    role: Literal["operator"]
     label: Name | None = None
+
+
+class TenantAdminTokenCreate(Body):
+    """A tenant admin token: its whole tenant."""
+
+    role: Literal["tenant_admin"]
+    tenant: Ref
+    label: Name | None = None
+
+
+class ReaderTokenCreate(Body):
+    """A reader token: read-only, deployment-wide or one tenant's."""
+
+    role: Literal["reader"]
+    tenant: Ref | None = None
+    label: Name | None = None
+
+
+class ServiceTokenCreate(Body):
+    """A service token: data-plane access to the environments named (at least one)."""
+
+    role: Literal["service"]
+    tenant: Ref | None = None
+    environments: list[Ref] = Field(min_length=1, max_length=100)
+    label: Name | None = None
+
+
+# The role decides which fields a token takes, so the schema says so (one body per role).
+TokenCreate = Annotated[
+    OperatorTokenCreate | TenantAdminTokenCreate | ReaderTokenCreate | ServiceTokenCreate,
+    Field(discriminator="role"),
+]
 
 
 @router.get("/tokens", response_model=list[TokenOut], operation_id="tokens_list")
@@ -67,7 +99,11 @@ def create_token(body: TokenCreate, response: Response, ctx: Ctx = allow("operat
     """Create a token; the response is the only time its secret is shown."""
     response.headers["Cache-Control"] = "no-store"
     return token_admin.create_token_view(
-        ctx.rt, body.role, tenant=body.tenant, envs=list(body.environments), label=body.label
+        ctx.rt,
+        body.role,
+        tenant=getattr(body, "tenant", None),
+        envs=list(getattr(body, "environments", [])),
+        label=body.label,
     )
 
 
