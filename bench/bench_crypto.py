@@ -4,9 +4,10 @@ Records (64 B, 1 KiB, 16 KiB, 1 MiB), encrypt and decrypt, ratios to raw pyca AE
 * pyca AESGCM (baseline): os.urandom nonce, the same AD length as Keyshift's (header + location),
   output framed as nonce || ciphertext and split again on decrypt, as any real use must;
 * pyca AESGCM primitive: the bare call with a fixed nonce and pre-split input (an upper bound);
-* Keyshift RecordCipher: cached DEK, header + location AD, budget accounting; with the AD built
-  once, with the per-record AD the record store builds (AdPrefix + id), and with an
-  AssociatedData object per record (the former path);
+* Keyshift RecordCipher: cached DEK, header + location AD, budget accounting, nonces from the
+  block-buffered CSPRNG pool; with the AD built once, with the per-record AD the record store
+  builds (encrypt_record / decrypt_record: AdPrefix + id), and with an AssociatedData object per
+  record (the former path);
 * Tink AEAD (AES256_GCM keyset, 5-byte key-id prefix);
 * AWS Encryption SDK, raw AES wrapping key, non-signing committing suite
   (AES_256_GCM_HKDF_SHA512_COMMIT_KEY), with and without its caching materials manager;
@@ -45,14 +46,13 @@ def _keyshift() -> Impl:
 
 
 def _keyshift_per_record() -> Impl:
-    """What the record store does per record: the table's AD prefix with the record id appended."""
+    """What the record store does per record: `encrypt_record` / `decrypt_record` with the table's
+    AdPrefix and the record id (the AD built inline: prefix, cached length field, id)."""
     cipher = RecordCipher(Keyring(generate_dek()))
     prefix = AdPrefix(AD.tenant, AD.environment, AD.store, AD.collection)
     rid = AD.record_id
-    return (
-        (lambda pt: cipher.encrypt_ad(pt, prefix.for_record(rid))),
-        (lambda ct: cipher.decrypt_ad(ct, prefix.for_record(rid))),
-    )
+    enc, dec = cipher.encrypt_record, cipher.decrypt_record
+    return (lambda pt: enc(pt, prefix, rid)), (lambda ct: dec(ct, prefix, rid))
 
 
 def _keyshift_ad_object() -> Impl:

@@ -11,6 +11,8 @@ shows the median and the spread over trials):
   takes pages of min(4096, batch) rows, the largest Keyshift's adaptive chunk can reach: the
   strongest baseline of that shape.
 * Vault calls of the whole job (a counting wrapper around the vault adapter) vs 4 + 2 x data keys.
+  The worker runs the health monitor between batches as `keyshift worker` does; the monitor's own
+  calls (a round trip per policy every `health_interval_seconds`, job or not) are shown apart.
 * Per-decile batch time of the largest job: superlinear growth would show as later deciles slower.
 * Statistics absent (a second schema: autovacuum off, never analyzed, pg_stats empty — checked) vs
   analyzed.
@@ -27,6 +29,7 @@ import secrets
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -234,6 +237,30 @@ def run_plain(home: PgHome, env: str, batch: int, processes: int) -> float:
 # -- Keyshift ------------------------------------------------------------------------------------
 
 
+_IN_MONITOR = threading.local()
+
+
+def _watch_monitor() -> None:
+    """Mark the health monitor's rounds, so its vault calls are counted apart from the job's (the
+    worker runs it between batches, as `keyshift worker` does; it checks the policy every
+    `health_interval_seconds` whether a job runs or not)."""
+    from keyshift.control import monitor
+
+    if getattr(monitor.monitor_once, "_bench_marked", False):
+        return
+    real = monitor.monitor_once
+
+    def marked(rt: Any) -> Any:
+        _IN_MONITOR.on = True
+        try:
+            return real(rt)
+        finally:
+            _IN_MONITOR.on = False
+
+    marked._bench_marked = True  # type: ignore[attr-defined]
+    monitor.monitor_once = marked
+
+
 class CountingVault:
     def __init__(self, inner: Any, counts: Counter[str]) -> None:
         self._inner, self._counts = inner, counts
@@ -244,7 +271,7 @@ class CountingVault:
             return attr
 
         def counted(*a: Any, **k: Any) -> Any:
-            self._counts[name] += 1
+            self._counts[f"monitor {name}" if getattr(_IN_MONITOR, "on", False) else name] += 1
             return attr(*a, **k)
 
         return counted
@@ -283,6 +310,7 @@ def run_keyshift(home: PgHome, policy: str, env: str, batch: int) -> dict[str, A
 
     rt = home.rt
     data_keys(rt).flush()  # a cold cache, as a fresh worker has
+    _watch_monitor()
     counts: Counter[str] = Counter()
     real = rt.vault
     rt.vault = lambda ref: CountingVault(real(ref), counts)  # type: ignore[method-assign,assignment]
@@ -295,7 +323,8 @@ def run_keyshift(home: PgHome, policy: str, env: str, batch: int) -> dict[str, A
     try:
         t0 = time.perf_counter()
         job_id = _start(rt, policy, env, batch)
-        state = Worker(rt, poll_seconds=0.005, hooks={"point": hook}).run_job(job_id)
+        worker = Worker(rt, poll_seconds=0.005, hooks={"point": hook}, health_between_batches=True)
+        state = worker.run_job(job_id)
         seconds = time.perf_counter() - t0
     finally:
         del rt.vault
@@ -307,7 +336,7 @@ def run_keyshift(home: PgHome, policy: str, env: str, batch: int) -> dict[str, A
     _unlink(rt, policy, env)
     return {
         "seconds": seconds,
-        "calls": sum(counts.values()),
+        "calls": sum(n for op, n in counts.items() if not op.startswith("monitor ")),
         "detail": dict(counts),
         "deks": deks,
         "marks": marks,
@@ -321,7 +350,7 @@ def _worker_child(home: PgHome, job_id: str) -> None:
 
     try:
         with Runtime.open(home=home.path, database_url=home.url, principal="operator:bench-worker") as rt:
-            Worker(rt).run_job(job_id)  # as `keyshift worker` runs it
+            Worker(rt, health_between_batches=True).run_job(job_id)  # as `keyshift worker` runs it
     except BaseException:
         os._exit(3)
     os._exit(0)

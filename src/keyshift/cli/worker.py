@@ -59,7 +59,7 @@ def worker_cmd(
         from keyshift.jobs.heartbeat import Heartbeat
         from keyshift.observability.job_reports import JobReporter
 
-        worker = Worker(rt, lease_seconds=lease_seconds, pace=pace)
+        worker = Worker(rt, lease_seconds=lease_seconds, pace=pace, health_between_batches=True)
         heartbeat = Heartbeat(rt, worker.owner, interval=heartbeat_seconds, on_beat=_count_beat)
         worker.on_progress = JobReporter(on_current=lambda job: setattr(heartbeat, "current_job", job))
         with heartbeat:

@@ -11,7 +11,6 @@ record, table, environment, store or tenant fails authentication, and so does an
 from __future__ import annotations
 
 import itertools
-import os
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from keyshift.crypto.format import (
     parse_record_header,
     record_prefix,
 )
+from keyshift.crypto.nonces import take as _nonce
 from keyshift.errors import IntegrityError, UsageError
 
 MAX_AD_FIELD_BYTES = 4096
@@ -83,25 +83,40 @@ class AdPrefix:
 
     `for_record(id)` is byte for byte `AssociatedData(tenant, environment, store, collection,
     id).encode()` (same field checks), without building an object per record: the four shared
-    fields are encoded here once, the record id is appended per call.
+    fields are encoded here once, with the id's length field appended per id size (cached), and the
+    record id is appended per call. `RecordCipher.encrypt_record` / `decrypt_record` take the
+    prefix and the id and build the same bytes inline.
     """
 
-    __slots__ = ("prefix",)
+    __slots__ = ("_heads", "prefix")
 
     def __init__(self, tenant: str, environment: str, store: str, collection: str) -> None:
         fields = zip(AD_FIELDS, (tenant, environment, store, collection), strict=False)
         self.prefix = b"".join(_field(name, value) for name, value in fields)
+        self._heads: dict[int, bytes] = {}
+
+    def head(self, size: int) -> bytes:
+        """The prefix and the length field of a record id of `size` bytes (UsageError past the
+        field limit)."""
+        head = self._heads.get(size)
+        if head is None:
+            if size > MAX_AD_FIELD_BYTES:
+                raise UsageError(f"associated data field record_id is longer than {MAX_AD_FIELD_BYTES} bytes")
+            head = self._heads[size] = self.prefix + _U32.pack(size)
+        return head
 
     def for_record(self, record_id: str) -> bytes:
-        if type(record_id) is not str:
-            raise UsageError("associated data field record_id must be a string")
-        try:
-            raw = record_id.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UsageError("associated data field record_id is not valid text") from None
-        if len(raw) > MAX_AD_FIELD_BYTES:
-            raise UsageError(f"associated data field record_id is longer than {MAX_AD_FIELD_BYTES} bytes")
-        return self.prefix + _U32.pack(len(raw)) + raw
+        raw = _id_bytes(record_id)
+        return self.head(len(raw)) + raw
+
+
+def _id_bytes(record_id: object) -> bytes:
+    if type(record_id) is not str:
+        raise UsageError("associated data field record_id must be a string")
+    try:
+        return record_id.encode()
+    except UnicodeEncodeError:
+        raise UsageError("associated data field record_id is not valid text") from None
 
 
 def dek_id_of(blob: bytes) -> bytes:
@@ -163,9 +178,54 @@ class RecordCipher:
         ticket = next(self._tickets)  # atomic under the GIL; one ticket per encryption
         if ticket >= self._granted:
             self._take_budget(ticket)
-        nonce = os.urandom(NONCE_LEN)
+        nonce = _nonce()
         header = self._prefix + nonce
         return header + self._enc_aead.encrypt(nonce, plaintext, header + ad)
+
+    def encrypt_record(self, plaintext: bytes, prefix: AdPrefix, record_id: str) -> bytes:
+        """`encrypt_ad(plaintext, prefix.for_record(record_id))` in one call (the record path)."""
+        if len(plaintext) > MAX_RECORD_PLAINTEXT:
+            raise UsageError(f"a record holds at most {MAX_RECORD_PLAINTEXT} bytes")
+        if type(record_id) is not str:
+            raise UsageError("associated data field record_id must be a string")
+        try:
+            raw = record_id.encode()
+        except UnicodeEncodeError:
+            raise UsageError("associated data field record_id is not valid text") from None
+        head = prefix._heads.get(len(raw)) or prefix.head(len(raw))
+        ticket = next(self._tickets)
+        if ticket >= self._granted:
+            self._take_budget(ticket)
+        nonce = _nonce()
+        header = self._prefix + nonce
+        return header + self._enc_aead.encrypt(nonce, plaintext, header + head + raw)
+
+    def decrypt_record(self, blob: bytes, prefix: AdPrefix, record_id: str) -> bytes:
+        """`decrypt_ad(blob, prefix.for_record(record_id))` in one call (the record path)."""
+        if type(record_id) is not str:
+            raise UsageError("associated data field record_id must be a string")
+        try:
+            raw = record_id.encode()
+        except UnicodeEncodeError:
+            raise UsageError("associated data field record_id is not valid text") from None
+        head = prefix._heads.get(len(raw)) or prefix.head(len(raw))
+        if type(blob) is not bytes:
+            blob = bytes(check_record_blob(blob))
+        size = len(blob)
+        if size < RECORD_OVERHEAD or size > MAX_RECORD_BLOB:
+            raise IntegrityError(MALFORMED)
+        header = blob[:RECORD_HEADER_LEN]
+        if header[:20] == self._prefix:
+            aead = self._enc_aead
+        elif header[:4] == _LEAD:
+            aead = self._aead_for(header[4:20])
+        else:
+            raise IntegrityError(MALFORMED)
+        body = blob[RECORD_HEADER_LEN:] if size <= _COPY_LIMIT else memoryview(blob)[RECORD_HEADER_LEN:]
+        try:
+            return aead.decrypt(header[20:], body, header + head + raw)
+        except InvalidTag:
+            raise IntegrityError(AUTH_FAILED) from None
 
     def decrypt_ad(self, blob: bytes, ad: bytes) -> bytes:
         """Decrypt with associated data already encoded (see `encrypt_ad`)."""

@@ -25,6 +25,7 @@ from keyshift.jobs.context import BatchContext, StepContext
 from keyshift.jobs.leases import LeaseClock, LeaseLost, wall_now
 from keyshift.jobs.plans import Plan, plan_for
 from keyshift.runtime import Runtime
+from keyshift.stores.job_keys import release as release_job_keys
 
 log = logging.getLogger("keyshift.jobs")
 
@@ -47,6 +48,7 @@ class Worker:
         hooks: dict[str, Any] | None = None,
         on_progress: ProgressFn | None = None,
         pace: float = 0.0,
+        health_between_batches: bool = False,
     ) -> None:
         self.rt = rt
         self.owner = owner or worker_id()
@@ -57,6 +59,9 @@ class Worker:
         self.on_progress = on_progress
         # After each batch, pause `pace` x the batch's duration (a job's params["pace"] overrides).
         self.pace = pace
+        # Run the health monitor when due after each batch (`keyshift worker`): a long job does not
+        # hold it off, and its pinned keys stay vouched for (stores.job_keys).
+        self.health_between_batches = health_between_batches
 
     # -- one job -------------------------------------------------------------------------------
     def run_job(self, job_id: str, *, timeout: float | None = None) -> str:
@@ -65,6 +70,7 @@ class Worker:
         while True:
             state, progressed = self.step(job_id)
             if state not in ("pending", "running"):
+                release_job_keys(self.rt, job_id)
                 self._progress(job_id)
                 return state
             if progressed:
@@ -151,6 +157,8 @@ class Worker:
                 raise
             if not ctx.finished:
                 raise InternalError(f"plan {job.kind} did not finish batch {claim.seq} of {phase.name}")
+            if self.health_between_batches:
+                self._health()
             pace = float(job.params.get("pace", self.pace))
             if pace > 0:  # leave the database to clients for a share of the time (duty cycle)
                 time.sleep(min(5.0, (time.monotonic() - started) * pace))
@@ -189,6 +197,14 @@ class Worker:
         with rt.transaction() as session:
             leases.release_job_lease(session, job.id, self.owner)
         return True
+
+    def _health(self) -> None:
+        from keyshift.control.monitor import monitor_due
+
+        try:
+            monitor_due(self.rt)
+        except Exception:  # the monitor's own failure never fails the job; its next round retries
+            log.exception("health monitor round failed between batches")
 
     def _fail(self, job: Job, err: KeyshiftError) -> None:
         rt = self.rt

@@ -88,7 +88,9 @@ class KeyChangePlan:
         name = ctx.phase.name
         if name == "rewrap":
             target = rewrap.target_from(ctx.job.checkpoint["target"])
-            wraps = rewrap.compute_wraps(rt, ctx.job.environment_id or "", ctx.spec["deks"], target)
+            wraps = rewrap.compute_wraps(
+                rt, ctx.job.environment_id or "", ctx.spec["deks"], target, job_id=ctx.job.id
+            )
             ctx.point("rewrap:wrapped")
             with rt.transaction() as s:
                 rewrap.insert_pending(rt, s, wraps, target)

@@ -200,7 +200,7 @@ def _copy_events(rt: Runtime, env_id: str, event_ids: list[str], *, source: str,
 
     events = _events_by_id(rt, backend(rt, source), env_id, event_ids)
     # plaintext bytes carried, no JSON round trip; forward copies under a fresh DEK
-    return copy_events(rt, env_id, events, fresh=source == "sql", point=ctx.point)
+    return copy_events(rt, env_id, events, fresh=source == "sql", point=ctx.point, job_id=ctx.job.id)
 
 
 def _events_by_id(

@@ -216,7 +216,7 @@ def _rewrite_rows(rekeyer: Rekeyer, table: str, rows: list[rb.RowBlob], writes: 
 def run_batch(rt: Runtime, ctx: BatchContext) -> None:
     env_id = ctx.job.environment_id or ""
     spec = ctx.spec
-    rekeyer = Rekeyer(rt, env_id, STORE, _old_deks(rt, ctx.job))
+    rekeyer = Rekeyer(rt, env_id, STORE, _old_deks(rt, ctx.job), job_id=ctx.job.id)
     rekeyer.env()  # the environment-state check, once per batch at least (no cache flush)
     writes = _Writes(rt, chunk_sizer(rt, ctx.job), ctx)
     try:
@@ -262,7 +262,7 @@ def sweep(rt: Runtime, ctx: StepContext) -> None:
     env_id = ctx.job.environment_id or ""
     with rt.transaction() as s:
         old = list(s.get(Job, ctx.job.id).checkpoint.get("old_record_deks") or [])  # type: ignore[union-attr]
-    rekeyer = Rekeyer(rt, env_id, STORE, old)
+    rekeyer = Rekeyer(rt, env_id, STORE, old, job_id=ctx.job.id)
     writes = _Writes(rt, chunk_sizer(rt, ctx.job), None, background=False)  # stragglers: few
     remaining = _old_ids(rt, env_id, old)
     for _ in range(SWEEP_PASSES):

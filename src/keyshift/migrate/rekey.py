@@ -2,11 +2,12 @@
 store's fresh primary DEK. No value is decoded (no JSON round trip): the bytes are carried as-is.
 
 Vault work is O(data keys), never O(rows): each DEK is unwrapped once through the per-process DEK
-cache (which no key outlives: `min(dek_cache_max_age_seconds, revocation_bound_seconds)`, so a long
-job re-unwraps a key in use once per bound) and the fresh primary is created (one wrap) by the
-first batch that needs it. Nothing is flushed per batch; instead every chunk asks the environment
-state (refreshed every `state_refresh_seconds`): a disabled or locked environment is refused and its
-cached keys are flushed by that check.
+cache and the fresh primary is created (one wrap) by the first batch that needs it. Given a job id,
+the keys are held for the job's run (`stores.job_keys`: renewed at the cache's bound without the
+vault while the health monitor vouches for them, so a long job does not unwrap again every bound).
+Nothing is flushed per batch; instead every chunk asks the environment state (refreshed every
+`state_refresh_seconds`): a disabled or locked environment is refused and its cached and pinned
+keys are flushed by that check.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from keyshift.crypto.records import AssociatedData, RecordCipher
 from keyshift.errors import ConflictError, IntegrityError, InternalError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView, env_states
+from keyshift.stores.job_keys import job_keys
 from keyshift.stores.keys import data_keys
 
 
@@ -56,13 +58,26 @@ class LocationAd:
 class Rekeyer:
     """Re-encrypts blobs of one store of one environment away from a set of old DEKs."""
 
-    def __init__(self, rt: Runtime, env_id: str, store: str, old_deks: Iterable[str]) -> None:
+    def __init__(
+        self, rt: Runtime, env_id: str, store: str, old_deks: Iterable[str], *, job_id: str | None = None
+    ) -> None:
         self.rt = rt
         self.env_id = env_id
         self.store = store
         self.old = frozenset(old_deks)
         self.old_raw = frozenset(bytes.fromhex(d) for d in self.old)
         self.keys = data_keys(rt)
+        self.pins = None if job_id is None else job_keys(rt, job_id, env_id)
+
+    def _cipher(self, env: EnvView) -> RecordCipher:
+        if self.pins is None:
+            return self.keys.cipher(self.rt, env, self.store)
+        return self.pins.cipher(self.rt, env, self.store)
+
+    def _decrypter(self, env: EnvView, dek: bytes) -> RecordCipher:
+        if self.pins is None:
+            return self.keys.decrypter(self.rt, env, self.store, dek)
+        return self.pins.decrypter(self.rt, env, self.store, dek)
 
     def env(self) -> EnvView:
         """The environment, if usable (EnvironmentUnavailableError otherwise; caches flushed)."""
@@ -76,7 +91,7 @@ class Rekeyer:
         """A cipher whose primary is not one of the old DEKs. A primary hint this process still
         holds for a retired DEK is dropped (`roll`: no cache flush, no vault call)."""
         for _ in range(4):
-            cipher = self.keys.cipher(self.rt, env, self.store)
+            cipher = self._cipher(env)
             primary = cipher.keyring.primary.id
             if primary.hex() not in self.old:
                 return cipher
@@ -88,7 +103,7 @@ class Rekeyer:
 
     def decrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
         """Plaintext bytes of each blob (under whichever DEK its header names)."""
-        keys, rt, store = self.keys, self.rt, self.store
+        keys, store = self.keys, self.store
         ciphers: dict[bytes, RecordCipher] = {}
         used: dict[bytes, int] = {}  # bytes decrypted per DEK: one use of each key per call
         out: list[bytes] = []
@@ -99,7 +114,7 @@ class Rekeyer:
                 dek = blob[4:20]
                 cipher = ciphers.get(dek)
                 if cipher is None:
-                    cipher = ciphers[dek] = keys.decrypter(rt, env, store, dek)
+                    cipher = ciphers[dek] = self._decrypter(env, dek)
                 plain = cipher.decrypt(blob, ad)
             except IntegrityError:
                 raise IntegrityError(
@@ -142,6 +157,7 @@ def copy_events(
     *,
     fresh: bool,
     point: Callable[[str], None] | None = None,
+    job_id: str | None = None,
 ) -> int:
     """Copy stored audit events (id, time, blob) into the environment's current audit backend,
     re-encrypted with their plaintext bytes carried as they are (no JSON round trip). The time
@@ -166,7 +182,7 @@ def copy_events(
         with rt.transaction() as s:
             here = (Dek.environment_id == env_id, Dek.store == STORE)
             old.update(s.scalars(select(Dek.id).where(*here, Dek.state != "active")))
-    rekeyer = Rekeyer(rt, env_id, STORE, old)
+    rekeyer = Rekeyer(rt, env_id, STORE, old, job_id=job_id)
     env = rekeyer.env()
     ad = LocationAd(env.tenant_id, env.id, STORE, COLLECTION)
     ads = [ad(eid) for eid, _at, _blob in events]

@@ -25,6 +25,7 @@ from keyshift.db.models import Dek, DekWrap, Environment
 from keyshift.errors import ConflictError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import env_states
+from keyshift.stores.job_keys import job_keys
 from keyshift.stores.keys import KekTarget, data_keys, wrap_row
 
 _PENDING = aliased(DekWrap)
@@ -56,9 +57,13 @@ def env_dek_ids(session: Session, env_id: str, *, missing_pending: bool = False)
     return list(dict.fromkeys(session.scalars(stmt)))
 
 
-def compute_wraps(rt: Runtime, env_id: str, dek_ids: list[str], target: KekTarget) -> list[tuple[str, Any]]:
-    """Vault calls (outside any transaction): the new wrapped keys for DEKs lacking a pending wrap."""
+def compute_wraps(
+    rt: Runtime, env_id: str, dek_ids: list[str], target: KekTarget, *, job_id: str | None = None
+) -> list[tuple[str, Any]]:
+    """Vault calls (outside any transaction): the new wrapped keys for DEKs lacking a pending wrap.
+    With a job id, the unwrapped keys are also held for the job's later phases (stores.job_keys)."""
     keys = data_keys(rt)
+    pins = None if job_id is None else job_keys(rt, job_id, env_id)
     with rt.transaction() as s:
         env = s.get(Environment, env_id)
         if env is None:
@@ -90,6 +95,8 @@ def compute_wraps(rt: Runtime, env_id: str, dek_ids: list[str], target: KekTarge
             # kept (within the cache's bounds) for the phases after cutover: re-encryption and
             # moves decrypt with these same keys, so they need no second unwrap
             keys.cache.put(env_id, key)
+        if pins is not None:
+            pins.hold(rt, key)
         wrapped, _ = keys.wrap(rt, name, target, key, ctx)
         out.append((dek_hex, wrapped))
     return out

@@ -186,6 +186,9 @@ class DataKeys:
         # Called when the vault refuses a DEK operation; wired by the runtime's opener
         # (control.key_events.wire). Unwired, the request simply fails with the vault's error.
         self.on_key_failure: list[KeyFailureHandler] = []
+        # Called with the environment id (None: all) after every flush: holders of keys outside
+        # the cache (a job's pinned keys, stores.job_keys) drop them too.
+        self.on_flush: list[Callable[[str | None], None]] = []
         env_states(rt).on_unusable.append(self.flush)
 
     def report(self, failure: KeyFailure) -> KeyshiftError:
@@ -336,14 +339,18 @@ class DataKeys:
     # -- the primary (encrypting) key ---------------------------------------------------------
     def primary(self, rt: Runtime, env: EnvView, store: str) -> tuple[DataKey, BlockBudget]:
         """The store's primary DEK (created on first use) and its usage budget."""
+        dek_hex = self.primary_hex(rt, env, store)
+        return self.key_for(rt, env, store, bytes.fromhex(dek_hex)), self.budget(rt, dek_hex)
+
+    def primary_hex(self, rt: Runtime, env: EnvView, store: str) -> str:
+        """The id of the store's primary DEK (created on first use), without looking the key up;
+        re-read after `state_refresh_seconds`."""
         if store not in STORES:
             raise ValueError(f"unknown store {store!r}")
         hint = self._primary.get((env.id, store))
         if hint is not None and self.monotonic() - hint[1] < rt.settings.state_refresh_seconds:
-            dek_hex = hint[0]
-        else:
-            dek_hex = self._load_or_create_primary(rt, env, store)
-        return self.key_for(rt, env, store, bytes.fromhex(dek_hex)), self._budget(rt, dek_hex)
+            return hint[0]
+        return self._load_or_create_primary(rt, env, store)
 
     def roll(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> None:
         """The DEK ran out of budget: retire it so the next `primary` takes, or makes, a new one."""
@@ -399,7 +406,8 @@ class DataKeys:
             self._decrypters[(env.id, store, dek_id)] = (key, cipher)
             return cipher
 
-    def _budget(self, rt: Runtime, dek_hex: str) -> BlockBudget:
+    def budget(self, rt: Runtime, dek_hex: str) -> BlockBudget:
+        """This process's usage budget of a DEK (blocks reserved from `Dek.encryptions`)."""
         with self._lock:
             budget = self._budgets.get(dek_hex)
             if budget is None:
@@ -523,7 +531,10 @@ class DataKeys:
                     del self._ciphers[k]
                 for k3 in [k3 for k3 in self._decrypters if k3[0] == env_id]:
                     del self._decrypters[k3]
-            return int(self.cache.flush(env_id))
+            dropped = int(self.cache.flush(env_id))
+        for listener in list(self.on_flush):
+            listener(env_id)
+        return dropped
 
 
 def wrap_row(

@@ -20,7 +20,6 @@ state, versions, AD binding, fail closed.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache, partial
 from itertools import islice
@@ -55,7 +54,6 @@ from keyshift.stores.records_batch import BatchWrites
 from keyshift.stores.records_sql import _IN_CHUNK, MAX_BATCH, executemany, record_sql
 
 STORE = "records"
-_U32 = struct.Struct(">I")
 _PAIR_TYPES = (tuple, list)
 DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
@@ -138,18 +136,16 @@ class RecordStore(BatchWrites):
         """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out.
         Returns (id, blob, DEK id in hex) triples."""
         out: list[tuple[str, bytes, str]] = []
-        prefix, pack = _prefix(env.tenant_id, env.id, table).prefix, _U32.pack
+        prefix = _prefix(env.tenant_id, env.id, table)
         append = out.append
         while len(out) < len(items):
             cipher: RecordCipher = self._keys.cipher(self.rt, env, STORE)
             dek_id = cipher.keyring.primary.id
-            dek_hex, encrypt = dek_id.hex(), cipher.encrypt_ad
+            dek_hex, encrypt = dek_id.hex(), cipher.encrypt_record
             nbytes = 0
             try:
                 for rid, plain in items[len(out) :]:
-                    # ids are validated (ASCII, at most 512 bytes): `AdPrefix.for_record`, inlined
-                    raw = rid.encode("utf-8")
-                    append((rid, encrypt(plain, prefix + pack(len(raw)) + raw), dek_hex))
+                    append((rid, encrypt(plain, prefix, rid), dek_hex))
                     nbytes += len(plain)
             except DataKeyExhaustedError:
                 self._keys.roll(self.rt, env, STORE, dek_id)
@@ -169,8 +165,8 @@ class RecordStore(BatchWrites):
         `DataKeys.hot_key` when spent, expired or flushed), the table's encoded AD with the id
         appended, AES-GCM, the value decoding.
         """
-        prefix = _prefix(env.tenant_id, env.id, table).prefix
-        hot_keys, monotonic, pack = self._hot_keys, self._keys.monotonic, _U32.pack
+        prefix = _prefix(env.tenant_id, env.id, table)
+        hot_keys, monotonic = self._hot_keys, self._keys.monotonic
         json_tag, from_json = TAG_JSON, decode_json
         out: list[Any] = []
         append = out.append
@@ -190,8 +186,7 @@ class RecordStore(BatchWrites):
                     or next(hot.tickets) >= hot.allowance
                 ):
                     hot = hot_keys[dek_id] = self._hot(self.rt, env, STORE, dek_id)
-                raw = rid.encode("utf-8")
-                plain = hot.cipher.decrypt_ad(blob, prefix + pack(len(raw)) + raw)
+                plain = hot.cipher.decrypt_record(blob, prefix, rid)
                 hot.sizes.append(len(plain))
                 if plain[:1] == json_tag:  # decode_value's common case, inlined
                     append(from_json(plain[1:].decode("utf-8")))
