@@ -20,6 +20,10 @@ from keyshift.clock import FixedClock
 from keyshift.runtime import Runtime
 
 PG_BASE = os.environ.get("KEYSHIFT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Worker processes the tests start run at normal priority: tests time cross-process bounds (a
+# revocation seen within 2 s) on a machine the test processes themselves keep busy.
+# tests/jobs/test_priority.py checks the default niceness.
+os.environ.setdefault("KEYSHIFT_WORKER_NICE", "0")
 
 
 def _pg_reason() -> str | None:

@@ -10,6 +10,7 @@ import typer
 
 from keyshift.cli.common import emit, print_lines, print_table, runtime, vaults_ready
 from keyshift.jobs import schedule
+from keyshift.jobs.priority import DEFAULT_NICE, lower_priority
 from keyshift.jobs.runner import Worker
 
 worker_app = typer.Typer(
@@ -48,11 +49,22 @@ def worker_cmd(
     strict_vaults: Annotated[
         bool, typer.Option("--strict-vaults", help="Exit 6 if a vault in use cannot be opened.")
     ] = False,
+    nice: Annotated[
+        int,
+        typer.Option(
+            "--nice",
+            envvar="KEYSHIFT_WORKER_NICE",
+            min=0,
+            max=19,
+            help="CPU niceness of the worker (0-19): clients on the same machine go first.",
+        ),
+    ] = DEFAULT_NICE,
 ) -> None:
     """Run jobs and due maintenance (forever, or once)."""
     if ctx.invoked_subcommand is not None:
         return
     _setup_logging(log_format)
+    lower_priority(nice)
     _serve_metrics(metrics_port, metrics_host)
     with runtime(ctx) as rt:
         vaults_ready(ctx, rt, "worker", strict_vaults)

@@ -10,6 +10,8 @@ it readable), and a dead one is replaced before use.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import sqlite3
 import threading
@@ -22,11 +24,14 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyshift.db.sqlite_turns import WriteTurns, poll_delays
+
 BUSY_TIMEOUT_SECONDS = 30.0
 GATE_TIMEOUT_SECONDS = 30.0
 READ_OPTION = "keyshift_read"  # execution option marking a read-only transaction
 
 _gates: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_turns: weakref.WeakKeyDictionary[Engine, WriteTurns | None] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -86,27 +91,41 @@ def pg_alive(conn: Any) -> bool:
     return bool(pgconn.status == pq.ConnStatus.OK and not pgconn.is_busy())
 
 
-def _begin_immediate(dbapi_conn: Any) -> None:
-    """BEGIN IMMEDIATE, polling briefly while another process holds the write lock.
+def _begin_immediate(dbapi_conn: Any, turns: WriteTurns | None = None) -> None:
+    """BEGIN IMMEDIATE, polling while another process holds the write lock.
 
     SQLite's busy handler waits in growing sleeps (up to 100 ms each), which makes a writer
     queued behind another process's millisecond transaction wait ten times longer than needed.
-    Here the wait is ours: short sleeps (0.1 ms doubling to 2 ms) up to the same 30 s timeout.
+    Here the wait is ours: short steps first, then growing ones (`sqlite_turns.poll_delays`), up to
+    the same 30 s timeout — flagged as waiting, so background job writers step aside meanwhile.
     """
     dbapi_conn.execute("PRAGMA busy_timeout=0")
     try:
-        delay, deadline = 0.0001, time.monotonic() + BUSY_TIMEOUT_SECONDS
-        while True:
-            try:
-                dbapi_conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.002)
+        try:
+            dbapi_conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        with turns.waiting() if turns is not None else contextlib.nullcontext():
+            for delay in poll_delays():
+                time.sleep(delay)
+                try:
+                    dbapi_conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
     finally:
         dbapi_conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+
+
+def _write_turns(engine: Engine) -> WriteTurns | None:
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return WriteTurns(os.path.abspath(path))
 
 
 def _gate_writers(engine: Engine) -> None:
@@ -120,6 +139,7 @@ def _gate_writers(engine: Engine) -> None:
     """
     gate = threading.Lock()
     _gates[engine] = gate
+    turns = _turns[engine] = _write_turns(engine)
     held: set[int] = set()  # ids of DBAPI connections whose transaction holds the gate
     dialect = engine.dialect
     commit, rollback = dialect.do_commit, dialect.do_rollback
@@ -130,9 +150,11 @@ def _gate_writers(engine: Engine) -> None:
         if conn.get_execution_options().get(READ_OPTION):
             dbapi_conn.execute("BEGIN")  # deferred: a WAL reader, never the write lock
             return
+        if turns is not None:
+            turns.step_aside()
         got = gate.acquire(timeout=GATE_TIMEOUT_SECONDS)
         try:
-            _begin_immediate(dbapi_conn)
+            _begin_immediate(dbapi_conn, turns)
         except BaseException:
             if got:
                 gate.release()
@@ -170,9 +192,12 @@ def sqlite_write(engine: Engine, dbapi_conn: Any) -> Iterator[None]:
     """A write transaction on a plain sqlite3 connection of this engine, with the same gate and
     BEGIN IMMEDIATE hand-over as the engine's own transactions; commit on success."""
     gate = _gates.get(engine)
+    turns = _turns.get(engine)
+    if turns is not None:
+        turns.step_aside()
     got = gate.acquire(timeout=GATE_TIMEOUT_SECONDS) if gate is not None else False
     try:
-        _begin_immediate(dbapi_conn)
+        _begin_immediate(dbapi_conn, turns)
         try:
             yield
         except BaseException:

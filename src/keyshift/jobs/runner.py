@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import update
 
 from keyshift.db.models import Job
+from keyshift.db.sqlite_turns import background_writes
 from keyshift.errors import InternalError, KeyshiftError
 from keyshift.jobs import leases, store
 from keyshift.jobs.context import BatchContext, StepContext
@@ -144,7 +145,8 @@ class Worker:
             ctx = BatchContext(job, phase, claim, self.lease_seconds, self.lease_clock, hooks=self.hooks)
             started = time.monotonic()
             try:
-                plan.run_batch(rt, ctx)
+                with background_writes():  # on SQLite, clients waiting to write go first
+                    plan.run_batch(rt, ctx)
             except LeaseLost:
                 raise
             except BaseException:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from keyshift.db.models import DataRecord, Dek, Job
 from keyshift.errors import UsageError
 from keyshift.jobs.context import BatchContext, StepContext
-from keyshift.migrate.rekey import LocationAd, Rekeyer
+from keyshift.migrate.rekey import Rekeyer
 from keyshift.runtime import Runtime
 from keyshift.stores import record_batches as rb
 
@@ -208,8 +208,7 @@ def _rewrite_rows(rekeyer: Rekeyer, table: str, rows: list[rb.RowBlob], writes: 
         env = rekeyer.env()  # fail closed: a disabled or locked environment stops the job here
         part = todo[i : i + writes.sizer.size]
         i += len(part)
-        ad = LocationAd(env.tenant_id, env.id, STORE, table)
-        blobs = rekeyer.reencrypt(env, [(ad(r.record_id), r.value) for r in part])
+        blobs = rekeyer.reencrypt(env, table, [(r.record_id, r.value) for r in part])
         writes.submit(env.id, table, [(r.record_id, r.version, b) for r, b in zip(part, blobs, strict=True)])
 
 

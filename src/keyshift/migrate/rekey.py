@@ -15,44 +15,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 
 from keyshift.clock import utc
 from keyshift.crypto.dek import DataKeyExhaustedError
-from keyshift.crypto.records import AssociatedData, RecordCipher
-from keyshift.errors import ConflictError, IntegrityError, InternalError
+from keyshift.crypto.records import AdPrefix, RecordCipher
+from keyshift.errors import ConflictError, IntegrityError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.job_keys import job_keys
 from keyshift.stores.keys import data_keys
 
 
-class LocationAd:
-    """Associated data of many items of one collection: the four shared fields are encoded once.
-
-    Byte for byte what `AssociatedData(tenant, environment, store, collection, item_id)` encodes
-    (each field: u32 big-endian length, UTF-8 bytes); checked against it when built."""
-
-    def __init__(self, tenant: str, environment: str, store: str, collection: str) -> None:
-        self.fields = (tenant, environment, store, collection)
-        self.prefix = AssociatedData(tenant, environment, store, collection, "").encode()[:-4]
-        probe = "probe-id"
-        if self(probe).encode() != AssociatedData(*self.fields, probe).encode():
-            raise InternalError("associated data encoding mismatch")
-
-    def __call__(self, item_id: str) -> AssociatedData:
-        raw = item_id.encode("utf-8")
-        if len(raw) > 512:  # unusual: let the real constructor check and encode it
-            return AssociatedData(*self.fields, item_id)
-        ad = object.__new__(AssociatedData)
-        tenant, environment, store, collection = self.fields
-        setattr_ = object.__setattr__
-        setattr_(ad, "tenant", tenant)
-        setattr_(ad, "environment", environment)
-        setattr_(ad, "store", store)
-        setattr_(ad, "collection", collection)
-        setattr_(ad, "record_id", item_id)
-        setattr_(ad, "_encoded", self.prefix + len(raw).to_bytes(4, "big") + raw)
-        return ad
+@lru_cache(maxsize=1024)
+def location(tenant: str, environment: str, store: str, collection: str) -> AdPrefix:
+    """The encoded associated data shared by every item of one collection (ids appended per item)."""
+    return AdPrefix(tenant, environment, store, collection)
 
 
 class Rekeyer:
@@ -101,13 +79,15 @@ class Rekeyer:
             code="dek_unavailable",
         )
 
-    def decrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
-        """Plaintext bytes of each blob (under whichever DEK its header names)."""
-        keys, store = self.keys, self.store
+    def decrypt(self, env: EnvView, collection: str, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """Plaintext bytes of each (item id, blob) of one collection (under whichever DEK its
+        header names)."""
+        prefix = location(env.tenant_id, env.id, self.store, collection)
         ciphers: dict[bytes, RecordCipher] = {}
         used: dict[bytes, int] = {}  # bytes decrypted per DEK: one use of each key per call
         out: list[bytes] = []
-        for ad, blob in items:
+        append = out.append
+        for item_id, blob in items:
             try:
                 if len(blob) < 20:
                     raise IntegrityError("ciphertext is malformed")
@@ -115,28 +95,33 @@ class Rekeyer:
                 cipher = ciphers.get(dek)
                 if cipher is None:
                     cipher = ciphers[dek] = self._decrypter(env, dek)
-                plain = cipher.decrypt(blob, ad)
+                    used[dek] = 0
+                plain = cipher.decrypt_record(blob, prefix, item_id)
             except IntegrityError:
                 raise IntegrityError(
-                    f"{store} item {ad.collection}/{ad.record_id} of environment {env.name!r} failed "
+                    f"{self.store} item {collection}/{item_id} of environment {env.name!r} failed "
                     "authentication (stored ciphertext is corrupt or was moved)"
                 ) from None
-            used[dek] = used.get(dek, 0) + len(plain)
-            out.append(plain)
+            used[dek] += len(plain)
+            append(plain)
         for dek, nbytes in used.items():
-            keys.note_use(env.id, dek, nbytes)
+            self.keys.note_use(env.id, dek, nbytes)
         return out
 
-    def encrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
-        """Encrypt plaintext bytes under the fresh primary; roll to a new DEK when one runs out."""
+    def encrypt(self, env: EnvView, collection: str, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """Encrypt (item id, plaintext bytes) of one collection under the fresh primary; roll to a
+        new DEK when one runs out."""
+        prefix = location(env.tenant_id, env.id, self.store, collection)
         out: list[bytes] = []
+        append = out.append
         while len(out) < len(items):
             cipher = self.fresh_cipher(env)
             primary = cipher.keyring.primary.id
+            encrypt = cipher.encrypt_record
             nbytes = 0
             try:
-                for ad, plain in items[len(out) :]:
-                    out.append(cipher.encrypt(plain, ad))
+                for item_id, plain in items[len(out) :]:
+                    append(encrypt(plain, prefix, item_id))
                     nbytes += len(plain)
             except DataKeyExhaustedError:
                 self.keys.roll(self.rt, env, self.store, primary)
@@ -144,10 +129,10 @@ class Rekeyer:
                 self.keys.note_use(env.id, primary, nbytes)
         return out
 
-    def reencrypt(self, env: EnvView, items: Sequence[tuple[AssociatedData, bytes]]) -> list[bytes]:
-        """New blobs for (associated data, old blob) pairs: same location, same plaintext bytes."""
-        plains = self.decrypt(env, items)
-        return self.encrypt(env, [(ad, p) for (ad, _), p in zip(items, plains, strict=True)])
+    def reencrypt(self, env: EnvView, collection: str, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """New blobs for (item id, old blob) pairs: same location, same plaintext bytes."""
+        plains = self.decrypt(env, collection, items)
+        return self.encrypt(env, collection, [(i, p) for (i, _), p in zip(items, plains, strict=True)])
 
 
 def copy_events(
@@ -184,13 +169,12 @@ def copy_events(
             old.update(s.scalars(select(Dek.id).where(*here, Dek.state != "active")))
     rekeyer = Rekeyer(rt, env_id, STORE, old, job_id=job_id)
     env = rekeyer.env()
-    ad = LocationAd(env.tenant_id, env.id, STORE, COLLECTION)
-    ads = [ad(eid) for eid, _at, _blob in events]
-    plains = rekeyer.decrypt(env, [(a, bytes(blob)) for a, (_e, _t, blob) in zip(ads, events, strict=True)])
+    plains = rekeyer.decrypt(env, COLLECTION, [(eid, bytes(blob)) for eid, _at, blob in events])
     for (eid, at, _blob), plain in zip(events, plains, strict=True):
         if not _sealed_at(plain, utc(at)):
             raise IntegrityError(f"audit event {eid} of environment {env.name!r} failed authentication")
-    blobs = rekeyer.encrypt(env, list(zip(ads, plains, strict=True)))
+    pairs_in = [(eid, p) for (eid, _at, _b), p in zip(events, plains, strict=True)]
+    blobs = rekeyer.encrypt(env, COLLECTION, pairs_in)
     pairs = zip(events, blobs, strict=True)
     rows = [(eid, utc(at), blob[4:20].hex(), blob) for (eid, at, _old), blob in pairs]
     # one transaction for the batch, an event already there skipped (a rerun after a crash)

@@ -1,0 +1,150 @@
+"""Foreground writers first on SQLite (`db.sqlite_turns`): a writer waiting for the write lock is
+seen by every process, a background (job) writer steps aside while it waits, the signal dies with
+its holder, and without a usable lock file everything behaves as before."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from keyshift.db import sqlite_turns
+from keyshift.db.engine import make_engine
+from keyshift.db.sqlite_turns import WriteTurns, background_writes
+
+
+def _until(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def test_a_waiting_writer_is_seen_by_another_handle_and_only_while_it_waits(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    waiter, other = WriteTurns(db), WriteTurns(db)
+    assert not other.someone_waits()
+    with waiter.waiting():
+        assert other.someone_waits()
+        assert waiter.someone_waits()  # the probe is another open file, even in the same handle
+        with waiter.waiting():  # nested (two threads of one process): still one flag
+            assert other.someone_waits()
+        assert other.someone_waits()
+    assert not other.someone_waits()
+    assert oct(os.stat(db + "-writers").st_mode & 0o777) == "0o600"
+
+
+def test_an_engine_writer_behind_another_process_lock_flags_itself_waiting(tmp_path: Path) -> None:
+    eng = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with eng.begin() as c:
+        c.execute(text("create table t (x integer)"))
+    holder = sqlite3.connect(tmp_path / "x.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    probe = WriteTurns(str(tmp_path / "x.db"))
+    done = threading.Event()
+
+    def write() -> None:
+        with eng.begin() as c:
+            c.execute(text("insert into t values (1)"))
+        done.set()
+
+    th = threading.Thread(target=write)
+    th.start()
+    try:
+        assert _until(probe.someone_waits), "the blocked writer never flagged itself"
+        assert not done.is_set()
+    finally:
+        holder.rollback()
+        holder.close()
+    th.join(10)
+    assert done.is_set()
+    assert _until(lambda: not probe.someone_waits())
+    with eng.connect() as c:
+        assert c.execute(text("select count(*) from t")).scalar() == 1
+
+
+def test_a_background_writer_waits_for_a_waiting_writer_then_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_turns, "YIELD_SECONDS", 30.0)
+    db = str(tmp_path / "x.db")
+    turns, client = WriteTurns(db), WriteTurns(db)
+    flagged, release = threading.Event(), threading.Event()
+
+    def wait_for_lock() -> None:
+        with client.waiting():
+            flagged.set()
+            release.wait(10)
+
+    th = threading.Thread(target=wait_for_lock)
+    th.start()
+    assert flagged.wait(10)
+    order: list[str] = []
+
+    def background() -> None:
+        with background_writes():
+            turns.step_aside()
+        order.append("background began")
+
+    bg = threading.Thread(target=background)
+    bg.start()
+    time.sleep(0.05)
+    turns.step_aside()  # a foreground writer never steps aside
+    order.append("client began")
+    release.set()
+    th.join(10)
+    bg.join(10)
+    assert order == ["client began", "background began"]
+
+
+def test_a_background_writer_steps_aside_at_most_the_yield_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_turns, "YIELD_SECONDS", 0.05)
+    db = str(tmp_path / "x.db")
+    turns, client = WriteTurns(db), WriteTurns(db)
+    with client.waiting(), background_writes():  # a waiter that never gets going
+        t0 = time.monotonic()
+        turns.step_aside()
+        assert time.monotonic() - t0 < 5  # bounded: the job is never stalled for good
+
+
+def test_the_flag_dies_with_a_killed_process(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child = WriteTurns(db)
+            with child.waiting():
+                os.write(write, b"w")
+                time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"w"
+    probe = WriteTurns(db)
+    assert probe.someone_waits()
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    assert not probe.someone_waits()
+    os.close(read)
+
+
+def test_without_a_usable_lock_file_writes_go_on_as_before(tmp_path: Path) -> None:
+    turns = WriteTurns(str(tmp_path / "missing-dir" / "x.db"))
+    with turns.waiting():
+        assert not turns.someone_waits()
+    with background_writes():
+        turns.step_aside()  # nothing to wait for
+    eng = make_engine("sqlite://")  # in memory: no lock file at all
+    with eng.begin() as c:
+        c.execute(text("create table t (x integer)"))
+        c.execute(text("insert into t values (1)"))
