@@ -148,3 +148,30 @@ def test_without_a_usable_lock_file_writes_go_on_as_before(tmp_path: Path) -> No
     with eng.begin() as c:
         c.execute(text("create table t (x integer)"))
         c.execute(text("insert into t values (1)"))
+
+
+def test_background_transactions_never_checkpoint_on_commit_and_checkpoint_now_and_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committing connection past the WAL threshold checkpoints (copy + fsync). Clients get a
+    high threshold; a job's transactions none, and a PASSIVE checkpoint every CHECKPOINT_EVERY."""
+    monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr(sqlite_turns, "_commits", __import__("itertools").count(1))
+    eng = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with eng.begin() as c:
+        c.execute(text("create table t (x integer)"))
+        assert c.execute(text("pragma wal_autocheckpoint")).scalar() == sqlite_turns.FOREGROUND_AUTOCHECKPOINT
+    seen: list[int] = []
+    checkpoints: list[str] = []
+    for i in range(8):
+        with background_writes(), eng.begin() as c:
+            seen.append(int(c.execute(text("pragma wal_autocheckpoint")).scalar() or 0))
+            c.execute(text("insert into t values (:x)"), {"x": i})
+            raw = c.connection.dbapi_connection
+            raw.set_trace_callback(checkpoints.append)  # type: ignore[union-attr]
+        raw.set_trace_callback(None)  # type: ignore[union-attr]
+    assert seen == [0] * 8
+    assert sum("wal_checkpoint" in s for s in checkpoints) == 2  # the 4th and the 8th
+    with eng.begin() as c:  # the same pooled connection serves a client again: the client threshold
+        assert c.execute(text("pragma wal_autocheckpoint")).scalar() == sqlite_turns.FOREGROUND_AUTOCHECKPOINT
+        assert c.execute(text("select count(*) from t")).scalar() == 8

@@ -24,7 +24,14 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyshift.db.sqlite_turns import WriteTurns, poll_delays
+from keyshift.db.sqlite_turns import (
+    FOREGROUND_AUTOCHECKPOINT,
+    WriteTurns,
+    background_begins,
+    background_ends,
+    in_background,
+    poll_delays,
+)
 
 BUSY_TIMEOUT_SECONDS = 30.0
 GATE_TIMEOUT_SECONDS = 30.0
@@ -46,6 +53,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA wal_autocheckpoint={FOREGROUND_AUTOCHECKPOINT}")
             cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             cur.close()
 
@@ -110,7 +118,8 @@ def _begin_immediate(dbapi_conn: Any, turns: WriteTurns | None = None) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
         with turns.waiting() if turns is not None else contextlib.nullcontext():
             for delay in poll_delays():
-                time.sleep(delay)
+                if delay:  # 0: retry at once (even a zero sleep costs the timer slack, ~50 us)
+                    time.sleep(delay)
                 try:
                     dbapi_conn.execute("BEGIN IMMEDIATE")
                     return
@@ -141,6 +150,7 @@ def _gate_writers(engine: Engine) -> None:
     _gates[engine] = gate
     turns = _turns[engine] = _write_turns(engine)
     held: set[int] = set()  # ids of DBAPI connections whose transaction holds the gate
+    background: set[int] = set()  # ids of DBAPI connections in a background write transaction
     dialect = engine.dialect
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
@@ -150,6 +160,9 @@ def _gate_writers(engine: Engine) -> None:
         if conn.get_execution_options().get(READ_OPTION):
             dbapi_conn.execute("BEGIN")  # deferred: a WAL reader, never the write lock
             return
+        if in_background():
+            background_begins(dbapi_conn)
+            background.add(id(dbapi_conn))
         if turns is not None:
             turns.step_aside()
         got = gate.acquire(timeout=GATE_TIMEOUT_SECONDS)
@@ -164,10 +177,14 @@ def _gate_writers(engine: Engine) -> None:
 
     def _release(dbapi_conn: Any) -> None:
         # Called with the pool's proxy or with the raw DBAPI connection, depending on the path.
-        key = id(getattr(dbapi_conn, "dbapi_connection", None) or dbapi_conn)
+        raw = getattr(dbapi_conn, "dbapi_connection", None) or dbapi_conn
+        key = id(raw)
         if key in held:
             held.discard(key)
             gate.release()
+        if key in background:
+            background.discard(key)
+            background_ends(raw)
 
     def do_commit(dbapi_conn: Any) -> None:
         try:
@@ -196,6 +213,9 @@ def sqlite_write(engine: Engine, dbapi_conn: Any) -> Iterator[None]:
     if turns is not None:
         turns.step_aside()
     got = gate.acquire(timeout=GATE_TIMEOUT_SECONDS) if gate is not None else False
+    background = in_background()
+    if background:
+        background_begins(dbapi_conn)
     try:
         _begin_immediate(dbapi_conn, turns)
         try:
@@ -207,6 +227,8 @@ def sqlite_write(engine: Engine, dbapi_conn: Any) -> Iterator[None]:
     finally:
         if got and gate is not None:
             gate.release()
+        if background:
+            background_ends(dbapi_conn)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -26,11 +26,23 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import fcntl
+import itertools
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
+SPIN_SECONDS = 0.0003  # retry without sleeping this long first (a job's transaction is shorter)
+# WAL pages after which a committing foreground connection checkpoints (SQLite's default is 1,000).
+# The connection that commits past the threshold does the checkpoint (copy + fsync: a millisecond
+# or more), and while readers keep the WAL from restarting it stays past the threshold, so every
+# commit would try again. Background writes never checkpoint on commit; they checkpoint once
+# every CHECKPOINT_EVERY transactions instead, keeping the WAL short while a job writes, so
+# clients rarely reach their own threshold.
+FOREGROUND_AUTOCHECKPOINT = 10_000
+CHECKPOINT_EVERY = 64
 POLL_SECONDS = 0.00005
 FAST_POLL_SECONDS = 0.005
 MAX_POLL_SECONDS = 0.002
@@ -52,6 +64,25 @@ def background_writes() -> Iterator[None]:
 
 def in_background() -> bool:
     return _background.get()
+
+
+_commits = itertools.count(1)
+
+
+def background_begins(dbapi_conn: Any) -> None:
+    """Before a background write transaction (outside the lock): no checkpoint at its commit."""
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def background_ends(dbapi_conn: Any) -> None:
+    """After it (outside the lock): the foreground threshold back; every CHECKPOINT_EVERY-th
+    background transaction of this process checkpoints what readers allow (PASSIVE)."""
+    try:
+        dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={FOREGROUND_AUTOCHECKPOINT}")
+        if next(_commits) % CHECKPOINT_EVERY == 0:
+            dbapi_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:  # a checkpoint is an optimisation; the next one retries
+        pass
 
 
 class WriteTurns:
@@ -127,6 +158,9 @@ class WriteTurns:
 
 def poll_delays() -> Iterator[float]:
     """How long a waiting writer sleeps between attempts: short steps at first, then growing."""
+    spin_until = time.monotonic() + SPIN_SECONDS
+    while time.monotonic() < spin_until:
+        yield 0.0  # retry at once: the lock usually frees within one short transaction
     waited = 0.0
     while waited < FAST_POLL_SECONDS:
         waited += POLL_SECONDS

@@ -23,7 +23,6 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
 
 from keyshift.db.models import DataRecord
 from keyshift.errors import ConflictError
@@ -76,24 +75,28 @@ class RowBlob:
     value: bytes
 
 
-def range_select(
+def range_query(
     env_id: str, table: str, after: str | None, upper: str | None, limit: int, *, first: str | None = None
-) -> Select[Any]:
-    """Rows of one table with after < record_id <= upper (either end open; or first <= record_id),
-    in key order."""
-    stmt = (
-        select(_T.c.record_id, _T.c.version, _T.c.dek_id, _T.c.value)
-        .where(_T.c.environment_id == env_id, _T.c.table_name == table)
-        .order_by(_T.c.environment_id, _T.c.table_name, _T.c.record_id)
-        .limit(limit)
-    )
+) -> tuple[str, list[Any]]:
+    """The statement (`?` placeholders) and parameters reading rows of one table with
+    after < record_id <= upper (either end open; or first <= record_id), in key order: an index
+    range scan of the primary key whatever the planner statistics."""
+    where, params = ["environment_id = ? AND table_name = ?"], [env_id, table]
     if after is not None:
-        stmt = stmt.where(_T.c.record_id > after)
+        where.append("record_id > ?")
+        params.append(after)
     elif first is not None:
-        stmt = stmt.where(_T.c.record_id >= first)
+        where.append("record_id >= ?")
+        params.append(first)
     if upper is not None:
-        stmt = stmt.where(_T.c.record_id <= upper)
-    return stmt
+        where.append("record_id <= ?")
+        params.append(upper)
+    sql = (
+        "SELECT record_id, version, dek_id, value FROM data_records WHERE "
+        + " AND ".join(where)
+        + " ORDER BY environment_id, table_name, record_id LIMIT ?"
+    )
+    return sql, [*params, limit]
 
 
 def read_range(
@@ -106,10 +109,16 @@ def read_range(
     *,
     first: str | None = None,
 ) -> list[RowBlob]:
-    """One read transaction: at most `limit` rows of the range, in key order."""
-    with rt.transaction() as s:
-        rows = s.execute(range_select(env_id, table, after, upper, limit, first=first)).all()
-    return [RowBlob(rid, int(ver), dek, bytes(blob)) for rid, ver, dek, blob in rows]
+    """One read statement on the record store's direct connection (SQLite: never the write lock;
+    PostgreSQL: one round trip): at most `limit` rows of the range, in key order."""
+    from keyshift.stores.records_sql import record_sql
+
+    sql = record_sql(rt)
+    stmt, params = range_query(env_id, table, after, upper, limit, first=first)
+    return [
+        RowBlob(rid, int(ver), dek, bytes(blob))
+        for rid, ver, dek, blob in sql.fetch(sql.db.sql(stmt), params)
+    ]
 
 
 def read_ids(rt: Runtime, env_id: str, table: str, ids: Sequence[str]) -> list[RowBlob]:
@@ -204,6 +213,8 @@ def cas_write(
     if not items:
         return []
     pg = rt.engine.dialect.name == "postgresql"
+    if not pg:
+        return _sqlite_cas(rt, env_id, table, items, now)
     for attempt in range(DEADLOCK_RETRIES):
         try:
             with rt.transaction() as s:
@@ -238,6 +249,27 @@ def cas_write(
                 raise
             time.sleep(0.01 * (attempt + 1))
     raise ConflictError("record rows stayed locked by other writers; retry", code="busy")
+
+
+def _sqlite_cas(
+    rt: Runtime, env_id: str, table: str, items: Sequence[tuple[str, int, bytes]], now: datetime
+) -> list[str]:
+    """SQLite: the same compare-and-swap on a direct connection (the record store's statement),
+    so the database-wide write lock is held for the statements alone, not an ORM session."""
+    from keyshift.stores.records_sql import record_sql
+
+    sql = record_sql(rt)
+    at = sql.bind_at(now)
+    deks = _dek_hexes(items)
+
+    def work(conn: Any) -> list[str]:
+        won: list[str] = []
+        for (rid, version, blob), dek in zip(items, deks, strict=True):
+            if conn.execute(sql.cas, (blob, dek, at, env_id, table, rid, version)).rowcount == 1:
+                won.append(rid)
+        return won
+
+    return sql.db.write(work)
 
 
 def _dek_hexes(items: Sequence[tuple[str, int, bytes]]) -> list[str]:
