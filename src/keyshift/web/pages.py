@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from keyshift.api.access import Ctx, Guard, Rule
@@ -55,9 +56,33 @@ def web_allow(scope: str, *, write: bool = False) -> Any:
     return Depends(PageGuard(Rule(scope, write)))
 
 
-def csrf(request: Request, ctx: Ctx, token: str) -> None:
-    assert ctx.principal is not None
-    check_csrf(request, ctx.principal.token_id, token)
+class FormGuard(PageGuard):
+    """PageGuard plus the CSRF check of the submitted form, before anything else.
+
+    `ctx: Ctx = web_form("env")` authorizes like `web_allow("env", write=True)` and then checks the
+    form's `csrf` field — before the other form fields are validated, so a form without its CSRF
+    token always gets the documented `403 csrf_failed`, whatever else is wrong with it. Routes still
+    declare `csrf` as a form field (`csrf_field()`) so the form's schema names it.
+    """
+
+    async def __call__(self, request: Request) -> Ctx:  # type: ignore[override]
+        ctx = await run_in_threadpool(PageGuard.__call__, self, request)
+        form = await request.form()
+        presented = form.get("csrf")
+        assert ctx.principal is not None
+        check_csrf(request, ctx.principal.token_id, presented if isinstance(presented, str) else None)
+        return ctx
+
+
+def web_form(scope: str, *, write: bool = True) -> Any:
+    """The guard of a form POST: authorization (a write by default), then the CSRF token."""
+    from fastapi import Depends
+
+    return Depends(FormGuard(Rule(scope, write)))
+
+
+def csrf_field() -> Any:
+    return Form("", alias="csrf", max_length=128)
 
 
 def see_other(url: str) -> RedirectResponse:
@@ -99,9 +124,8 @@ def login(
 def logout(
     request: Request,
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("authenticated"),
+    ctx: Ctx = web_form("authenticated", write=False),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     response = see_other("/login")
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -129,9 +153,8 @@ def environment_managed(
     env: str,
     managed: bool = Form(...),
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("env", write=True),
+    ctx: Ctx = web_form("env"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     view = environments.set_managed(ctx.rt, env, managed)
     state = "is now a managed environment" if view["managed"] else "is no longer a managed environment"
     return flash_redirect(request, f"/environments/{view['id']}", f"{view['name']} {state}.")
@@ -151,9 +174,8 @@ def environment_reenable(
     request: Request,
     env: str,
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("env", write=True),
+    ctx: Ctx = web_form("env"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     fn = _reenable()
     if fn is None:
         raise KeyshiftError("re-enable is not available in this build")
@@ -192,10 +214,9 @@ def tenant_remove_byok_flag(
     tenant: str,
     ticket: str = Form(..., max_length=200, pattern=SAFE_TEXT),
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("operator", write=True),
+    ctx: Ctx = web_form("operator"),
 ) -> Response:
     """Operator only: turn the tenant's legacy BYOK feature off, recording the ticket reference."""
-    csrf(request, ctx, csrf_token)
     view = tenants.byok_flag_remove(ctx.rt, tenant, ticket=ticket)
     return flash_redirect(request, f"/tenants/{view['id']}", f"BYOK feature turned off (ticket {ticket}).")
 

@@ -15,8 +15,7 @@ from keyshift.clock import parse_time
 from keyshift.control import env_features, env_search, environments, tenants
 from keyshift.control.environments import ENV_TYPES, FEATURES
 from keyshift.errors import KeyshiftError
-from keyshift.web.forms import csrf_field, web_form
-from keyshift.web.pages import SAFE_TEXT, see_other, web_allow
+from keyshift.web.pages import SAFE_TEXT, csrf_field, see_other, web_allow, web_form
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)

@@ -11,8 +11,7 @@ from starlette.responses import Response
 
 from keyshift.api.access import Ctx
 from keyshift.jobs import overview, store
-from keyshift.web.forms import csrf_field, web_form
-from keyshift.web.pages import see_other, web_allow
+from keyshift.web.pages import csrf_field, see_other, web_allow, web_form
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)

@@ -11,7 +11,7 @@ from keyshift.control import environments, policies, vaults
 from keyshift.errors import KeyshiftError, NotFoundError
 from keyshift.migrate import link, maintenance
 from keyshift.web.flash import flash_redirect
-from keyshift.web.pages import SAFE_TEXT, csrf, web_allow
+from keyshift.web.pages import SAFE_TEXT, web_allow, web_form
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -58,9 +58,8 @@ def create_policy(
     vault: str = Form(..., max_length=200, pattern=SAFE_TEXT),
     key: str = Form(..., max_length=200, pattern=SAFE_TEXT),
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("collection", write=True),
+    ctx: Ctx = web_form("collection"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     tid = ctx.require_tenant(tenant)
     ctx.require_vault(vault)
     if key not in _usable_keys(ctx, vault):  # the form offers the vault's own keys only
@@ -89,9 +88,8 @@ def policy_check(
     request: Request,
     policy: str,
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("policy", write=True),
+    ctx: Ctx = web_form("policy"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     view = maintenance.policy_health(ctx.rt, policy)
     return flash_redirect(request, f"/policies/{policy}", f"Health checked: {view['health']}.")
 
@@ -102,9 +100,8 @@ def policy_add_environment(
     policy: str,
     environment: str = Form(..., max_length=200, pattern=SAFE_TEXT),
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("policy", write=True),
+    ctx: Ctx = web_form("policy"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     ctx.require_env(environment)
     job = link.start_link(ctx.rt, policy, environment)
     return flash_redirect(request, f"/jobs/{job['id']}", "Adding the environment to the policy: job started.")
@@ -116,10 +113,9 @@ def policy_remove_environment(
     policy: str,
     env: str,
     csrf_token: str = Form(..., alias="csrf", max_length=128),
-    ctx: Ctx = web_allow("policy", write=True),
+    ctx: Ctx = web_form("policy"),
 ) -> Response:
     """Return the environment to the platform key (a job; refused within 7 days of a BYOK migration)."""
-    csrf(request, ctx, csrf_token)
     ctx.require_env(env)
     job = link.start_unlink(ctx.rt, policy, env)
     return flash_redirect(

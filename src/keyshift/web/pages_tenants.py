@@ -15,8 +15,7 @@ from keyshift.api.access import Ctx
 from keyshift.control import byok, byok_lock, env_search, tenants
 from keyshift.control.environments import ENV_TYPES
 from keyshift.control.pkcs12_files import MAX_FILE_BYTES
-from keyshift.web.forms import csrf_field, web_form
-from keyshift.web.pages import SAFE_TEXT, see_other
+from keyshift.web.pages import SAFE_TEXT, csrf_field, see_other, web_form
 from keyshift.web.render import SECURITY_HEADERS
 
 router = APIRouter(include_in_schema=False)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from keyshift.api.access import Ctx
 from keyshift.control import environments, tenants, token_admin, tokens
 from keyshift.web.flash import flash_redirect
-from keyshift.web.pages import SAFE_TEXT, csrf, web_allow
+from keyshift.web.pages import SAFE_TEXT, web_allow, web_form
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -68,9 +68,8 @@ def create_token(
     environment: Annotated[list[str] | None, Form(max_length=100)] = None,
     label: Annotated[str, Form(max_length=200, pattern=SAFE_TEXT)] = "",
     csrf_token: Csrf = "",
-    ctx: Ctx = web_allow("operator", write=True),
+    ctx: Ctx = web_form("operator"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     envs = [e for e in (environment or []) if e]
     view = token_admin.create_token_view(ctx.rt, role, tenant=tenant or None, envs=envs, label=label or None)
     return _tokens_page(request, ctx, created=view, status_code=201)
@@ -78,8 +77,7 @@ def create_token(
 
 @router.post("/tokens/{token}/revoke")
 def revoke_token(
-    request: Request, token: str, csrf_token: Csrf = "", ctx: Ctx = web_allow("operator", write=True)
+    request: Request, token: str, csrf_token: Csrf = "", ctx: Ctx = web_form("operator")
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     view = token_admin.revoke_token_view(ctx.rt, token)
     return flash_redirect(request, "/tokens", f"Token {view['id']} revoked; it no longer works.")

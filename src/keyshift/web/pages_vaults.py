@@ -19,7 +19,7 @@ from keyshift.api.readiness import check_vault
 from keyshift.control import policies, vaults
 from keyshift.vaults.local_crypto import AES_SIZES, RSA_SIZES
 from keyshift.web.flash import flash_redirect
-from keyshift.web.pages import SAFE_TEXT, csrf, web_allow
+from keyshift.web.pages import SAFE_TEXT, web_allow, web_form
 from keyshift.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -82,9 +82,8 @@ def create_key(
     key_type: Annotated[str, Form(alias="type", max_length=10, pattern="^(RSA|AES)$")],
     size: Annotated[int, Form(ge=1, le=16384)],
     csrf_token: Csrf = "",
-    ctx: Ctx = web_allow("vault", write=True),
+    ctx: Ctx = web_form("vault"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     view = vaults.create_key(ctx.rt, vault, name, key_type, size)
     return flash_redirect(
         request,
@@ -120,9 +119,8 @@ def key_page(
 
 @router.post("/vaults/{vault}/keys/{key}/rotate")
 def rotate_key(
-    request: Request, vault: str, key: str, csrf_token: Csrf = "", ctx: Ctx = web_allow("vault", write=True)
+    request: Request, vault: str, key: str, csrf_token: Csrf = "", ctx: Ctx = web_form("vault")
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     view = vaults.rotate_key(ctx.rt, vault, key)
     msg = f"Key {view['name']} rotated: the current version is now {view['current_version']}."
     return flash_redirect(request, _key_url(view["vault"]["name"], view["name"]), msg)
@@ -142,9 +140,8 @@ def enable_key(
     key: str,
     version: Version = "",
     csrf_token: Csrf = "",
-    ctx: Ctx = web_allow("vault", write=True),
+    ctx: Ctx = web_form("vault"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     return _set_enabled(request, ctx, vault, key, True, version)
 
 
@@ -155,10 +152,9 @@ def disable_key(
     key: str,
     version: Version = "",
     csrf_token: Csrf = "",
-    ctx: Ctx = web_allow("vault", write=True),
+    ctx: Ctx = web_form("vault"),
 ) -> Response:
     """Refused with key_in_use while the key (version) still covers data (no force from the page)."""
-    csrf(request, ctx, csrf_token)
     return _set_enabled(request, ctx, vault, key, False, version)
 
 
@@ -170,9 +166,8 @@ def grant(
     identity: Annotated[str, Form(max_length=200, pattern=SAFE_TEXT)],
     permissions: Annotated[list[str] | None, Form(max_length=3)] = None,
     csrf_token: Csrf = "",
-    ctx: Ctx = web_allow("vault", write=True),
+    ctx: Ctx = web_form("vault"),
 ) -> Response:
-    csrf(request, ctx, csrf_token)
     # The service refuses (and audits) an empty set or an unknown permission with a clear error.
     view = vaults.grant_key(ctx.rt, vault, key, identity, ",".join(permissions or []))
     msg = f"Granted {', '.join(view['permissions'])} on key {view['name']} to {view['identity']}."
@@ -186,10 +181,9 @@ def revoke_grant(
     key: str,
     identity: Annotated[str, Form(max_length=200, pattern=SAFE_TEXT)],
     csrf_token: Csrf = "",
-    ctx: Ctx = web_allow("vault", write=True),
+    ctx: Ctx = web_form("vault"),
 ) -> Response:
     """Refused with key_in_use while the identity's policy covers data (no force from the page)."""
-    csrf(request, ctx, csrf_token)
     view = vaults.revoke_key_grant(ctx.rt, vault, key, identity)
     msg = f"Revoked the grant of {view['identity']} on key {view['name']}."
     return flash_redirect(request, _key_url(view["vault"]["name"], key), msg)
