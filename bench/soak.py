@@ -13,7 +13,7 @@ files stay deleted, every audit event is there exactly once, paths that collided
 directory mapping (`coll` / `coll.ksf/y`) and temp-like names (`.tmp-...`) are intact, and the
 file store's temp directory holds nothing maintenance cannot clean.
 
-The first trial is at scale (bench/soak_scale.py, `--scale-rows`, default 20,000 rows): a
+The first trial is at scale (bench/soak_scale.py, `--scale-rows`, default 100,000 rows): a
 re-encrypting link through 1-2 worker kills and a vault outage, `job resume`, then the same
 byte-level check (0 lost, 0 duplicated, 0 unreadable, every row re-encrypted).
 
@@ -230,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--scale-rows",
         type=int,
-        default=20_000,
+        default=100_000,
         help="rows of the first trial, a re-encrypting link at scale through kills and a vault "
-        "outage (bench/soak_scale.py); 0 skips it (default 20000)",
+        "outage (bench/soak_scale.py); 0 skips it (default 100000)",
     )
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)

@@ -1,5 +1,5 @@
 """The soak's trial at scale: a re-encrypting BYOK -> customer-key link of a larger environment
-(default 20,000 rows, 2,000 audit events, 24 files one of which spans several segments) through
+(default 100,000 rows, 2,000 audit events, 24 files one of which spans several segments) through
 worker kills (SIGKILL) and a vault outage, then a byte-level check.
 
 The job (re-encrypting every row, moving audit events and files out of SQL) is driven by:
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROWS_DEFAULT = 20_000
+ROWS_DEFAULT = 100_000
 EVENTS = 2_000
 FILES = 24
 LEASE = 0.5
