@@ -6,10 +6,8 @@ is disabled or the job ends."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import select, update
 
 from keyshift.clock import FixedClock
@@ -23,15 +21,7 @@ from keyshift.stores.envstate import env_states
 from keyshift.stores.keys import data_keys
 
 from .helpers import job, records
-from .test_scale import CountingVault, _env_deks, _reencrypting_job, _world
-
-
-@pytest.fixture
-def vault_calls(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    counts: Counter[str] = Counter()
-    real = rt.vault
-    monkeypatch.setattr(rt, "vault", lambda ref: CountingVault(real(ref), counts))
-    yield counts
+from .test_scale import _env_deks, _reencrypting_job, _world
 
 
 def _bound(rt: Runtime) -> float:

@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,35 +25,6 @@ from keyshift.stores.keys import data_keys
 from keyshift.stores.records import RecordStore
 
 from .helpers import customer_key, job, make_env, make_policy, make_tenant, records, run
-
-VAULT_OPS = ("describe", "wrap", "unwrap", "check_access")
-
-
-class CountingVault:
-    """Wraps a real vault adapter and counts the key operations made through it."""
-
-    def __init__(self, inner: Any, counts: Counter[str]) -> None:
-        self._inner = inner
-        self._counts = counts
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name not in VAULT_OPS:
-            return attr
-
-        def counted(*args: Any, **kw: Any) -> Any:
-            self._counts[name] += 1
-            return attr(*args, **kw)
-
-        return counted
-
-
-@pytest.fixture
-def vault_calls(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    counts: Counter[str] = Counter()
-    real = rt.vault
-    monkeypatch.setattr(rt, "vault", lambda ref: CountingVault(real(ref), counts))
-    yield counts
 
 
 def _world(rt: Runtime, rows: int, *, deks: int = 2) -> str:

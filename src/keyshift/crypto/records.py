@@ -183,7 +183,9 @@ class RecordCipher:
         return header + self._enc_aead.encrypt(nonce, plaintext, header + ad)
 
     def encrypt_record(self, plaintext: bytes, prefix: AdPrefix, record_id: str) -> bytes:
-        """`encrypt_ad(plaintext, prefix.for_record(record_id))` in one call (the record path)."""
+        """`encrypt_ad(plaintext, prefix.for_record(record_id))` in one call (the record path; the
+        id's checks and encoding are inlined here and in `decrypt_record`: a call per record costs
+        more than they do)."""
         if len(plaintext) > MAX_RECORD_PLAINTEXT:
             raise UsageError(f"a record holds at most {MAX_RECORD_PLAINTEXT} bytes")
         if type(record_id) is not str:
