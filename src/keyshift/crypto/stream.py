@@ -157,6 +157,19 @@ def _write_all(dst: BinaryIO, data: memoryview) -> None:
         data = data[written:]
 
 
+def _read_up_to(src: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes of src (fewer only at its end), without a zeroed buffer of `size`."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = src.read(size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def encrypt_stream(
     dek: DataKey,
     src: BinaryIO,
@@ -170,10 +183,15 @@ def encrypt_stream(
     """Encrypt src into dst with about three segments of memory; returns plaintext bytes."""
     header, seg = _start(dek, ad, segment_size, _salt, _nonce_prefix)
     _write_all(dst, memoryview(header.raw))
-    cur, nxt = bytearray(segment_size), bytearray(segment_size)
+    first = _read_up_to(src, segment_size)
+    if len(first) < segment_size:  # a one-segment stream (most files): no segment buffers
+        _write_all(dst, memoryview(seg.aead.encrypt(seg.next_nonce(True), first, seg.ad)))
+        return len(first)
+    cur, nxt = bytearray(first), bytearray(segment_size)
+    del first
     out = bytearray(segment_size + TAG_LEN)
     out_view = memoryview(out)
-    n = _fill(src, cur)
+    n = segment_size
     total = n
     while True:
         if n < segment_size:

@@ -28,18 +28,27 @@ ROWS_PER_STATEMENT = 500  # x 5 columns: far below SQLite's bound-parameter limi
 _SQL: Table = DataAuditRow.__table__  # type: ignore[assignment]
 
 
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
 def _insert_ignoring_dupes(conn: Any, table: Table, values: list[dict[str, Any]]) -> int:
+    """Insert the rows, skipping event ids already there; returns how many were inserted. One
+    statement built once per (dialect, table), executed with many parameter sets (SQLAlchemy
+    batches them into multi-row INSERTs; RETURNING counts the inserted rows on every driver)."""
     if not values:
         return 0
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
-    else:  # pragma: no cover - the two supported databases are above
-        raise NotImplementedError(dialect)
-    # RETURNING: a multi-row insert's rowcount is not reliable on every driver
-    return len(conn.execute(stmt.values(values).returning(table.c.event_id)).all())
+    stmt = _STATEMENTS.get((dialect, table.name))
+    if stmt is None:
+        if dialect == "postgresql":
+            base: Any = postgresql.insert(table)
+        elif dialect == "sqlite":
+            base = sqlite.insert(table)
+        else:  # pragma: no cover - the two supported databases are above
+            raise NotImplementedError(dialect)
+        stmt = base.on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.event_id)
+        _STATEMENTS[(dialect, table.name)] = stmt
+    return len(conn.execute(stmt, values).all())
 
 
 def _rows(backend: str, env_id: str, events: Sequence[StoredBlob]) -> list[dict[str, Any]]:
