@@ -215,3 +215,28 @@ def test_kill_9_workers_at_random_points_loses_and_duplicates_nothing(
     counts = Counter(toy.effects(rt, job_id))
     assert len(counts) == 120, "an item was skipped"
     assert set(counts.values()) == {1}, "an item was done twice"
+
+
+def test_a_worker_runs_the_health_monitor_between_batches_and_its_failure_never_fails_the_job(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keyshift worker` (health_between_batches): a long job does not hold the monitor off."""
+    from keyshift.control import monitor
+
+    calls: list[int] = []
+
+    def due(_rt: Runtime) -> dict[str, str]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("monitor round broke")
+        return {"skipped": "not due"}
+
+    monkeypatch.setattr(monitor, "monitor_due", due)
+    job_id = _new_job(rt, items=9, batch=3)
+    assert Worker(rt, health_between_batches=True).run_job(job_id) == "succeeded"
+    assert len(calls) == 6  # after each of the 3 + 3 batches of the two batched phases
+    assert len(Counter(toy.effects(rt, job_id))) == 18
+    calls.clear()
+    job_id = _new_job(rt, items=9, batch=3)
+    assert Worker(rt).run_job(job_id) == "succeeded"  # the default (SDK, CLI job run): not run
+    assert calls == []
