@@ -381,9 +381,8 @@ def test_a_long_batch_renews_its_lease(rt: Runtime) -> None:
 
 @pytest.mark.parametrize("item_id", ["r1", "", "évé:ñ@x", "a" * 512, "b" * 600])
 def test_the_rekey_location_encodes_exactly_as_associated_data(item_id: str) -> None:
-    from keyshift.crypto.records import AssociatedData
-    from keyshift.migrate.rekey import location
+    from keyshift.crypto.records import AssociatedData, ad_prefix
 
-    got = location("tenant-1", "env-ü", "records", "accounts").for_record(item_id)
+    got = ad_prefix("tenant-1", "env-ü", "records", "accounts").for_record(item_id)
     want = AssociatedData("tenant-1", "env-ü", "records", "accounts", item_id)
     assert got == want.encode()

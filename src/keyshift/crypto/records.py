@@ -14,6 +14,7 @@ import itertools
 import struct
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -108,6 +109,13 @@ class AdPrefix:
     def for_record(self, record_id: str) -> bytes:
         raw = _id_bytes(record_id)
         return self.head(len(raw)) + raw
+
+
+@lru_cache(maxsize=4096)
+def ad_prefix(tenant: str, environment: str, store: str, collection: str) -> AdPrefix:
+    """The `AdPrefix` of one collection, made once per process (the record store, re-encryption
+    and moves share them)."""
+    return AdPrefix(tenant, environment, store, collection)
 
 
 def _id_bytes(record_id: object) -> bytes:

@@ -171,6 +171,9 @@ def _gate_writers(engine: Engine) -> None:
         except BaseException:
             if got:
                 gate.release()
+            if id(dbapi_conn) in background:  # no transaction began: the foreground threshold back
+                background.discard(id(dbapi_conn))
+                background_ends(dbapi_conn)
             raise
         if got:
             held.add(id(dbapi_conn))

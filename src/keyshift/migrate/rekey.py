@@ -15,22 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from functools import lru_cache
 
 from keyshift.clock import utc
 from keyshift.crypto.dek import DataKeyExhaustedError
-from keyshift.crypto.records import AdPrefix, RecordCipher
+from keyshift.crypto.records import RecordCipher, ad_prefix
 from keyshift.errors import ConflictError, IntegrityError
 from keyshift.runtime import Runtime
 from keyshift.stores.envstate import EnvView, env_states
 from keyshift.stores.job_keys import job_keys
 from keyshift.stores.keys import data_keys
-
-
-@lru_cache(maxsize=1024)
-def location(tenant: str, environment: str, store: str, collection: str) -> AdPrefix:
-    """The encoded associated data shared by every item of one collection (ids appended per item)."""
-    return AdPrefix(tenant, environment, store, collection)
 
 
 class Rekeyer:
@@ -82,7 +75,7 @@ class Rekeyer:
     def decrypt(self, env: EnvView, collection: str, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
         """Plaintext bytes of each (item id, blob) of one collection (under whichever DEK its
         header names)."""
-        prefix = location(env.tenant_id, env.id, self.store, collection)
+        prefix = ad_prefix(env.tenant_id, env.id, self.store, collection)
         ciphers: dict[bytes, RecordCipher] = {}
         used: dict[bytes, int] = {}  # bytes decrypted per DEK: one use of each key per call
         out: list[bytes] = []
@@ -111,7 +104,7 @@ class Rekeyer:
     def encrypt(self, env: EnvView, collection: str, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
         """Encrypt (item id, plaintext bytes) of one collection under the fresh primary; roll to a
         new DEK when one runs out."""
-        prefix = location(env.tenant_id, env.id, self.store, collection)
+        prefix = ad_prefix(env.tenant_id, env.id, self.store, collection)
         out: list[bytes] = []
         append = out.append
         while len(out) < len(items):

@@ -26,11 +26,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from keyshift.crypto.dek import DataKey, Keyring
+from keyshift.crypto.dek import DataKey
 from keyshift.crypto.records import RecordCipher
 from keyshift.db.engine import read_transaction
 from keyshift.db.models import Dek, DekWrap, Environment, Policy
@@ -53,66 +54,38 @@ class JobKeys:
         self.env_id = env_id
         self._lock = threading.Lock()
         self._entries: dict[bytes, tuple[DataKey, datetime]] = {}  # DEK id -> (key, renew at)
-        self._decrypters: dict[bytes, RecordCipher] = {}
-        self._encrypter: tuple[str, RecordCipher] | None = None
-        self.renewed_by_monitor = 0
-        self.looked_up = 0
-
-    def _bound(self, rt: Runtime) -> timedelta:
-        s = rt.settings
-        return timedelta(seconds=min(s.dek_cache_max_age_seconds, s.revocation_bound_seconds))
 
     def key(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> DataKey:
-        """The DEK, as pinned for this job; renewed at the cache's bound (vouched or looked up)."""
-        now = rt.clock.now()
+        """The DEK, as held for this job; renewed at the cache's bound (vouched or looked up)."""
         entry = self._entries.get(dek_id)
-        if entry is not None and now < entry[1]:
+        if entry is not None and rt.clock.now() < entry[1]:
             return entry[0]
         if entry is not None and vouched(rt, env.id, dek_id.hex()):
             key = entry[0]
-            self.renewed_by_monitor += 1
         else:
             key = self.keys.key_for(rt, env, store, dek_id)
-            self.looked_up += 1
-        with self._lock:
-            self._entries[dek_id] = (key, now + self._bound(rt))
-            self._decrypters.pop(dek_id, None)
+        self.hold(rt, key)
         return key
 
     def hold(self, rt: Runtime, key: DataKey) -> None:
-        """Hold a key this job just unwrapped (the rewrap phase) for its later phases."""
+        """Hold a key for the job until the cache's bound (the rewrap phase hands its unwraps on)."""
+        s = rt.settings
+        bound = timedelta(seconds=min(s.dek_cache_max_age_seconds, s.revocation_bound_seconds))
         with self._lock:
-            self._entries[key.id] = (key, rt.clock.now() + self._bound(rt))
-            self._decrypters.pop(key.id, None)
+            self._entries[key.id] = (key, rt.clock.now() + bound)
 
     def decrypter(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> RecordCipher:
-        """A record cipher for blobs under one DEK of the store."""
-        key = self.key(rt, env, store, dek_id)
-        cipher = self._decrypters.get(dek_id)
-        if cipher is None or cipher.keyring.primary is not key:
-            cipher = RecordCipher(Keyring(key))
-            with self._lock:
-                self._decrypters[dek_id] = cipher
-        return cipher
+        """A record cipher for blobs under one DEK of the store, with the job's key."""
+        return self.keys.decrypter(rt, env, store, dek_id, partial(self.key, rt, env, store))
 
     def cipher(self, rt: Runtime, env: EnvView, store: str) -> RecordCipher:
-        """A record cipher encrypting under the store's primary DEK (its usage budget taken from
-        the database as for any writer; `DataKeys.roll` when it runs out)."""
-        dek_hex = self.keys.primary_hex(rt, env, store)
-        key = self.key(rt, env, store, bytes.fromhex(dek_hex))
-        current = self._encrypter
-        if current is not None and current[0] == dek_hex and current[1].keyring.primary is key:
-            return current[1]
-        cipher = RecordCipher(Keyring(key), self.keys.budget(rt, dek_hex), budget_chunk=256)
-        with self._lock:
-            self._encrypter = (dek_hex, cipher)
-        return cipher
+        """A record cipher encrypting under the store's primary DEK, with the job's key (its
+        usage budget taken from the database as for any writer)."""
+        return self.keys.cipher(rt, env, store, partial(self.key, rt, env, store))
 
     def drop(self) -> None:
         with self._lock:
             self._entries.clear()
-            self._decrypters.clear()
-            self._encrypter = None
 
 
 def vouched(rt: Runtime, env_id: str, dek_hex: str) -> bool:

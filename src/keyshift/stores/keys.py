@@ -64,6 +64,7 @@ HOT_MAX_USES = 4096  # uses a hot key serves before it reports back to the cache
 HOT_BYTES_PER_USE = (16 << 20) + 64  # the most plaintext one record decrypts to
 
 T = TypeVar("T")
+KeyLookup = Callable[[bytes], DataKey]  # a DEK by its id
 
 
 @dataclass(frozen=True)
@@ -337,10 +338,15 @@ class DataKeys:
         return hot
 
     # -- the primary (encrypting) key ---------------------------------------------------------
-    def primary(self, rt: Runtime, env: EnvView, store: str) -> tuple[DataKey, BlockBudget]:
-        """The store's primary DEK (created on first use) and its usage budget."""
+    def primary(
+        self, rt: Runtime, env: EnvView, store: str, lookup: KeyLookup | None = None
+    ) -> tuple[DataKey, BlockBudget]:
+        """The store's primary DEK (created on first use) and its usage budget. `lookup` finds
+        the key by its id instead of `key_for` (a job's held keys, stores.job_keys)."""
         dek_hex = self.primary_hex(rt, env, store)
-        return self.key_for(rt, env, store, bytes.fromhex(dek_hex)), self.budget(rt, dek_hex)
+        dek_id = bytes.fromhex(dek_hex)
+        key = lookup(dek_id) if lookup is not None else self.key_for(rt, env, store, dek_id)
+        return key, self.budget(rt, dek_hex)
 
     def primary_hex(self, rt: Runtime, env: EnvView, store: str) -> str:
         """The id of the store's primary DEK (created on first use), without looking the key up;
@@ -374,28 +380,29 @@ class DataKeys:
             f"could not obtain a data key for environment {env.name!r}", code="dek_unavailable"
         )
 
-    def cipher(self, rt: Runtime, env: EnvView, store: str) -> RecordCipher:
-        """A record cipher encrypting under the primary DEK, decrypting any DEK of the store.
+    def cipher(self, rt: Runtime, env: EnvView, store: str, lookup: KeyLookup | None = None) -> RecordCipher:
+        """A record cipher encrypting under the primary DEK, decrypting any DEK of the store
+        (keys found by `lookup` if given, else through the cache).
 
-        Rebuilt whenever the cache hands out a different key object (expired, flushed, rolled),
-        so the cache stays the one place deciding how long an unwrapped key lives.
+        Rebuilt whenever the lookup hands out a different key object (expired, flushed, rolled),
+        so the cache (or the job's held keys) stays the one place deciding how long an unwrapped
+        key lives.
         """
-        key, budget = self.primary(rt, env, store)
+        key, budget = self.primary(rt, env, store, lookup)
         with self._lock:
             entry = self._ciphers.get((env.id, store))
             if entry is not None and entry[0] is key:
                 return entry[1]
-            cipher = RecordCipher(
-                Keyring(key, resolve=lambda dek_id: self.key_for(rt, env, store, dek_id)),
-                budget,
-                budget_chunk=256,
-            )
+            resolve = lookup or (lambda dek_id: self.key_for(rt, env, store, dek_id))
+            cipher = RecordCipher(Keyring(key, resolve=resolve), budget, budget_chunk=256)
             self._ciphers[(env.id, store)] = (key, cipher)
             return cipher
 
-    def decrypter(self, rt: Runtime, env: EnvView, store: str, dek_id: bytes) -> RecordCipher:
-        """A record cipher for blobs under one given DEK of the store."""
-        key = self.key_for(rt, env, store, dek_id)
+    def decrypter(
+        self, rt: Runtime, env: EnvView, store: str, dek_id: bytes, lookup: KeyLookup | None = None
+    ) -> RecordCipher:
+        """A record cipher for blobs under one given DEK of the store (found as in `cipher`)."""
+        key = lookup(dek_id) if lookup is not None else self.key_for(rt, env, store, dek_id)
         with self._lock:
             entry = self._decrypters.get((env.id, store, dek_id))
             if entry is not None and entry[0] is key:

@@ -21,7 +21,7 @@ state, versions, AD binding, fail closed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from functools import lru_cache, partial
+from functools import partial
 from itertools import islice
 from typing import Any, overload
 
@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from keyshift.crypto.dek import DataKeyExhaustedError
 from keyshift.crypto.format import RECORD_OVERHEAD
-from keyshift.crypto.records import AdPrefix, AssociatedData, RecordCipher
+from keyshift.crypto.records import AssociatedData, RecordCipher, ad_prefix
 from keyshift.db.engine import read_transaction
 from keyshift.db.models import DataRecord
 from keyshift.errors import ConflictError, IntegrityError, KeyshiftError, NotFoundError, UsageError
@@ -136,7 +136,7 @@ class RecordStore(BatchWrites):
         """Encrypt (id, plaintext) pairs under the primary DEK; roll to a new DEK when it runs out.
         Returns (id, blob, DEK id in hex) triples."""
         out: list[tuple[str, bytes, str]] = []
-        prefix = _prefix(env.tenant_id, env.id, table)
+        prefix = ad_prefix(env.tenant_id, env.id, STORE, table)
         append = out.append
         while len(out) < len(items):
             cipher: RecordCipher = self._keys.cipher(self.rt, env, STORE)
@@ -165,7 +165,7 @@ class RecordStore(BatchWrites):
         `DataKeys.hot_key` when spent, expired or flushed), the table's encoded AD with the id
         appended, AES-GCM, the value decoding.
         """
-        prefix = _prefix(env.tenant_id, env.id, table)
+        prefix = ad_prefix(env.tenant_id, env.id, STORE, table)
         hot_keys, monotonic = self._hot_keys, self._keys.monotonic
         json_tag, from_json = TAG_JSON, decode_json
         out: list[Any] = []
@@ -454,12 +454,6 @@ class RecordStore(BatchWrites):
 
 class _NothingDeleted(Exception):
     """A delete matched no row (rolls its transaction back)."""
-
-
-@lru_cache(maxsize=4096)
-def _prefix(tenant_id: str, env_id: str, table: str) -> AdPrefix:
-    """The encoded associated data shared by every record of one table (ids appended per record)."""
-    return AdPrefix(tenant_id, env_id, STORE, table)
 
 
 __all__ = [
