@@ -62,6 +62,33 @@ def test_the_record_path_refuses_another_location_a_tampered_blob_and_bad_ids() 
             cipher.decrypt_record(blob, prefix, bad_id)  # type: ignore[arg-type]
 
 
+def test_the_first_try_under_the_primary_falls_back_to_the_checked_path() -> None:
+    """`decrypt_record` tries the primary DEK before reading the header; a blob under another DEK
+    of the keyring, a buffer that is not `bytes`, a record past the copy limit and an id size not
+    seen yet still decrypt (on the checked path), and a str subclass id is refused as before."""
+    old, new = generate_dek(), generate_dek()
+    prefix = AdPrefix(*LOCATION)
+    under_old = RecordCipher(Keyring(old)).encrypt_record(b"old", prefix, "a1")
+    cipher = RecordCipher(Keyring(new, [old]))
+    assert cipher.decrypt_record(under_old, prefix, "a1") == b"old"
+    blob = cipher.encrypt_record(b"new", prefix, "a1")
+    assert cipher.decrypt_record(bytearray(blob), prefix, "a1") == b"new"
+    assert cipher.decrypt_record(memoryview(blob), prefix, "a1") == b"new"
+    big = os.urandom(200_000)
+    assert cipher.decrypt_record(cipher.encrypt_record(big, prefix, "a1"), prefix, "a1") == big
+    fresh = AdPrefix(*LOCATION)  # no id size cached yet
+    sized = cipher.encrypt_record(b"v", prefix, "id-of-new-size")
+    assert cipher.decrypt_record(sized, fresh, "id-of-new-size") == b"v"
+
+    class Id(str):
+        pass
+
+    with pytest.raises(UsageError):
+        cipher.decrypt_record(blob, prefix, Id("a1"))
+    with pytest.raises(IntegrityError, match="failed authentication"):  # the other key, wrong id
+        cipher.decrypt_record(under_old, prefix, "a2")
+
+
 def test_a_record_takes_one_fresh_nonce_from_the_pool() -> None:
     cipher = RecordCipher(Keyring(generate_dek()))
     prefix = AdPrefix(*LOCATION)

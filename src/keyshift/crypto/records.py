@@ -211,7 +211,27 @@ class RecordCipher:
         return header + self._enc_aead.encrypt(nonce, plaintext, header + head + raw)
 
     def decrypt_record(self, blob: bytes, prefix: AdPrefix, record_id: str) -> bytes:
-        """`decrypt_ad(blob, prefix.for_record(record_id))` in one call (the record path)."""
+        """`decrypt_ad(blob, prefix.for_record(record_id))` in one call (the record path).
+
+        Tried first under the primary DEK without reading the header: the 32-byte header is part
+        of the associated data, so a blob under another DEK, with other lead bytes, cut short,
+        tampered with or moved fails its tag here. Anything but a clean success (a failed tag, a
+        buffer that does not slice to bytes, a blob past the copy limit, an id that is not `str`
+        or whose size was not seen yet) takes the checked path, which finds the blob's DEK or
+        names the fault.
+        The record store and re-encryption pick the cipher by the blob's DEK id, so for them the
+        first try is the only one.
+        """
+        try:
+            raw = record_id.encode()
+            if type(record_id) is str and len(blob) <= _COPY_LIMIT:
+                ad = blob[:32] + prefix._heads[len(raw)] + raw
+                return self._enc_aead.decrypt(blob[20:32], blob[32:], ad)
+        except Exception:  # noqa: S110 - every failure is judged again on the checked path
+            pass
+        return self._decrypt_record_checked(blob, prefix, record_id)
+
+    def _decrypt_record_checked(self, blob: bytes, prefix: AdPrefix, record_id: str) -> bytes:
         if type(record_id) is not str:
             raise UsageError("associated data field record_id must be a string")
         try:
