@@ -175,3 +175,93 @@ def test_background_transactions_never_checkpoint_on_commit_and_checkpoint_now_a
     with eng.begin() as c:  # the same pooled connection serves a client again: the client threshold
         assert c.execute(text("pragma wal_autocheckpoint")).scalar() == sqlite_turns.FOREGROUND_AUTOCHECKPOINT
         assert c.execute(text("select count(*) from t")).scalar() == 8
+
+
+def _background_inserts(eng, n: int, trace: list[str]) -> None:  # type: ignore[no-untyped-def]
+    for i in range(n):
+        with background_writes(), eng.begin() as c:
+            c.execute(text("insert into t values (:x, randomblob(3000))"), {"x": i})
+            raw = c.connection.dbapi_connection
+            raw.set_trace_callback(trace.append)  # type: ignore[union-attr]
+        raw.set_trace_callback(None)  # type: ignore[union-attr]
+
+
+def _wal_frames(db: Path) -> int:
+    probe = sqlite3.connect(db, isolation_level=None)
+    try:
+        return int(probe.execute("pragma wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        probe.close()
+
+
+def test_a_job_checkpoint_that_copied_every_frame_restarts_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAL starts over only when a writer begins while every frame is copied and no reader is
+    on it. Under a job and clients that rarely happens by itself (a client commits while the
+    job's PASSIVE checkpoint copies), and a WAL that never starts over stays past the clients'
+    checkpoint threshold, so every client commit checkpoints. So once the WAL holds
+    RESTART_FRAMES, a job checkpoint that copied everything goes on with a RESTART checkpoint
+    (copies what came meanwhile under the write lock; the next writer starts the WAL over) —
+    and not while a reader holds frames back."""
+    monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr(sqlite_turns, "RESTART_FRAMES", 40)
+    monkeypatch.setattr(sqlite_turns, "_commits", __import__("itertools").count(1))
+    db = tmp_path / "x.db"
+    eng = make_engine(f"sqlite:///{db}")
+    with eng.begin() as c:
+        c.execute(text("create table t (x integer, b blob)"))
+    _background_inserts(eng, 2, [])
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("select count(*) from t").fetchone() == (2,)  # a snapshot on the WAL
+    trace: list[str] = []
+    _background_inserts(eng, 97, trace)  # checkpoints copy up to the reader's snapshot only
+    assert sum("wal_checkpoint(PASSIVE)" in s for s in trace) == 24
+    assert not any("RESTART" in s for s in trace)
+    assert _wal_frames(db) > 97
+    reader.execute("COMMIT")
+    reader.close()
+    _background_inserts(eng, 1, trace)  # the 100th: its checkpoint copies every frame
+    assert sum("wal_checkpoint(RESTART)" in s for s in trace) == 1
+    with eng.begin() as c:  # the next writer starts the WAL over
+        c.execute(text("insert into t values (100, null)"))
+    assert _wal_frames(db) < 10
+    with eng.begin() as c:
+        assert c.execute(text("select count(*) from t")).scalar() == 101
+        assert c.execute(text("pragma busy_timeout")).scalar() == 30_000
+
+
+def test_a_reader_on_the_wal_makes_the_restart_give_up_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every frame copied but a reader still on the WAL: the restart is refused at once (busy)
+    instead of waiting the busy timeout, the reader keeps its snapshot, the WAL is left as it
+    was and the connection gets its busy timeout back."""
+    monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(sqlite_turns, "RESTART_FRAMES", 10)
+    db = tmp_path / "x.db"
+    eng = make_engine(f"sqlite:///{db}")
+    with eng.begin() as c:
+        c.execute(text("create table t (x integer, b blob)"))
+    monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 10**9)
+    _background_inserts(eng, 20, [])
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("select count(*) from t").fetchone() == (20,)  # on the WAL's last frame
+    frames = _wal_frames(db)
+    monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 1)
+    job = sqlite3.connect(db, isolation_level=None)
+    job.execute("pragma busy_timeout=30000")
+    trace: list[str] = []
+    job.set_trace_callback(trace.append)
+    started = time.monotonic()
+    sqlite_turns.background_ends(job)
+    assert time.monotonic() - started < 5  # not the 30 s busy timeout
+    assert any("wal_checkpoint(RESTART)" in s for s in trace)
+    assert job.execute("pragma busy_timeout").fetchone() == (30_000,)
+    assert _wal_frames(db) == frames >= 20
+    assert reader.execute("select count(*) from t").fetchone() == (20,)
+    reader.execute("COMMIT")
+    reader.close()
+    job.close()

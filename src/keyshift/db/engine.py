@@ -118,8 +118,10 @@ def _begin_immediate(dbapi_conn: Any, turns: WriteTurns | None = None) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
         with turns.waiting() if turns is not None else contextlib.nullcontext():
             for delay in poll_delays():
-                if delay:  # 0: retry at once (even a zero sleep costs the timer slack, ~50 us)
+                if delay:
                     time.sleep(delay)
+                else:  # retry at once, letting the holder run first if it shares this CPU
+                    os.sched_yield()
                 try:
                     dbapi_conn.execute("BEGIN IMMEDIATE")
                     return

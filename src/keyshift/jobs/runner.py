@@ -82,7 +82,14 @@ class Worker:
                 time.sleep(self.poll_seconds)
 
     def step(self, job_id: str) -> tuple[str, bool]:
-        """Do one unit of work on the job. Returns (state, whether anything was done)."""
+        """Do one unit of work on the job. Returns (state, whether anything was done).
+
+        All of it is background work: on SQLite its write transactions (the job's bookkeeping as
+        well as its batches) let waiting foreground writers go first."""
+        with background_writes():
+            return self._step(job_id)
+
+    def _step(self, job_id: str) -> tuple[str, bool]:
         rt = self.rt
         with rt.transaction() as session:
             job = store.find_job(session, job_id)
@@ -145,8 +152,7 @@ class Worker:
             ctx = BatchContext(job, phase, claim, self.lease_seconds, self.lease_clock, hooks=self.hooks)
             started = time.monotonic()
             try:
-                with background_writes():  # on SQLite, clients waiting to write go first
-                    plan.run_batch(rt, ctx)
+                plan.run_batch(rt, ctx)
             except LeaseLost:
                 raise
             except BaseException:
