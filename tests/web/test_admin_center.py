@@ -97,7 +97,9 @@ def test_policy_add_environment_job_and_customer_via_platform(page: Any, served:
     # The job page polls its progress endpoint (live progress) until the job has ended.
     with page.expect_response(lambda r: r.url.endswith("/progress") and r.status == 200) as polled:
         page.get_by_role("button", name="Add environment").click()
-    assert polled.value.json()["kind"] == "link"
+    # Its body is read again through the page's own session: the page reloads itself once the job
+    # has ended, and a response it navigated away from keeps no body.
+    assert page.request.get(polled.value.url).json()["kind"] == "link"
     page.wait_for_url(re.compile(r".*/jobs/job_[0-9a-f]+$"))
     state = page.locator("#job-state")
     page.wait_for_function(
