@@ -1,5 +1,6 @@
 """Admin center: vaults and their keys — list and show vaults (kind, soft delete, purge protection,
-reachability as the readiness probe sees it), create / rotate / enable / disable keys, key versions,
+reachability as the readiness probe sees it, checked in parallel
+and bounded in time: `web.vault_checks`), create / rotate / enable / disable keys, key versions,
 and granting or revoking a policy identity's get / wrapKey / unwrapKey on a key.
 
 Access follows the API exactly: reading needs the `vault` scope (a tenant admin or tenant reader
@@ -15,12 +16,12 @@ from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import Response
 
 from keyshift.api.access import Ctx
-from keyshift.api.readiness import check_vault
 from keyshift.control import policies, vaults
 from keyshift.vaults.local_crypto import AES_SIZES, RSA_SIZES
 from keyshift.web.flash import flash_redirect
 from keyshift.web.pages import SAFE_TEXT, web_allow, web_form
 from keyshift.web.render import page
+from keyshift.web.vault_checks import vault_checks
 
 router = APIRouter(include_in_schema=False)
 
@@ -44,9 +45,11 @@ def can_change(ctx: Ctx) -> bool:
     return ctx.principal is not None and ctx.principal.role in ("operator", "tenant_admin")
 
 
-def _reachability(ctx: Ctx, name: str) -> dict[str, Any]:
-    check = check_vault(ctx.rt, name)
-    return {"ok": check.ok, "code": check.code}
+def _reachability(ctx: Ctx, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Whether this server reaches each vault now: checked in parallel, the page waiting at most
+    a couple of seconds (a vault that has not answered shows as pending), answers cached briefly
+    (`web.vault_checks`)."""
+    return vault_checks.reachability(ctx.rt, names)
 
 
 def _key_url(vault: str, key: str) -> str:
@@ -57,7 +60,9 @@ def _key_url(vault: str, key: str) -> str:
 
 @router.get("/vaults")
 def vaults_page(request: Request, ctx: Ctx = web_allow("collection")) -> Response:
-    rows = [dict(v, reachability=_reachability(ctx, v["name"])) for v in visible_vaults(ctx)]
+    rows = visible_vaults(ctx)
+    reach = _reachability(ctx, [v["name"] for v in rows])
+    rows = [dict(v, reachability=reach[v["name"]]) for v in rows]
     return page(request, "vaults.html", rows=rows)
 
 
@@ -68,7 +73,7 @@ def vault_page(request: Request, vault: str, ctx: Ctx = web_allow("vault")) -> R
         request,
         "vault.html",
         vault=view,
-        reachability=_reachability(ctx, view["name"]),
+        reachability=_reachability(ctx, [view["name"]])[view["name"]],
         can_change=can_change(ctx) and view["key_management"],
         sizes={"RSA": RSA_SIZES, "AES": AES_SIZES},
     )
