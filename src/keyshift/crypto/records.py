@@ -29,6 +29,7 @@ from keyshift.crypto.format import (
     RECORD_HEADER_LEN,
     RECORD_LEAD,
     RECORD_OVERHEAD,
+    RECORD_PREFIX_LEN,
     check_record_blob,
     parse_record_header,
     record_prefix,
@@ -42,6 +43,10 @@ _U32 = struct.Struct(">I")
 _MAX_CACHED_AEADS = 256
 _COPY_LIMIT = 64 << 10  # below this, slicing the body is cheaper than a memoryview
 _LEAD = RECORD_LEAD
+# A record blob's parts as slice objects made once (a literal slice builds one per use).
+_HEADER = slice(0, RECORD_HEADER_LEN)
+_NONCE = slice(RECORD_PREFIX_LEN, RECORD_HEADER_LEN)
+_BODY = slice(RECORD_HEADER_LEN, None)
 
 
 def _field(name: str, value: object) -> bytes:
@@ -225,8 +230,8 @@ class RecordCipher:
         try:
             raw = record_id.encode()
             if type(record_id) is str and len(blob) <= _COPY_LIMIT:
-                ad = blob[:32] + prefix._heads[len(raw)] + raw
-                return self._enc_aead.decrypt(blob[20:32], blob[32:], ad)
+                ad = blob[_HEADER] + prefix._heads[len(raw)] + raw
+                return self._enc_aead.decrypt(blob[_NONCE], blob[_BODY], ad)
         except Exception:  # noqa: S110 - every failure is judged again on the checked path
             pass
         return self._decrypt_record_checked(blob, prefix, record_id)
