@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import getpass
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,10 @@ from keyshift.db.engine import make_sessionmaker, transaction
 
 if TYPE_CHECKING:
     from keyshift.vaults.base import KeyVault
+
+
+# How often a runtime looks at a cached vault adapter's record again (settings changed elsewhere).
+VAULT_SETTINGS_RECHECK_SECONDS = 30.0
 
 
 class Runtime:
@@ -44,6 +49,8 @@ class Runtime:
         self.principal = principal
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self._vaults: dict[str, KeyVault] = {}
+        # adapters opened by `vault()`: (when to look at the record again, its settings version)
+        self._vault_versions: dict[str, tuple[float, int]] = {}
         self._extensions: dict[str, Any] = {}
 
     # -- opening ---------------------------------------------------------------------------
@@ -109,6 +116,7 @@ class Runtime:
         view = copy.copy(self)
         view.principal = principal
         view._vaults = {}
+        view._vault_versions = {}
         return view
 
     # -- units of work -----------------------------------------------------------------------
@@ -119,21 +127,38 @@ class Runtime:
 
     # -- vaults ------------------------------------------------------------------------------
     def vault(self, name_or_id: str) -> KeyVault:
-        """The KeyVault adapter for a registered vault (cached per runtime)."""
+        """The KeyVault adapter for a registered vault (cached per runtime).
+
+        At most every VAULT_SETTINGS_RECHECK_SECONDS the vault record's settings version is read
+        again: after `vault reconnect` (in any process) the adapter is opened anew on the new
+        settings. An adapter put in the cache by its owner (a test's stand-in) is kept as is."""
+        from keyshift.vaults.registry import open_vault, settings_version
+
         cached = self._vaults.get(name_or_id)
         if cached is not None:
-            return cached
-        from keyshift.vaults.registry import open_vault
-
+            stamp = self._vault_versions.get(name_or_id)
+            if stamp is None or time.monotonic() < stamp[0]:
+                return cached
+            if settings_version(self, name_or_id) == stamp[1]:
+                self._vault_versions[name_or_id] = (
+                    time.monotonic() + VAULT_SETTINGS_RECHECK_SECONDS,
+                    stamp[1],
+                )
+                return cached
+        version = settings_version(self, name_or_id)
         vault = open_vault(self, name_or_id)
         self._vaults[name_or_id] = vault
+        if version is not None:
+            self._vault_versions[name_or_id] = (time.monotonic() + VAULT_SETTINGS_RECHECK_SECONDS, version)
         return vault
 
     def forget_vault(self, name_or_id: str | None = None) -> None:
         if name_or_id is None:
             self._vaults.clear()
+            self._vault_versions.clear()
         else:
             self._vaults.pop(name_or_id, None)
+            self._vault_versions.pop(name_or_id, None)
 
     # -- per-runtime singletons owned by other packages (DEK cache, stores, ...) --------------
     def extension(self, key: str, factory: Any) -> Any:

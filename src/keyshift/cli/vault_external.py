@@ -160,7 +160,110 @@ def add(
         emit(ctx, view, _human)
 
 
+def changed_settings(
+    kind: str,
+    *,
+    module: Path | None = None,
+    token_label: str | None = None,
+    pin_env: str | None = None,
+    pin_file: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    ca: Path | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+) -> dict[str, Any]:
+    """The provider options given -> the settings to change (the others keep their values)."""
+    given: dict[str, dict[str, tuple[str, object]]] = {
+        "pkcs11": {"--module": ("module", _abs(module)), "--token-label": ("token_label", token_label)},
+        "kmip": {
+            "--host": ("host", host),
+            "--port": ("port", port),
+            "--cert": ("cert", _abs(cert)),
+            "--key": ("key", _abs(key)),
+            "--ca": ("ca", _abs(ca)),
+        },
+        "aws-kms": {"--endpoint-url": ("endpoint_url", endpoint_url), "--region": ("region", region)},
+    }
+    pin_given = {"--pin-env": pin_env, "--pin-file": pin_file}
+    foreign = [opt for k, opts in given.items() if k != kind for opt, (_, v) in opts.items() if v is not None]
+    if kind != "pkcs11":
+        foreign += [opt for opt, v in pin_given.items() if v is not None]
+    if foreign:
+        raise UsageError(f"option(s) {', '.join(foreign)} do not apply to a {kind} vault")
+    out = {field: v for field, v in given.get(kind, {}).values() if v is not None}
+    if kind == "pkcs11" and (pin_env is not None or pin_file is not None):
+        from keyshift.vaults.secrets import SecretRef
+
+        pin = SecretRef.from_options(
+            env=pin_env, file=pin_file, what="PIN (--pin-env VAR or --pin-file FILE)"
+        )
+        out["pin"] = pin.to_config()
+    return out
+
+
+def _human_reconnected(v: dict[str, Any]) -> None:
+    lines = [f"[bold]{v['name']}[/] ({v['id']}) reconnected: {', '.join(v['changed'])} changed"]
+    lines += [f"  proven: {p}" for p in v["proven"]] or ["  proven: nothing uses this vault yet"]
+    stdout.print("\n".join(lines), highlight=False)
+
+
+def reconnect(
+    ctx: typer.Context,
+    vault: str,
+    module: Annotated[Path | None, typer.Option("--module", help="pkcs11: PKCS#11 library path.")] = None,
+    token_label: Annotated[str | None, typer.Option("--token-label", help="pkcs11: token label.")] = None,
+    pin_env: Annotated[
+        str | None,
+        typer.Option("--pin-env", help="pkcs11: name of the environment variable holding the PIN."),
+    ] = None,
+    pin_file: Annotated[
+        Path | None, typer.Option("--pin-file", help="pkcs11: file holding the PIN (mode 600).")
+    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="kmip: server host.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="kmip: server port.")] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="kmip: client certificate (PEM).")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="kmip: client private key file (PEM).")] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="kmip: CA certificate of the server (PEM).")] = None,
+    endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="aws-kms: endpoint URL.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="aws-kms: AWS region.")] = None,
+) -> None:
+    """Point an external vault at new connection settings (a moved endpoint, a new client
+    certificate, another PIN reference). The settings given replace those of the vault; they are
+    proven first — one data key of each key version in use is unwrapped through them — and
+    nothing changes if that fails. Running processes pick them up within 30 s."""
+    with runtime(ctx) as rt:
+        from keyshift.control import audit_trail
+        from keyshift.control.vault_reconnect import reconnect_vault
+        from keyshift.errors import KeyshiftError
+        from keyshift.vaults.registry import find_vault_record
+
+        try:
+            kind = find_vault_record(rt, vault).kind
+            settings = changed_settings(
+                kind,
+                module=module,
+                token_label=token_label,
+                pin_env=pin_env,
+                pin_file=pin_file,
+                host=host,
+                port=port,
+                cert=cert,
+                key=key,
+                ca=ca,
+                endpoint_url=endpoint_url,
+                region=region,
+            )
+        except KeyshiftError as exc:
+            audit_trail.record_failure(rt, "vault.reconnect", exc, target_type="vault", target_id=vault[:200])
+            raise
+        emit(ctx, reconnect_vault(rt, vault, settings), _human_reconnected)
+
+
 def register(app: typer.Typer) -> None:
     from keyshift.cli.vault import vault_app
 
     vault_app.command("add")(add)
+    vault_app.command("reconnect")(reconnect)

@@ -52,6 +52,20 @@ def find_vault_record(rt: Runtime, name_or_id: str) -> VaultRecord:
         return row
 
 
+def settings_version(rt: Runtime, name_or_id: str) -> int | None:
+    """The version of a vault record's connection settings (bumped by `vault reconnect`); None if
+    there is no such vault. A read-only unit of work: callers may be inside a write transaction."""
+    from keyshift.db.engine import read_transaction
+
+    with read_transaction(rt.sessions) as session:
+        return session.scalars(
+            select(VaultRecord.version).where(
+                or_(VaultRecord.name == name_or_id, VaultRecord.id == name_or_id),
+                VaultRecord.state != "deleted",
+            )
+        ).first()
+
+
 # kind -> (the third-party module it needs, the keyshift extra that installs it)
 EXTRA_OF: dict[str, tuple[str, str]] = {"pkcs11": ("pkcs11", "hsm"), "kmip": ("kmip", "kmip")}
 
