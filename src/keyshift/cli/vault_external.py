@@ -15,6 +15,25 @@ import typer
 from keyshift.cli.common import emit, runtime, stdout
 from keyshift.errors import UsageError
 
+# Provider options, shared by `vault add` and `vault reconnect`.
+ModuleOpt = Annotated[Path | None, typer.Option("--module", help="pkcs11: PKCS#11 library path.")]
+TokenLabelOpt = Annotated[str | None, typer.Option("--token-label", help="pkcs11: token label.")]
+PinEnvOpt = Annotated[
+    str | None, typer.Option("--pin-env", help="pkcs11: name of the environment variable holding the PIN.")
+]
+PinFileOpt = Annotated[
+    Path | None, typer.Option("--pin-file", help="pkcs11: file holding the PIN (mode 600).")
+]
+HostOpt = Annotated[str | None, typer.Option("--host", help="kmip: server host.")]
+PortOpt = Annotated[int | None, typer.Option("--port", help="kmip: server port (usually 5696).")]
+CertOpt = Annotated[Path | None, typer.Option("--cert", help="kmip: client certificate (PEM).")]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help="kmip: client private key file (PEM).")]
+CaOpt = Annotated[Path | None, typer.Option("--ca", help="kmip: CA certificate of the server (PEM).")]
+EndpointOpt = Annotated[
+    str | None, typer.Option("--endpoint-url", help="aws-kms: endpoint URL (default: AWS).")
+]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="aws-kms: AWS region.")]
+
 
 def _abs(path: Path | None) -> str | None:
     return str(path.expanduser().absolute()) if path is not None else None
@@ -90,24 +109,17 @@ def add(
     ctx: typer.Context,
     name: str,
     kind: Annotated[str, typer.Option("--kind", help="pkcs11, kmip or aws-kms.")],
-    module: Annotated[Path | None, typer.Option("--module", help="pkcs11: PKCS#11 library path.")] = None,
-    token_label: Annotated[str | None, typer.Option("--token-label", help="pkcs11: token label.")] = None,
-    pin_env: Annotated[
-        str | None,
-        typer.Option("--pin-env", help="pkcs11: name of the environment variable holding the PIN."),
-    ] = None,
-    pin_file: Annotated[
-        Path | None, typer.Option("--pin-file", help="pkcs11: file holding the PIN (mode 600).")
-    ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="kmip: server host.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="kmip: server port (usually 5696).")] = None,
-    cert: Annotated[Path | None, typer.Option("--cert", help="kmip: client certificate (PEM).")] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="kmip: client private key file (PEM).")] = None,
-    ca: Annotated[Path | None, typer.Option("--ca", help="kmip: CA certificate of the server (PEM).")] = None,
-    endpoint_url: Annotated[
-        str | None, typer.Option("--endpoint-url", help="aws-kms: endpoint URL (default: AWS).")
-    ] = None,
-    region: Annotated[str | None, typer.Option("--region", help="aws-kms: AWS region.")] = None,
+    module: ModuleOpt = None,
+    token_label: TokenLabelOpt = None,
+    pin_env: PinEnvOpt = None,
+    pin_file: PinFileOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    ca: CaOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
     soft_delete_days: Annotated[
         int | None,
         typer.Option(
@@ -213,22 +225,17 @@ def _human_reconnected(v: dict[str, Any]) -> None:
 def reconnect(
     ctx: typer.Context,
     vault: str,
-    module: Annotated[Path | None, typer.Option("--module", help="pkcs11: PKCS#11 library path.")] = None,
-    token_label: Annotated[str | None, typer.Option("--token-label", help="pkcs11: token label.")] = None,
-    pin_env: Annotated[
-        str | None,
-        typer.Option("--pin-env", help="pkcs11: name of the environment variable holding the PIN."),
-    ] = None,
-    pin_file: Annotated[
-        Path | None, typer.Option("--pin-file", help="pkcs11: file holding the PIN (mode 600).")
-    ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="kmip: server host.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="kmip: server port.")] = None,
-    cert: Annotated[Path | None, typer.Option("--cert", help="kmip: client certificate (PEM).")] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="kmip: client private key file (PEM).")] = None,
-    ca: Annotated[Path | None, typer.Option("--ca", help="kmip: CA certificate of the server (PEM).")] = None,
-    endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="aws-kms: endpoint URL.")] = None,
-    region: Annotated[str | None, typer.Option("--region", help="aws-kms: AWS region.")] = None,
+    module: ModuleOpt = None,
+    token_label: TokenLabelOpt = None,
+    pin_env: PinEnvOpt = None,
+    pin_file: PinFileOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    ca: CaOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
 ) -> None:
     """Point an external vault at new connection settings (a moved endpoint, a new client
     certificate, another PIN reference). The settings given replace those of the vault; they are

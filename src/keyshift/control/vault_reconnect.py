@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from keyshift.control import audit_trail
+from keyshift.control.vault_registry import customer_vault
 from keyshift.control.vaults import tenant_names, vault_view
 from keyshift.db.engine import read_transaction
 from keyshift.db.models import Dek, DekWrap, Environment, Policy, VaultRecord
@@ -28,7 +29,7 @@ from keyshift.observability.vault_calls import instrument
 from keyshift.runtime import Runtime
 from keyshift.vaults.base import KeyRef, WrappedKey
 from keyshift.vaults.external import validate_config
-from keyshift.vaults.registry import factory_for, find_vault_record, require_extra
+from keyshift.vaults.registry import factory_for, require_extra
 
 LIVE_WRAPS = ("current", "pending", "retained")
 
@@ -38,10 +39,8 @@ def reconnect_vault(rt: Runtime, vault: str, settings: Mapping[str, Any]) -> dic
     Returns the vault's view with `changed` (setting names) and `proven` (what was checked)."""
     target = vault
     try:
-        rec = find_vault_record(rt, vault)
+        rec = customer_vault(rt, vault)
         target = rec.name
-        if rec.name == rt.settings.platform_vault or rec.owner == "platform":
-            raise ConflictError(f"vault {rec.name!r} is managed by the platform", code="platform_vault")
         if rec.kind == "local":
             raise ConflictError(
                 f"vault {rec.name!r} is a local vault: it has no connection settings", code="not_external"

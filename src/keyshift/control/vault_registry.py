@@ -38,6 +38,14 @@ def tenant_id(rt: Runtime, tenant: str | None) -> str | None:
         return get_tenant(session, tenant).id
 
 
+def customer_vault(rt: Runtime, vault: str) -> VaultRecord:
+    """The vault record to change (NotFoundError if none); the platform's own vaults are refused."""
+    rec = find_vault_record(rt, vault)
+    if rec.name == rt.settings.platform_vault or rec.owner == "platform":
+        raise ConflictError(f"vault {rec.name!r} is managed by the platform", code="platform_vault")
+    return rec
+
+
 def update_vault(
     rt: Runtime,
     vault: str,
@@ -55,10 +63,8 @@ def update_vault(
     """
     target = vault
     try:
-        rec = find_vault_record(rt, vault)
+        rec = customer_vault(rt, vault)
         target = rec.name
-        if rec.name == rt.settings.platform_vault or rec.owner == "platform":
-            raise ConflictError(f"vault {rec.name!r} is managed by the platform", code="platform_vault")
         if name is None and soft_delete_days is None and purge_protection is None and tenant is None:
             raise UsageError(
                 "nothing to change: give --name, --soft-delete-days, --purge-protection or --tenant"
