@@ -219,12 +219,50 @@ def make_pki(workdir: Path, client_cn: str = "keyshift-client") -> Pki:
         client_cert=workdir / "client.pem",
         client_key=workdir / "client.key",
     )
+    write_key(workdir / "ca.key", ca_key)  # kept to issue further client certificates
     pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     pki.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     pki.client_cert.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
     write_key(pki.server_key, server_key)
     write_key(pki.client_key, client_key)
     return pki
+
+
+def issue_client_cert(pki: Pki, cn: str, stem: str) -> tuple[Path, Path]:
+    """Another client certificate (clientAuth) from the PKI's CA: `<stem>.pem` and `<stem>.key`
+    next to the others — a rotated certificate (same CN) or another client's (another CN)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = pki.ca.parent
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
 
 
 # -- PyKMIP server ----------------------------------------------------------------------------------

@@ -171,3 +171,69 @@ def test_the_cli_refuses_options_of_another_kind_with_exit_2_and_changes_nothing
     assert good.returncode == 0, good.stderr
     out = json.loads(good.stdout)
     assert out["changed"] == ["endpoint_url"] and out["proven"]
+
+
+def test_a_kmip_client_certificate_is_rotated_and_another_clients_is_refused(
+    sqlite_rt: Runtime, tmp_path: Path
+) -> None:
+    """The case the command exists for: the KMIP client certificate is replaced before it expires.
+    A new certificate of the same client (same CN, from the same CA) is proven and taken, and the
+    old files can go; another client's certificate (another CN: the PyKMIP server lets an object's
+    owner only use it) is refused and nothing changes. Real PyKMIP server over mutual TLS."""
+    from integration.ext_servers import ServerUnavailable, issue_client_cert, run_kmip_server
+    from keyshift.jobs.runner import Worker
+    from keyshift.migrate.link import start_link
+    from keyshift.vaults.external import add_external_vault
+
+    rt = sqlite_rt
+    try:
+        cm = run_kmip_server(tmp_path / "kmip")
+        server = cm.__enter__()
+    except ServerUnavailable as exc:
+        pytest.skip(f"PyKMIP server unavailable: {exc}")
+    try:
+        pki = server.pki
+        config = {
+            "host": server.host,
+            "port": server.port,
+            "cert": str(pki.client_cert),
+            "key": str(pki.client_key),
+            "ca": str(pki.ca),
+        }
+        add_external_vault(rt, "cust-kmip", "kmip", config, soft_delete_days=30, purge_protection=True)
+        vaults.create_key(rt, "cust-kmip", "cmk", "AES", 256)
+        tenants.create_tenant(rt, "contoso")
+        pol = create_policy(
+            rt, "contoso", "pol", region=rt.settings.default_region, vault="cust-kmip", key="cmk"
+        )
+        assert check_policy(rt, pol["id"]).status == "healthy"
+        eid = environments.create_environment(rt, "contoso", "contoso-prod", env_type="production")["id"]
+        environments.set_managed(rt, "contoso-prod", True)
+        put_rows(rt, eid, 10)
+        job = start_link(rt, pol["id"], "contoso-prod")["id"]
+        assert Worker(rt, poll_seconds=0.01).run_job(job) == "succeeded"
+        before = read_all(rt, eid)
+        rec = find_vault_record(rt, "cust-kmip")
+
+        stranger = issue_client_cert(pki, "someone-else", "stranger")
+        with pytest.raises(ConflictError) as refused:
+            reconnect_vault(rt, "cust-kmip", {"cert": str(stranger[0]), "key": str(stranger[1])})
+        assert refused.value.code == "settings_unproven"
+        after = find_vault_record(rt, "cust-kmip")
+        assert (after.config, after.version) == (rec.config, rec.version)
+
+        rotated = issue_client_cert(pki, "keyshift-client", "client-2027")
+        view = reconnect_vault(rt, "cust-kmip", {"cert": str(rotated[0]), "key": str(rotated[1])})
+        assert view["changed"] == ["cert", "key"]
+        assert view["proven"] and all(p.startswith("unwrap cmk version ") for p in view["proven"])
+        pki.client_cert.unlink()  # the old certificate is gone
+        pki.client_key.unlink()
+        flush(rt)
+        fresh = Runtime.open(home=rt.home.path, clock=rt.clock, principal="operator:fresh")
+        try:
+            assert read_all(rt, eid) == before
+            assert read_all(fresh, eid) == before
+        finally:
+            fresh.close()
+    finally:
+        cm.__exit__(None, None, None)
