@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SOFTHSM_MODULE_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -134,10 +135,41 @@ class Pki:
     client_key: Path
 
 
-def make_pki(workdir: Path, client_cn: str = "keyshift-client") -> Pki:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (clientAuth)."""
+def _leaf(ca_cert: Any, ca_key: Any, cn: str, usage: Any, *, server: bool) -> tuple[Any, Any]:
+    """A certificate (and its new key) for `cn` from the CA, valid two days; a server's names
+    127.0.0.1 and localhost."""
     import ipaddress
 
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def make_pki(workdir: Path, client_cn: str = "keyshift-client") -> Pki:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (clientAuth)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -186,32 +218,10 @@ def make_pki(workdir: Path, client_cn: str = "keyshift-client") -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(
-        cn: str, usage: x509.ObjectIdentifier, server: bool
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        return builder.sign(ca_key, hashes.SHA256()), key
-
-    server_cert, server_key = leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, True)
-    client_cert, client_key = leaf(client_cn, ExtendedKeyUsageOID.CLIENT_AUTH, False)
+    server_cert, server_key = _leaf(
+        ca_cert, ca_key, "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, server=True
+    )
+    client_cert, client_key = _leaf(ca_cert, ca_key, client_cn, ExtendedKeyUsageOID.CLIENT_AUTH, server=False)
     pki = Pki(
         ca=workdir / "ca.pem",
         server_cert=workdir / "server.pem",
@@ -232,28 +242,15 @@ def issue_client_cert(pki: Pki, cn: str, stem: str) -> tuple[Path, Path]:
     """Another client certificate (clientAuth) from the PKI's CA: `<stem>.pem` and `<stem>.key`
     next to the others — a rotated certificate (same CN) or another client's (another CN)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     folder = pki.ca.parent
     ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
     ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    cert, key = _leaf(ca_cert, ca_key, cn, ExtendedKeyUsageOID.CLIENT_AUTH, server=False)
     cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
