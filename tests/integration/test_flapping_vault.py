@@ -152,6 +152,13 @@ def test_a_flapping_vault_never_disables_but_a_dead_one_does(
                 seen.append(out["health"])
                 assert out["environments_disabled"] == [], (seen, out)
                 time.sleep(GRACE)  # checks a grace period apart, like the defaults (30 s / 30 s)
+            # The probe above runs right after a monitor round, which ends when the vault answers
+            # (in an "up" window), then a fixed sleep: its phase in the flap is not random and may
+            # keep landing "up". So also probe 0.1 s apart over two flaps: it is down at times.
+            deadline = time.monotonic() + 2 * (DOWN + UP)
+            while not down_probes and time.monotonic() < deadline:
+                down_probes += not open_fresh(rt, "cust").info().reachable
+                time.sleep(0.1)
             proxy.stop_flapping()
             print(f"\nflapping: {proxy.flaps} flaps, monitor saw {seen}, {down_probes} probes found it down")
             assert proxy.flaps >= 15 and down_probes >= 1
