@@ -132,7 +132,7 @@ class Runtime:
         At most every VAULT_SETTINGS_RECHECK_SECONDS the vault record's settings version is read
         again: after `vault reconnect` (in any process) the adapter is opened anew on the new
         settings. An adapter put in the cache by its owner (a test's stand-in) is kept as is."""
-        from keyshift.vaults.registry import open_vault, settings_version
+        from keyshift.vaults.registry import adapter_for, find_vault_record, settings_version
 
         cached = self._vaults.get(name_or_id)
         if cached is not None:
@@ -145,11 +145,10 @@ class Runtime:
                     stamp[1],
                 )
                 return cached
-        version = settings_version(self, name_or_id)
-        vault = open_vault(self, name_or_id)
+        row = find_vault_record(self, name_or_id)
+        vault = adapter_for(self, row)
         self._vaults[name_or_id] = vault
-        if version is not None:
-            self._vault_versions[name_or_id] = (time.monotonic() + VAULT_SETTINGS_RECHECK_SECONDS, version)
+        self._vault_versions[name_or_id] = (time.monotonic() + VAULT_SETTINGS_RECHECK_SECONDS, row.version)
         return vault
 
     def forget_vault(self, name_or_id: str | None = None) -> None:

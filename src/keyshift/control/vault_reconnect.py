@@ -25,11 +25,10 @@ from keyshift.control.vaults import tenant_names, vault_view
 from keyshift.db.engine import read_transaction
 from keyshift.db.models import Dek, DekWrap, Environment, Policy, VaultRecord
 from keyshift.errors import ConflictError, KeyshiftError, UsageError
-from keyshift.observability.vault_calls import instrument
 from keyshift.runtime import Runtime
 from keyshift.vaults.base import KeyRef, WrappedKey
 from keyshift.vaults.external import validate_config
-from keyshift.vaults.registry import factory_for, require_extra
+from keyshift.vaults.registry import adapter_for
 
 LIVE_WRAPS = ("current", "pending", "retained")
 
@@ -118,8 +117,7 @@ def _prove(rt: Runtime, rec: VaultRecord, config: dict[str, Any]) -> list[str]:
         state=rec.state,
         version=rec.version,
     )
-    require_extra(rec.kind)
-    adapter = instrument(factory_for(rec.kind)(rt, candidate))
+    adapter = adapter_for(rt, candidate)
     proven: list[str] = []
     try:
         for w, store, env_id, tenant_id in wraps:

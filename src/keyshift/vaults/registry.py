@@ -88,9 +88,14 @@ def require_extra(kind: str) -> None:
 
 def open_vault(rt: Runtime, name_or_id: str) -> KeyVault:
     """The adapter for a registered vault, its calls counted and timed (observability)."""
+    return adapter_for(rt, find_vault_record(rt, name_or_id))
+
+
+def adapter_for(rt: Runtime, row: VaultRecord) -> KeyVault:
+    """The adapter of a vault record (read from the database, or a candidate's settings not saved
+    yet), its calls counted and timed (observability)."""
     from keyshift.observability.vault_calls import instrument
 
-    row = find_vault_record(rt, name_or_id)
     require_extra(row.kind)
     return instrument(factory_for(row.kind)(rt, row))
 
